@@ -1,0 +1,294 @@
+"""``fashion-avqa``: the built-in audio-visual question-answering data set.
+
+A labelled synthetic benchmark. Its modalities are paired **by label**, not
+recorded together: a real Fashion-MNIST image, a synthetic spoken item name
+(espeak-ng; the same item or another one), a caption per class for stage 1
+(class name plus its WordNet 3.0 gloss) and, for stage 2, a question whose
+answer needs the image, the speech or both. No single modality can answer
+every question: "What item is pictured?" needs the image, "Which item does
+the speaker name?" needs the speech, and "Is the spoken item the same as the
+pictured one?" needs both.
+
+>>> data = FashionAVQA(FashionAVQAConfig(train_images=20, train_clips=12), seed=0)
+>>> images, labels = data.images("train")            # uint8 [20, 28, 28], int64 [20]
+>>> clips, clip_labels = data.speech("train")        # float32 [12, 20000], int64 [12]
+>>> batch = data.tasks("train", 8, frozenset({"text", "image", "audio"}), seed=1)
+>>> str(batch["question"][0]) in QUESTION_TYPES[data.question_type_names[batch["question_type"][0]]].templates
+True
+"""
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.data import fashion_mnist, speech, wordnet
+from models.data.fashion_mnist import CLASS_NAMES
+from models.paths import atomic_path, cache_dir
+
+ANSWERS: tuple[str, ...] = CLASS_NAMES + ("yes", "no")
+YES, NO = ANSWERS.index("yes"), ANSWERS.index("no")
+MODALITIES = frozenset({"image", "audio", "text"})
+SPLITS = ("train", "test")
+FOOTWEAR = np.isin(CLASS_NAMES, ("sandal", "sneaker", "ankle boot"))          # bool [10]
+UPPER_BODY = np.isin(CLASS_NAMES, ("t-shirt", "pullover", "coat", "shirt"))   # bool [10]
+SPEECH_VERSION = 1  # bump when speech.py changes what a cached clip holds
+
+
+@dataclass(frozen=True)
+class QuestionType:
+    """A kind of question: the modalities its answer needs besides the text, and
+    paraphrases of it."""
+
+    name: str
+    needs: frozenset[str]
+    templates: tuple[str, ...]
+
+
+QUESTION_TYPES: dict[str, QuestionType] = {q.name: q for q in (
+    QuestionType("image_item", frozenset({"image"}), (
+        "What item is pictured?", "What is shown in the picture?", "Which item does the image show?")),
+    QuestionType("speech_item", frozenset({"audio"}), (
+        "Which item does the speaker name?", "What item is spoken?", "Which item do you hear named?")),
+    QuestionType("same_item", frozenset({"image", "audio"}), (
+        "Is the spoken item the same as the pictured one?",
+        "Does the speaker name the item in the picture?",
+        "Do the picture and the speech show the same item?")),
+    QuestionType("image_footwear", frozenset({"image"}), (
+        "Is the pictured item footwear?", "Is the item in the picture worn on the feet?",
+        "Does the image show footwear?")),
+    QuestionType("speech_upper_body", frozenset({"audio"}), (
+        "Is the spoken item worn on the upper body?",
+        "Does the speaker name something worn on the upper body?",
+        "Is the item the speaker names upper-body clothing?")),
+)}
+
+# Answer index (into ANSWERS) from the image and clip labels, int64 [N] each.
+_ANSWER = {
+    "image_item": lambda image, clip: image,
+    "speech_item": lambda image, clip: clip,
+    "same_item": lambda image, clip: np.where(image == clip, YES, NO),
+    "image_footwear": lambda image, clip: np.where(FOOTWEAR[image], YES, NO),
+    "speech_upper_body": lambda image, clip: np.where(UPPER_BODY[clip], YES, NO),
+}
+
+
+class MissingDataError(FileNotFoundError):
+    """Files of a Debian package that the data set needs are not where the
+    scenario says; the message names the scenario key and the package."""
+
+    def __init__(self, key: str, value, package: str, problem: str):
+        self.key, self.value, self.package, self.problem = key, value, package, problem
+        super().__init__(f"{key}: {str(value)!r} {problem}; install {'it' if package == 'espeak-ng' else 'them'} "
+                         f"with: sudo apt-get install {package}")
+
+
+class FashionAVQAConfig(BaseModel):
+    """The ``dataset`` section of a scenario for ``fashion-avqa``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["fashion-avqa"] = Field("fashion-avqa", description="Data set name.")
+    fashion_mnist_dir: Path = Field(Path("/usr/share/datasets/fashion-mnist"),
+                                    description="Folder of the gzipped Fashion-MNIST IDX files.")
+    wordnet_dir: Path = Field(Path("/usr/share/wordnet"),
+                              description="Folder of WordNet 3.0's index.noun and data.noun.")
+    espeak_ng: str = Field("espeak-ng", description="espeak-ng executable, a name on PATH or a path.")
+    train_images: int = Field(6000, gt=0, le=fashion_mnist.SPLIT_SIZES["train"],
+                              description="First images of the 60k training pool.")
+    test_images: int = Field(1000, gt=0, le=fashion_mnist.SPLIT_SIZES["test"],
+                             description="First images of the 10k test pool (t10k files).")
+    train_clips: int = Field(2000, gt=0, description="Spoken clips for training (training speakers).")
+    test_clips: int = Field(500, gt=0, description="Spoken clips for testing (held-out speakers).")
+    sample_rate_hz: int = Field(16000, gt=0, description="Sample rate of the clips in Hz.")
+    clip_seconds: float = Field(1.25, gt=0, description="Clip length in seconds, centred on the speech.")
+    noise_snr_db: tuple[float, float] = Field(
+        (5.0, 30.0), description="Background-noise SNR per clip in dB, uniform in [low, high].")
+    question_types: list[str] = Field(
+        default_factory=lambda: list(QUESTION_TYPES), min_length=1,
+        description=f"Question types asked, among {', '.join(QUESTION_TYPES)}.")
+
+    @field_validator("question_types")
+    @classmethod
+    def _known_question_types(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name not in QUESTION_TYPES:
+                raise ValueError(f"{name!r} is not one of {', '.join(QUESTION_TYPES)}")
+        if len(set(names)) != len(names):
+            raise ValueError("repeats a name")
+        return names
+
+    @model_validator(mode="after")
+    def _ordered_snr(self):
+        if self.noise_snr_db[0] > self.noise_snr_db[1]:
+            raise ValueError(f"noise_snr_db {list(self.noise_snr_db)} must be [low, high] with low <= high")
+        return self
+
+
+class FashionAVQA:
+    """Images, spoken item names, class captions and question-answer tasks.
+
+    Cheap to build: it only checks that the Debian packages are there. Images
+    are read and speech is synthesised (then cached on disk) on first use.
+    """
+
+    def __init__(self, config: FashionAVQAConfig, seed: int):
+        self.config, self.seed = config, seed
+        if not fashion_mnist.has_files(config.fashion_mnist_dir):
+            raise MissingDataError("dataset.fashion_mnist_dir", config.fashion_mnist_dir,
+                                   "dataset-fashion-mnist", "has no Fashion-MNIST files")
+        if not wordnet.has_files(config.wordnet_dir):
+            raise MissingDataError("dataset.wordnet_dir", config.wordnet_dir, "wordnet-base",
+                                   "has no WordNet 3.0 noun database (index.noun, data.noun)")
+        if shutil.which(config.espeak_ng) is None:
+            raise MissingDataError("dataset.espeak_ng", config.espeak_ng, "espeak-ng",
+                                   "is not an executable (a name on PATH or a path)")
+        self._images: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._speech: dict[str, dict[str, np.ndarray]] = {}
+
+    @property
+    def question_type_names(self) -> list[str]:
+        """The config's question types, in order; ``tasks()["question_type"]`` indexes this."""
+        return list(self.config.question_types)
+
+    def images(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Images uint8 ``[N, 28, 28]`` and labels int64 ``[N]`` (index into CLASS_NAMES);
+        N is ``train_images`` or ``test_images``."""
+        if split not in self._images:
+            count = self.config.train_images if _check_split(split) == "train" else self.config.test_images
+            self._images[split] = fashion_mnist.load(self.config.fashion_mnist_dir, split, count)
+        return self._images[split]
+
+    def speech(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Clips float32 ``[N, round(sample_rate_hz * clip_seconds)]`` in [-1, 1] and
+        labels int64 ``[N]`` (the spoken class); N is ``train_clips`` or ``test_clips``."""
+        stored = self._load_speech(split)
+        return stored["clips"].astype(np.float32) / 32767.0, stored["labels"]
+
+    def speakers(self, split: str) -> np.ndarray:
+        """The espeak-ng voice of each clip, str ``[N]`` (e.g. ``"en-029+f2"``)."""
+        return self._load_speech(split)["voices"]
+
+    def speech_path(self, split: str) -> Path:
+        """Cache file of the clips of ``split``, keyed by everything that shapes them."""
+        c = self.config
+        shape = dict(version=SPEECH_VERSION, seed=self.seed, train_clips=c.train_clips, test_clips=c.test_clips,
+                     sample_rate_hz=c.sample_rate_hz, clip_seconds=c.clip_seconds, noise_snr_db=c.noise_snr_db)
+        key = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+        return cache_dir() / "data" / "fashion-avqa" / key / f"speech-{_check_split(split)}.npz"
+
+    def captions(self) -> list[str]:
+        """One caption per class, in label order: ``"<class name>: <WordNet gloss>"``."""
+        glosses = wordnet.class_glosses(self.config.wordnet_dir)
+        return [f"{name}: {glosses[name]}" for name in CLASS_NAMES]
+
+    def tasks(self, split: str, num_tasks: int, modalities: frozenset[str], seed: int) -> dict[str, np.ndarray]:
+        """``num_tasks`` question-answer tasks for a group that can send ``modalities``
+        (a subset of {"image", "audio", "text"} holding "text", the question).
+
+        Only question types whose needs are within ``modalities`` are asked, each
+        equally often. Every task still names an image and a clip, since the
+        sender sends them anyway. Returns arrays of length ``num_tasks``:
+        ``image_index``, ``clip_index`` int64 (into ``images(split)``/``speech(split)``),
+        ``question_type`` int64 (into ``question_type_names``), ``question`` object
+        (str), ``answer`` int64 (into ANSWERS), ``image_label``, ``clip_label`` int64.
+        The same arguments give the same tasks.
+        """
+        modalities = frozenset(modalities)
+        if "text" not in modalities or not modalities <= MODALITIES:
+            raise ValueError(f"modalities: {sorted(modalities)} must be a subset of "
+                             f"{sorted(MODALITIES)} that holds 'text'")
+        names = self.question_type_names
+        allowed = [i for i, name in enumerate(names) if QUESTION_TYPES[name].needs <= modalities]
+        if not allowed:
+            raise ValueError(f"modalities: no question type among {', '.join(names)} can be "
+                             f"answered from {sorted(modalities)}")
+        image_labels, clip_labels = self.images(split)[1], self.speech(split)[1]
+        rng = np.random.default_rng([seed, SPLITS.index(split)])
+        question_type = np.asarray(allowed)[rng.integers(len(allowed), size=num_tasks)]
+        image_index = rng.integers(len(image_labels), size=num_tasks)
+        clip_index = rng.integers(len(clip_labels), size=num_tasks)
+        questions = np.empty(num_tasks, dtype=object)
+        answer = np.empty(num_tasks, dtype=np.int64)
+        for t in allowed:
+            rows = np.flatnonzero(question_type == t)
+            image_label, clip_label = _balanced_labels(names[t], rng, len(rows), image_labels, clip_labels)
+            if image_label is not None:
+                image_index[rows] = _index_of_label(rng, image_labels, image_label)
+            if clip_label is not None:
+                clip_index[rows] = _index_of_label(rng, clip_labels, clip_label)
+            answer[rows] = _ANSWER[names[t]](image_labels[image_index[rows]], clip_labels[clip_index[rows]])
+            templates = QUESTION_TYPES[names[t]].templates
+            questions[rows] = np.asarray(templates, dtype=object)[rng.integers(len(templates), size=len(rows))]
+        return {
+            "image_index": image_index, "clip_index": clip_index, "question_type": question_type,
+            "question": questions, "answer": answer,
+            "image_label": image_labels[image_index], "clip_label": clip_labels[clip_index],
+        }
+
+    def _load_speech(self, split: str) -> dict[str, np.ndarray]:
+        """The cached clips of ``split`` (int16 ``clips``, ``labels``, ``voices``), made if missing."""
+        if split in self._speech:
+            return self._speech[split]
+        path = self.speech_path(split)
+        if not path.exists():
+            c = self.config
+            num_clips = c.train_clips if split == "train" else c.test_clips
+            rng = np.random.default_rng([self.seed, SPLITS.index(split)])
+            labels = rng.permutation(np.arange(num_clips) % len(CLASS_NAMES))  # classes as even as N allows
+            variants = speech.TRAIN_VARIANTS if split == "train" else speech.TEST_VARIANTS
+            specs = speech.plan_clips([CLASS_NAMES[i] for i in labels], variants, c.noise_snr_db, rng)
+            clips = speech.render_clips(specs, c.espeak_ng, c.sample_rate_hz, c.clip_seconds,
+                                        desc=f"fashion-avqa {split} speech")
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would rename tmp
+                np.savez(f, clips=np.round(clips * 32767).astype(np.int16), labels=labels,
+                         voices=np.array([s.voice for s in specs]),
+                         speed_wpm=np.array([s.speed_wpm for s in specs]),
+                         pitch=np.array([s.pitch for s in specs]),
+                         snr_db=np.array([s.snr_db for s in specs]))
+        with np.load(path) as stored:
+            self._speech[split] = {k: stored[k] for k in ("clips", "labels", "voices")}
+        return self._speech[split]
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
+    return split
+
+
+def _choose(rng: np.random.Generator, allowed: np.ndarray) -> np.ndarray:
+    """A class per row, uniform among the True entries of ``allowed`` bool ``[N, 10]``; int64 ``[N]``."""
+    if not allowed.any(axis=1).all():
+        raise ValueError("too few images or clips to draw a balanced task; use more of them")
+    return np.argmax(np.where(allowed, rng.random(allowed.shape), -1.0), axis=1)
+
+
+def _index_of_label(rng: np.random.Generator, labels: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """For each wanted class, a random index ``i`` with ``labels[i] == wanted``; int64 ``[len(wanted)]``."""
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=len(CLASS_NAMES))
+    starts = np.cumsum(counts) - counts
+    return order[starts[wanted] + (rng.random(len(wanted)) * counts[wanted]).astype(np.int64)]
+
+
+def _balanced_labels(name: str, rng, n: int, image_labels: np.ndarray, clip_labels: np.ndarray):
+    """The image and clip classes that yes/no question type ``name`` needs for a
+    50/50 answer (int64 ``[n]`` each, None where any item will do)."""
+    has_image = np.bincount(image_labels, minlength=len(CLASS_NAMES)) > 0   # bool [10]
+    has_clip = np.bincount(clip_labels, minlength=len(CLASS_NAMES)) > 0
+    yes = rng.random(n) < 0.5
+    if name == "same_item":
+        image = _choose(rng, has_image & (has_clip | ~yes[:, None]))
+        other = _choose(rng, has_clip & ((np.arange(len(CLASS_NAMES)) != image[:, None]) | yes[:, None]))
+        return image, np.where(yes, image, other)
+    if name == "image_footwear":
+        return _choose(rng, has_image & (FOOTWEAR == yes[:, None])), None
+    if name == "speech_upper_body":
+        return None, _choose(rng, has_clip & (UPPER_BODY == yes[:, None]))
+    return None, None

@@ -1,0 +1,189 @@
+"""The simulation engine: build a scenario's cell and models, train, evaluate.
+
+``Simulation(scenario)`` wires the data set, the cached encoder features, the
+split model and the cell's uplink together; ``train()`` fine-tunes through the
+uplink unless a checkpoint for the same configuration exists; ``evaluate()``
+runs every group's test tasks at the users' SNRs and returns per-task and
+per-user records from which :mod:`sim.metrics` builds the results.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from models.data import FashionAVQA
+from models.data.fashion_avqa import ANSWERS, QUESTION_TYPES
+from models.encoders import encoder_output_shape
+from models.features import SplitFeatures, count_flops, load_features
+from models.paths import digest
+from models.system import SplitModel
+from models.training import TaskSampler, train_split_model
+from sim.runtime import apply_runtime
+from sim.scenario import Scenario
+from sim.uplink import Uplink
+
+
+def checkpoint_key(scenario: Scenario) -> tuple[str, dict]:
+    """Hash of everything that shapes the trained model, and that content.
+
+    Users' SNRs, ids, compute speeds, the evaluation and the name are left
+    out: one model serves every SNR of the training range, so changing them
+    reuses the checkpoint. Which modalities each user of each group sends
+    (and how many users share the carrier) shapes the channel in the loop, so
+    it is in.
+    """
+    s = scenario
+    layout = [[sorted(s.user(uid).modalities) for uid in g.users] for g in s.groups]
+    shaped_by = {
+        "seed": s.seed,
+        "dataset": s.dataset.model_dump(mode="json", exclude={"fashion_mnist_dir", "wordnet_dir", "espeak_ng"}),
+        "cell": s.cell.model_dump(mode="json", exclude={"bandwidth_hz"}),
+        "channel": s.channel.model_dump(mode="json"),
+        "layout": {"groups": layout, "num_users": len(s.users)},
+        "tokens": {m: t.model_dump() for m, t in s.tokens.items()},
+        "models": s.models.model_dump(mode="json"),
+        "training": s.training.model_dump(mode="json"),
+        "version": 1,
+    }
+    return digest(shaped_by), shaped_by
+
+
+@dataclass
+class Evaluation:
+    """Raw outcome of evaluating every group's test tasks.
+
+    ``tasks``: column arrays, one row per task (``group``, ``slot``,
+    ``question_type``, ``answer``, ``predicted``, ``correct``).
+    ``nmse_error`` / ``nmse_power``: [num_users] sums of squared token error
+    and of token power over everything each user sent.
+    ``flops``: FLOPs per sample on the devices (per modality, encoder and
+    transmitter) and at the edge (per group).
+    """
+
+    tasks: dict[str, np.ndarray]
+    nmse_error: np.ndarray
+    nmse_power: np.ndarray
+    device_flops: dict[str, int]
+    edge_flops: list[int]
+
+
+class Simulation:
+    """One scenario, ready to train and evaluate.
+
+    :param scenario: validated scenario
+    :param progress: show progress bars
+    """
+
+    def __init__(self, scenario: Scenario, progress: bool = True):
+        self.scenario = scenario
+        self.progress = progress
+        self.device = apply_runtime(scenario.device, scenario.seed)
+        self.dataset = FashionAVQA(scenario.dataset, scenario.seed)
+        self._features: dict[str, SplitFeatures] = {}
+        self.checkpoint, self.shaped_by = checkpoint_key(scenario)
+        self.uplink = Uplink(scenario, self.device)
+        encoder_dims = {m: encoder_output_shape(m, scenario.models)[1] for m in scenario.tokens}
+        self.model = SplitModel(scenario.tokens, encoder_dims, scenario.models, num_answers=len(ANSWERS)).to(self.device)
+        self.present = {m: torch.tensor([m in scenario.group_modalities(g) for g in scenario.groups])
+                        for m in scenario.tokens}
+        self.training_summary: dict | None = None
+
+    def features(self, split: str) -> SplitFeatures:
+        if split not in self._features:
+            s = self.scenario
+            self._features[split] = load_features(self.dataset, s.tokens.keys(), s.models, s.training.audio_encoder,
+                                                  split, self.device, self.progress)
+        return self._features[split]
+
+    def sampler(self, split: str, tasks_per_group: int) -> TaskSampler:
+        s = self.scenario
+        tables = [self.dataset.tasks(split, tasks_per_group, s.group_modalities(g), seed=s.seed * 1000 + i)
+                  for i, g in enumerate(s.groups)]
+        return TaskSampler(tables, self.present, self.features(split))
+
+    @property
+    def checkpoint_path(self):
+        return checkpoint_path(self.checkpoint)
+
+    def train(self, force: bool = False) -> dict:
+        """Load the checkpoint of this configuration, or train and save one. Returns its summary."""
+        if not force:
+            summary = load_checkpoint(self.model, self.checkpoint)
+            if summary is not None:
+                self.training_summary = {**summary, "loaded": True}
+                return self.training_summary
+        s = self.scenario
+        generator = torch.Generator().manual_seed(s.seed)
+        channel = self.uplink.training_channel(s.training.snr_db_range, generator)
+        sampler = self.sampler("train", s.training.train_tasks_per_group)
+        history = train_split_model(self.model, channel, sampler, s.training, s.seed, self.progress)
+        tail = history[-max(1, len(history) // 10):]
+        summary = {"steps": len(history), "final_loss": float(np.mean([h["loss"] for h in tail])),
+                   "final_train_accuracy": float(np.mean([h["accuracy"] for h in tail]))}
+        save_checkpoint(self.model, self.checkpoint, self.shaped_by, summary)
+        self.training_summary = {**summary, "loaded": False, "history": history}
+        return self.training_summary
+
+    @torch.no_grad()
+    def evaluate(self) -> Evaluation:
+        """Every group's test tasks through the uplink at the users' SNRs."""
+        s = self.scenario
+        self.model.eval()
+        sampler = self.sampler("test", s.evaluation.tasks_per_group)
+        snr_db = torch.tensor([u.snr_db for u in s.users], dtype=torch.float32, device=self.device)
+        limit = torch.tensor(self.uplink.values_per_user, device=self.device)
+        used = torch.arange(self.uplink.num_values, device=self.device) < limit[:, None]  # [users, values]
+        error = torch.zeros(len(s.users), dtype=torch.float64, device=self.device)
+        power = torch.zeros_like(error)
+        columns: dict[str, list] = {k: [] for k in ("group", "slot", "question_type", "answer", "predicted")}
+        slot = 0
+        for batch in sampler.in_order(s.evaluation.batch_size):
+            tx = self.model.transmit(batch["features"])
+            num_slots = batch["answer"].shape[0] // sampler.num_groups
+            link = self.uplink(tx, snr_db.expand(num_slots, -1))
+            logits = self.model.answer(link["tokens"], batch["present"])
+            sent, got = link["payload_tx"], link["payload_rx"]
+            error += ((got - sent).square() * used).sum((0, 2)).double()
+            power += (sent.square() * used).sum((0, 2)).double()
+            columns["group"].append(batch["group"])
+            columns["slot"].append(torch.arange(slot, slot + num_slots, device=self.device).repeat_interleave(sampler.num_groups))
+            columns["question_type"].append(batch["question_type"])
+            columns["answer"].append(batch["answer"])
+            columns["predicted"].append(logits.argmax(-1))
+            slot += num_slots
+        tasks = {k: torch.cat(v).cpu().numpy() for k, v in columns.items()}
+        tasks["correct"] = tasks["answer"] == tasks["predicted"]
+        return Evaluation(tasks=tasks, nmse_error=error.cpu().numpy(), nmse_power=power.cpu().numpy(),
+                          device_flops=self._device_flops(), edge_flops=self._edge_flops())
+
+    def _device_flops(self) -> dict[str, int]:
+        """FLOPs one device spends per task on each modality: encoder and transmitter."""
+        features = self.features("test")
+        one = features.gather({m: torch.zeros(1, dtype=torch.long, device=self.device) for m in features.tokens})
+        return {m: features.encoder_flops[m] + count_flops(self.model.transmitters[m], one[m]["tokens"], one[m]["lengths"])
+                for m in self.scenario.tokens}
+
+    def _edge_flops(self) -> list[int]:
+        """FLOPs the edge spends per task of each group: its receivers, backbone and head."""
+        flops = []
+        for g in self.scenario.groups:
+            sent = [m for m in self.model.modalities if m in self.scenario.group_modalities(g)]
+            rx = {m: torch.zeros(1, *self.uplink.token_shapes[m], device=self.device) for m in sent}
+            present = {m: torch.ones(1, dtype=torch.bool, device=self.device) for m in sent}
+            flops.append(count_flops(self.model.answer, rx, present))
+        return flops
+
+
+def question_needs(name: str) -> frozenset[str]:
+    """Modalities a question type needs; the question text is always needed."""
+    return QUESTION_TYPES[name].needs | {"text"}
+
+
+def shannon_bits(channel_uses: float, snr_db: float) -> float:
+    """Bits ``channel_uses`` complex channel uses carry at capacity, log2(1 + SNR) each."""
+    return channel_uses * math.log2(1 + 10 ** (snr_db / 10))

@@ -1,0 +1,1 @@
+"""Medium access: who gets which resource blocks, and for how long."""

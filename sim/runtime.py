@@ -1,0 +1,29 @@
+"""Device and seed, applied once at the entry point (as Sionna's ``config`` does)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from sim.errors import ScenarioError
+
+
+def apply_runtime(device: str, seed: int) -> torch.device:
+    """Pick the torch device for ``device`` (auto | cpu | cuda) and seed every generator.
+
+    Sionna draws from its own generators, seeded through ``sionna.phy.config.seed``
+    (``torch.manual_seed`` alone leaves its channels random).
+    """
+    from sionna.phy import config
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ScenarioError("device", device, "was asked for but no CUDA GPU is visible", "auto, cpu")
+    chosen = torch.device("cuda:0" if device != "cpu" and torch.cuda.is_available() else "cpu")
+    config.device = "cpu" if chosen.type == "cpu" else "cuda:0"
+    config.seed = seed
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    return chosen

@@ -1,0 +1,358 @@
+"""The scenario: a strict, typed model of the YAML a user writes.
+
+``load_scenario(path, overrides)`` reads the YAML, applies ``--set`` overrides
+(dotted keys), validates every field and the cross-references between them,
+and returns a :class:`Scenario` with every default filled in. Anything wrong
+raises :class:`~sim.errors.ScenarioError` naming the key, the value and what
+is allowed.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from models.config import (
+    MODALITIES,
+    Modality,
+    ModelsConfig,
+    Strict,
+    TokensConfig,
+    TrainingConfig,
+)
+from models.data import FashionAVQAConfig
+from sim.errors import ScenarioError, ScenarioErrors
+from sim.phy.channels import CHANNEL_MODELS
+from sim.phy.numerology import (
+    MAX_NUM_PRBS,
+    NUM_OFDM_SYMBOLS_PER_SLOT,
+    SUBCARRIER_SPACINGS_HZ,
+    num_prbs_for_bandwidth,
+)
+
+
+class CellConfig(Strict):
+    """One NR carrier. Give ``num_prbs`` or a 3GPP ``bandwidth_hz`` (or both, consistent)."""
+
+    carrier_frequency_hz: float = Field(3.5e9, gt=0)
+    subcarrier_spacing_hz: float = 30e3
+    bandwidth_hz: float | None = Field(None, gt=0)
+    num_prbs: int | None = Field(None, gt=0)
+    pilot_ofdm_symbol_indices: list[int] = Field(default_factory=lambda: [2, 11], min_length=1)
+
+    @field_validator("subcarrier_spacing_hz")
+    @classmethod
+    def _nr_spacing(cls, scs: float) -> float:
+        if scs not in SUBCARRIER_SPACINGS_HZ:
+            raise ValueError(f"is not an NR subcarrier spacing; allowed: {', '.join(f'{s:g}' for s in SUBCARRIER_SPACINGS_HZ)}")
+        return scs
+
+    @field_validator("pilot_ofdm_symbol_indices")
+    @classmethod
+    def _in_slot(cls, indices: list[int]) -> list[int]:
+        if len(set(indices)) != len(indices) or not all(0 <= i < NUM_OFDM_SYMBOLS_PER_SLOT for i in indices):
+            raise ValueError(f"must be distinct OFDM symbol indices in 0..{NUM_OFDM_SYMBOLS_PER_SLOT - 1}")
+        return sorted(indices)
+
+
+class ChannelConfig(Strict):
+    """Fading model between every user and the base station, and how the BS learns it."""
+
+    model: Literal[tuple(CHANNEL_MODELS)] = "tdl-a"  # type: ignore[valid-type]
+    csi: Literal["perfect", "ls"] = "ls"
+    delay_spread_s: float = Field(100e-9, gt=0, description="RMS delay spread of TDL models")
+    speed_mps: float = Field(1.0, ge=0, description="user speed (Doppler) of TDL models")
+
+
+class UserConfig(Strict):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    modalities: list[Modality] = Field(min_length=1)
+    snr_db: float
+    group: str | None = Field(None, description="filled in from groups")
+    device_gflops: float | None = Field(None, gt=0, description="defaults to compute.device_gflops")
+
+    @field_validator("modalities")
+    @classmethod
+    def _distinct(cls, modalities: list[str]) -> list[str]:
+        if len(set(modalities)) != len(modalities):
+            raise ValueError("names a modality twice")
+        return modalities
+
+
+class GroupConfig(Strict):
+    """Users whose tokens the edge fuses to answer one task (one sender per modality)."""
+
+    id: str = Field(min_length=1)
+    users: list[str] = Field(min_length=1)
+
+
+class ComputeConfig(Strict):
+    device_gflops: float = Field(20.0, gt=0, description="user device throughput, GFLOP/s")
+    edge_gflops: float = Field(5000.0, gt=0, description="edge server throughput, GFLOP/s")
+
+
+class LatencyConfig(Strict):
+    deadline_ms: float = Field(20.0, gt=0)
+
+
+class EvaluationConfig(Strict):
+    tasks_per_group: int = Field(500, gt=0)
+    batch_size: int = Field(256, gt=0, description="task slots per evaluation batch")
+
+
+class Scenario(Strict):
+    name: str = Field(min_length=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dataset: FashionAVQAConfig = Field(default_factory=FashionAVQAConfig)
+    cell: CellConfig = Field(default_factory=CellConfig)
+    channel: ChannelConfig = Field(default_factory=ChannelConfig)
+    snr_db: float | None = Field(None, description="if set, every user's snr_db")
+    users: list[UserConfig] = Field(min_length=1)
+    groups: list[GroupConfig] = Field(min_length=1)
+    tokens: TokensConfig
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    def user(self, user_id: str) -> UserConfig:
+        return next(u for u in self.users if u.id == user_id)
+
+    def group_modalities(self, group: GroupConfig) -> frozenset[str]:
+        return frozenset(m for uid in group.users for m in self.user(uid).modalities)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
+    """Read, override and validate a scenario file. Raises ``ScenarioError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError("scenario", str(path), "is not a file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ScenarioError("scenario", str(path), f"is not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError("scenario", str(path), "must be a mapping of keys to values")
+    for item in overrides:
+        apply_override(raw, item)
+    return validate_scenario(raw)
+
+
+def validate_scenario(raw: dict) -> Scenario:
+    """Validate a scenario mapping; fill defaults; check cross-references."""
+    try:
+        scenario = Scenario.model_validate(raw)
+    except ValidationError as err:
+        raise ScenarioErrors([_describe(e) for e in err.errors()]) from None
+    errors = _cross_check(scenario)
+    if errors:
+        raise ScenarioErrors(errors)
+    return _resolve(scenario)
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Apply one ``dotted.key=value`` to a raw scenario mapping, in place.
+
+    The value is parsed as YAML (``3``, ``-2.5``, ``true``, ``[2, 11]``). A
+    segment under a list is an index or the ``id`` of an item:
+    ``users.cam1.snr_db=5`` and ``users.0.snr_db=5`` both work.
+    """
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ScenarioError("--set", item, "is not of the form dotted.key=value")
+    value = yaml.safe_load(text) if text.strip() else None
+    node = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            index = _list_index(node, part, where)
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ScenarioError(f"--set {key}", node, f"cannot hold key {part!r}")
+
+
+def _list_index(items: list, part: str, where: str) -> int:
+    if part.lstrip("-").isdigit() and -len(items) <= int(part) < len(items):
+        return int(part)
+    ids = [item.get("id") for item in items if isinstance(item, dict)]
+    if part in ids:
+        return ids.index(part)
+    raise ScenarioError(f"--set {where}", part, "is neither an index nor an id of that list",
+                        ", ".join(map(str, ids)) or f"0..{len(items) - 1}")
+
+
+def resolved_yaml(scenario: Scenario) -> str:
+    """The scenario with every default filled in, as YAML."""
+    return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _cross_check(s: Scenario) -> list[ScenarioError]:
+    """What one field cannot check alone: references, group makeup, token sizes."""
+    from models.data.fashion_avqa import QUESTION_TYPES, FashionAVQA, MissingDataError
+    from models.encoders import encoder_output_shape, resolve_model_path
+
+    errors: list[ScenarioError] = []
+    try:
+        FashionAVQA(s.dataset, s.seed)  # only checks that the Debian packages' files are there
+    except MissingDataError as err:
+        errors.append(ScenarioError(err.key, str(err.value),
+                                    f"{err.problem}; install with: sudo apt-get install {err.package}"))
+    ids = [u.id for u in s.users]
+    for i, uid in enumerate(ids):
+        if ids.index(uid) != i:
+            errors.append(ScenarioError(f"users[{i}].id", uid, "is used by another user"))
+
+    group_of: dict[str, str] = {}
+    group_ids = [g.id for g in s.groups]
+    for gi, group in enumerate(s.groups):
+        if group_ids.index(group.id) != gi:
+            errors.append(ScenarioError(f"groups[{gi}].id", group.id, "is used by another group"))
+        senders: dict[str, str] = {}
+        for ui, uid in enumerate(group.users):
+            key = f"groups[{gi}].users[{ui}]"
+            if uid not in ids:
+                errors.append(ScenarioError(key, uid, "is not a user", ", ".join(ids)))
+                continue
+            if uid in group_of:
+                errors.append(ScenarioError(key, uid, f"is already in group {group_of[uid]!r}; a user is in one group"))
+                continue
+            group_of[uid] = group.id
+            for m in s.user(uid).modalities:
+                if m in senders:
+                    errors.append(ScenarioError(key, uid, f"sends {m!r} like {senders[m]!r}; a group has one sender per modality"))
+                senders[m] = uid
+        if "text" not in senders:
+            errors.append(ScenarioError(f"groups[{gi}].users", group.users, "has no user sending 'text' (the question)"))
+        elif not any(QUESTION_TYPES[q].needs <= senders.keys() for q in s.dataset.question_types):
+            errors.append(ScenarioError(f"groups[{gi}].users", group.users,
+                                        "sends too little to answer any of dataset.question_types",
+                                        ", ".join(s.dataset.question_types)))
+    for i, user in enumerate(s.users):
+        if user.id not in group_of:
+            errors.append(ScenarioError(f"users[{i}].id", user.id, "is in no group; every user sends for one group"))
+        elif user.group is not None and user.group != group_of[user.id]:
+            errors.append(ScenarioError(f"users[{i}].group", user.group, f"disagrees with groups, which put {user.id!r} in {group_of[user.id]!r}"))
+
+    used = {m for u in s.users for m in u.modalities}
+    for m in sorted(used):
+        if m not in s.tokens:
+            errors.append(ScenarioError(f"tokens.{m}", None, f"is missing; users send {m!r}", "length and dim"))
+            continue
+        length, _ = encoder_output_shape(m, s.models)
+        if s.tokens[m].length > length:
+            errors.append(ScenarioError(f"tokens.{m}.length", s.tokens[m].length,
+                                        f"is longer than the {m} encoder's output ({length} tokens)", f"1..{length}"))
+    for key in ("text_encoder", "backbone"):
+        try:
+            resolve_model_path(getattr(s.models, key))
+        except FileNotFoundError as err:
+            errors.append(ScenarioError(f"models.{key}", getattr(s.models, key), str(err)))
+
+    cell = s.cell
+    if cell.bandwidth_hz is not None:
+        try:
+            prbs = num_prbs_for_bandwidth(cell.bandwidth_hz, cell.subcarrier_spacing_hz)
+        except KeyError:
+            allowed = ", ".join(f"{mhz:g}e6" for mhz in MAX_NUM_PRBS[cell.subcarrier_spacing_hz])
+            errors.append(ScenarioError("cell.bandwidth_hz", cell.bandwidth_hz,
+                                        f"is not a 3GPP channel bandwidth at {cell.subcarrier_spacing_hz:g} Hz spacing", allowed))
+        else:
+            if cell.num_prbs is not None and cell.num_prbs != prbs:
+                errors.append(ScenarioError("cell.num_prbs", cell.num_prbs, f"disagrees with cell.bandwidth_hz ({prbs} PRBs)"))
+    num_prbs = cell.num_prbs or 24
+    if num_prbs < len(s.users):
+        errors.append(ScenarioError("cell.num_prbs", num_prbs, f"is fewer than the {len(s.users)} users sharing it equally"))
+    return errors
+
+
+def _resolve(s: Scenario) -> Scenario:
+    """Fill in what follows from other keys: PRBs, groups and SNRs of users."""
+    if s.cell.num_prbs is None:
+        s.cell.num_prbs = (num_prbs_for_bandwidth(s.cell.bandwidth_hz, s.cell.subcarrier_spacing_hz)
+                           if s.cell.bandwidth_hz is not None else 24)
+    for group in s.groups:
+        for uid in group.users:
+            s.user(uid).group = group.id
+    for user in s.users:
+        if s.snr_db is not None:
+            user.snr_db = s.snr_db
+        if user.device_gflops is None:
+            user.device_gflops = s.compute.device_gflops
+    sent = {m for u in s.users for m in u.modalities}
+    s.tokens = {m: s.tokens[m] for m in MODALITIES if m in sent}  # nothing else is encoded or trained
+    return s
+
+
+# ---------------------------------------------------------------- pydantic errors
+
+
+def _describe(error: dict) -> ScenarioError:
+    """One pydantic error as a ScenarioError naming the dotted key."""
+    loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+    key = _dotted(loc) or "scenario"
+    kind, value = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        allowed = _keys_at(Scenario, loc[:-1])
+        return ScenarioError(key, None, "is not a known key", ", ".join(allowed))
+    if kind == "missing":
+        return ScenarioError(key, None, "is required")
+    if kind in ("literal_error", "enum"):
+        return ScenarioError(key, value, "is not one of the choices", error["ctx"]["expected"].replace("'", ""))
+    message = error["msg"].removeprefix("Value error, ")
+    return ScenarioError(key, value, message[0].lower() + message[1:])
+
+
+def _dotted(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _keys_at(model: type, loc: tuple) -> list[str]:
+    """Field names of the section found by walking ``loc`` down from ``model``."""
+    node = model
+    for part in loc:
+        node = _unwrap(node)
+        if isinstance(node, type) and issubclass(node, BaseModel) and isinstance(part, str):
+            node = node.model_fields[part].annotation
+        else:  # list item or dict value
+            args = typing.get_args(_unwrap(node))
+            node = args[-1] if args else node
+    node = _unwrap(node)
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
+def _unwrap(annotation):
+    """``Optional[X]`` / ``Annotated[X, ...]`` -> ``X``."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        else:
+            return annotation

@@ -1,0 +1,115 @@
+"""The cell's uplink: every user's tokens in one batched PHY call.
+
+Tasks arrive as per-modality token tensors, ``[num_slots * num_groups, length,
+dim]`` (slot-major). The uplink packs each user's modalities into one payload
+``[num_slots, num_users, num_values]``, sends all ``num_slots * num_users``
+links through :class:`~sim.phy.analog.AnalogLink` at once, and unpacks the
+received values into the same per-modality layout for the edge.
+"""
+
+from __future__ import annotations
+
+import torch
+from sionna.phy.ofdm import ResourceGrid
+from torch import nn
+
+from models.config import MODALITIES
+from sim.mac.allocation import EqualShare
+from sim.phy.analog import AnalogLink
+from sim.phy.channels import channel_model
+from sim.phy.numerology import NUM_OFDM_SYMBOLS_PER_SLOT, NUM_SUBCARRIERS_PER_PRB, pilot_symbol_indices
+
+
+class Uplink(nn.Module):
+    """All users of a scenario transmitting their tokens in the same slots.
+
+    :param scenario: a validated :class:`~sim.scenario.Scenario`
+    :param device: torch device of the link
+
+    :input tokens: ``{modality: [num_slots * num_groups, length, dim]}``, float.
+    :input snr_db: [num_slots, num_users], float.
+    :output: dict with ``"tokens"`` (received, same layout as the input),
+        ``"payload_tx"`` and ``"payload_rx"`` ([num_slots, num_users, num_values], float).
+    """
+
+    def __init__(self, scenario, device: torch.device):
+        super().__init__()
+        self.user_ids = [u.id for u in scenario.users]
+        self.num_groups = len(scenario.groups)
+        token_values = {m: t.length * t.dim for m, t in scenario.tokens.items()}
+        user_index = {uid: i for i, uid in enumerate(self.user_ids)}
+
+        # Where each (group, modality) sits in its sender's payload.
+        self.values_per_user = [0] * len(self.user_ids)
+        placement: dict[str, list[tuple[int, int, int]]] = {m: [] for m in MODALITIES}
+        for g, group in enumerate(scenario.groups):
+            for uid in group.users:
+                u = user_index[uid]
+                for m in (m for m in MODALITIES if m in scenario.user(uid).modalities):
+                    placement[m].append((g, u, self.values_per_user[u]))
+                    self.values_per_user[u] += token_values[m]
+        self.num_values = max(self.values_per_user)
+        self.token_shapes = {m: (t.length, t.dim) for m, t in scenario.tokens.items()}
+        self._groups, self._indices = {}, {}
+        for m, places in placement.items():
+            if places:
+                groups, users, offsets = (torch.tensor(c) for c in zip(*places))
+                flat = (users * self.num_values + offsets)[:, None] + torch.arange(token_values[m])
+                self._groups[m] = groups.to(device)
+                self._indices[m] = flat.flatten().to(device)
+
+        cell = scenario.cell
+        self.share = EqualShare(cell.num_prbs, len(self.user_ids), len(cell.pilot_ofdm_symbol_indices))
+        self.symbols_per_user = [v // 2 for v in self.values_per_user]
+        self.slots_per_user = [self.share.slots_for(s) for s in self.symbols_per_user]
+        num_slots = max(self.slots_per_user)
+        self.resource_grid = ResourceGrid(
+            num_ofdm_symbols=NUM_OFDM_SYMBOLS_PER_SLOT * num_slots,
+            fft_size=NUM_SUBCARRIERS_PER_PRB * self.share.prbs_per_user,
+            subcarrier_spacing=cell.subcarrier_spacing_hz, num_tx=1, num_streams_per_tx=1,
+            pilot_pattern="kronecker",
+            pilot_ofdm_symbol_indices=pilot_symbol_indices(num_slots, cell.pilot_ofdm_symbol_indices),
+            device=str(device) if device.type == "cpu" else f"cuda:{device.index or 0}")
+        ch = scenario.channel
+        model = channel_model(ch.model, carrier_frequency_hz=cell.carrier_frequency_hz,
+                              delay_spread_s=ch.delay_spread_s, speed_mps=ch.speed_mps,
+                              device=self.resource_grid.device)
+        self.link = AnalogLink(self.resource_grid, model, csi=ch.csi, device=self.resource_grid.device)
+
+    def forward(self, tokens: dict[str, torch.Tensor], snr_db: torch.Tensor) -> dict:
+        num_slots, num_users = snr_db.shape
+        payload = tokens[next(iter(tokens))].new_zeros(num_slots, num_users * self.num_values)
+        for m, index in self._indices.items():
+            sent = tokens[m].reshape(num_slots, self.num_groups, -1)[:, self._groups[m]]
+            payload = payload.index_copy(1, index, sent.flatten(1))
+        received = self.link(payload.reshape(num_slots * num_users, self.num_values), snr_db.flatten())["tokens"]
+        received = received.reshape(num_slots, num_users * self.num_values)
+        out = {}
+        for m, (length, dim) in self.token_shapes.items():
+            rx = tokens[m].new_zeros(num_slots, self.num_groups, length * dim)
+            if m in self._indices:
+                rx = rx.index_copy(1, self._groups[m], received.index_select(1, self._indices[m])
+                                   .reshape(num_slots, -1, length * dim))
+            out[m] = rx.reshape(num_slots * self.num_groups, length, dim)
+        return {"tokens": out, "payload_tx": payload.reshape(num_slots, num_users, -1),
+                "payload_rx": received.reshape(num_slots, num_users, -1)}
+
+    def training_channel(self, snr_db_range: tuple[float, float], generator: torch.Generator):
+        """Channel function for training: each user's SNR drawn uniformly per slot."""
+        low, high = snr_db_range
+
+        def channel(tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            num_slots = next(iter(tokens.values())).shape[0] // self.num_groups
+            snr = low + (high - low) * torch.rand(num_slots, len(self.user_ids), generator=generator)
+            return self(tokens, snr.to(self.link.device))["tokens"]
+
+        return channel
+
+    @property
+    def slot_seconds(self) -> float:
+        return self.resource_grid.ofdm_symbol_duration * NUM_OFDM_SYMBOLS_PER_SLOT
+
+    def airtime_s(self) -> list[float]:
+        """Per user: slots its payload takes times the slot length."""
+        return [slots * self.slot_seconds for slots in self.slots_per_user]
+

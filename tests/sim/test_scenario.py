@@ -1,0 +1,116 @@
+"""The scenario schema: defaults, overrides, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.cli import main
+from sim.errors import ScenarioError
+from sim.scenario import apply_override, load_scenario, resolved_yaml, validate_scenario
+from tests.conftest import ROOT
+
+
+def test_default_scenario_resolves_every_default():
+    s = load_scenario(ROOT / "scenarios" / "cell_10users.yaml")
+    assert len(s.users) == 10 and len(s.groups) == 4
+    assert s.cell.num_prbs == 24  # 10 MHz at 30 kHz, TS 38.101-1
+    assert {u.group for u in s.users} == {g.id for g in s.groups}
+    assert all(u.device_gflops == s.compute.device_gflops for u in s.users)
+    assert any(len(u.modalities) == 2 for u in s.users)
+    snrs = [u.snr_db for u in s.users]
+    assert min(snrs) <= -5 and max(snrs) >= 20
+    text = resolved_yaml(s)
+    for key in ("dataset:", "training:", "lora:", "deadline_ms:", "pilot_ofdm_symbol_indices:", "num_prbs: 24"):
+        assert key in text
+    assert validate_scenario(__import__("yaml").safe_load(text)) == s  # the resolved form validates to itself
+
+
+def test_overrides_by_dotted_key_index_and_id(tiny):
+    apply_override(tiny, "channel.model=tdl-c")
+    apply_override(tiny, "users.cam1.snr_db=-2.5")
+    apply_override(tiny, "users.0.snr_db=7")
+    apply_override(tiny, "cell.pilot_ofdm_symbol_indices=[3]")
+    s = validate_scenario(tiny)
+    assert s.channel.model == "tdl-c" and s.user("cam1").snr_db == -2.5 and s.user("q1").snr_db == 7
+    assert s.cell.pilot_ofdm_symbol_indices == [3]
+    apply_override(tiny, "snr_db=4")
+    assert {u.snr_db for u in validate_scenario(tiny).users} == {4}
+
+
+def _error(raw) -> str:
+    with pytest.raises(ScenarioError) as info:
+        validate_scenario(raw)
+    return str(info.value)
+
+
+BAD = [
+    # (what, edit of the tiny scenario, texts the message must contain)
+    ("unknown key", lambda s: s["channel"].update(modle="tdl-a"), ["channel.modle", "not a known key", "model"]),
+    ("unknown top-level key", lambda s: s.update(userz=[]), ["userz", "users"]),
+    ("wrong type", lambda s: s["users"][1].update(snr_db="loud"), ["users[1].snr_db", "'loud'", "number"]),
+    ("unknown channel model", lambda s: s["channel"].update(model="tdl-z"), ["channel.model", "'tdl-z'", "tdl-a", "rayleigh"]),
+    ("empty users", lambda s: s.update(users=[]), ["users", "at least 1"]),
+    ("group naming a missing user", lambda s: s["groups"][1]["users"].append("ghost"),
+     ["groups[1].users[2]", "'ghost'", "is not a user", "q1, cam1"]),
+    ("token length over the encoder's output", lambda s: s["tokens"]["image"].update(length=9),
+     ["tokens.image.length", "9", "4 tokens", "1..4"]),
+    ("negative dimension", lambda s: s["tokens"]["audio"].update(dim=-4), ["tokens.audio.dim", "-4", "greater than 0"]),
+    ("odd dimension", lambda s: s["tokens"]["text"].update(dim=7), ["tokens.text.dim", "7", "even"]),
+    ("missing data package", lambda s: s["dataset"].update(fashion_mnist_dir="/nonexistent/fmnist"),
+     ["dataset.fashion_mnist_dir", "/nonexistent/fmnist", "apt-get install dataset-fashion-mnist"]),
+    ("missing espeak-ng", lambda s: s["dataset"].update(espeak_ng="no-such-espeak"),
+     ["dataset.espeak_ng", "no-such-espeak", "apt-get install espeak-ng"]),
+    ("user in two groups", lambda s: s["groups"][1]["users"].append("cam1"), ["groups[1].users[2]", "'cam1'", "already in group"]),
+    ("group without the question", lambda s: s["groups"][1]["users"].remove("q2"), ["groups[1].users", "'text'"]),
+    ("two senders of one modality", lambda s: s["groups"][0]["users"].append("both2") or s["groups"][1]["users"].remove("both2"),
+     ["groups[0].users[3]", "'both2'", "one sender per modality"]),
+    ("user in no group", lambda s: s["users"].append({"id": "idle", "modalities": ["text"], "snr_db": 1}),
+     ["users[5].id", "'idle'", "no group"]),
+    ("duplicate user id", lambda s: s["users"].append(dict(s["users"][0])), ["users[5].id", "'q1'", "another user"]),
+    ("bandwidth not in 3GPP tables", lambda s: s["cell"].update(num_prbs=None, bandwidth_hz=12e6),
+     ["cell.bandwidth_hz", "12000000.0", "3GPP", "10e6"]),
+    ("subcarrier spacing", lambda s: s["cell"].update(subcarrier_spacing_hz=20e3), ["cell.subcarrier_spacing_hz", "20000", "30000"]),
+    ("unknown question type", lambda s: s["dataset"].update(question_types=["image_item", "color"]),
+     ["dataset.question_types", "'color'", "speech_item"]),
+    ("unknown modality", lambda s: s["users"][0].update(modalities=["smell"]), ["users[0].modalities[0]", "'smell'", "image"]),
+    ("backbone path", lambda s: s["models"].update(backbone="/no/model/here"), ["models.backbone", "/no/model/here", "config.json"]),
+    ("snr range order", lambda s: s["training"].update(snr_db_range=[10, -10]), ["training.snr_db_range", "low <= high"]),
+    ("device", lambda s: s.update(device="tpu"), ["device", "'tpu'", "auto"]),
+]
+
+
+@pytest.mark.parametrize("what, edit, expected", BAD, ids=[b[0] for b in BAD])
+def test_bad_scenario_names_key_value_and_allowed(tiny, what, edit, expected):
+    edit(tiny)
+    message = _error(tiny)
+    for text in expected:
+        assert text in message, f"{what}: {text!r} not in {message!r}"
+
+
+def test_all_problems_reported_at_once(tiny):
+    tiny["channel"]["model"] = "nope"
+    tiny["tokens"]["image"]["dim"] = -2
+    message = _error(tiny)
+    assert "channel.model" in message and "tokens.image.dim" in message
+
+
+def test_bad_override_and_file(tiny, tmp_path):
+    with pytest.raises(ScenarioError, match="dotted.key=value"):
+        apply_override(tiny, "channel.model")
+    with pytest.raises(ScenarioError, match="neither an index nor an id"):
+        apply_override(tiny, "users.nobody.snr_db=3")
+    with pytest.raises(ScenarioError, match="is not a file"):
+        load_scenario(tmp_path / "missing.yaml")
+    (tmp_path / "broken.yaml").write_text("name: [unclosed")
+    with pytest.raises(ScenarioError, match="not valid YAML"):
+        load_scenario(tmp_path / "broken.yaml")
+
+
+def test_cli_validate_reports_errors_with_exit_code_2(tiny, write_scenario, capsys):
+    tiny["channel"]["model"] = "tdl-z"
+    path = write_scenario(tiny)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "channel.model: 'tdl-z'" in err
+    assert main(["validate", str(path), "--set", "channel.model=rayleigh"]) == 0
+    assert "model: rayleigh" in capsys.readouterr().out

@@ -1,0 +1,82 @@
+"""`tokensim run` on a tiny scenario: the results contract, caching, determinism; bench and info."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from sim.cli import main
+
+CONTRACT = {"scenario", "accuracy", "tasks", "bits_per_task", "bits_kind", "channel_uses_per_task",
+            "compression_ratio", "token_nmse", "latency_ms", "deadline_miss_rate", "users"}
+LATENCY = {"mean", "p50", "p95", "p99", "breakdown"}
+BREAKDOWN = {"device_compute", "queueing", "airtime", "edge_compute"}
+USER = {"id", "modalities", "snr_db", "accuracy", "token_nmse", "bits_per_task", "latency_ms"}
+
+
+def _run(path, out, *extra) -> dict:
+    assert main(["run", str(path), "--out", str(out), "--quiet", *extra]) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_run_writes_the_results_contract_and_reuses_the_checkpoint(tiny, write_scenario, tmp_path):
+    path = write_scenario(tiny)
+    metrics = _run(path, tmp_path / "run")
+    for name in ("scenario.yaml", "metrics.json", "per_user.csv", "per_task.csv", "manifest.json", "training_log.csv"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert CONTRACT <= metrics.keys() and LATENCY <= metrics["latency_ms"].keys()
+    assert BREAKDOWN <= metrics["latency_ms"]["breakdown"].keys()
+    assert [u["id"] for u in metrics["users"]] == [u["id"] for u in tiny["users"]]
+    for user in metrics["users"]:
+        assert USER <= user.keys() and {"mean", "p95"} <= user["latency_ms"].keys()
+    assert metrics["tasks"] == 2 * tiny["evaluation"]["tasks_per_group"]
+    assert metrics["bits_kind"] == "shannon-equivalent"
+    assert 0 <= metrics["accuracy"] <= 1 and 0 < metrics["token_nmse"] < 2
+    nmse = {u["id"]: u["token_nmse"] for u in metrics["users"]}
+    assert nmse["q1"] < nmse["both2"]  # 15 dB against -5 dB
+    # the Shannon-equivalent bits of an analog user: channel uses x log2(1 + SNR)
+    q1 = next(u for u in metrics["users"] if u["id"] == "q1")
+    assert abs(q1["bits_per_task"] - q1["channel_uses_per_task"] * 5.0278) < 0.01 * q1["bits_per_task"]
+    breakdown = metrics["latency_ms"]["breakdown"]
+    assert abs(sum(breakdown.values()) - metrics["latency_ms"]["mean"]) < 1e-6
+    with open(tmp_path / "run" / "per_task.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == metrics["tasks"]
+    assert abs(sum(r["correct"] == "True" for r in rows) / len(rows) - metrics["accuracy"]) < 1e-9
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert {"versions", "git_commit", "seed", "device", "wall_time_s", "checkpoint"} <= manifest.keys()
+    assert manifest["trained_now"] and manifest["versions"]["sionna-no-rt"] == "2.2.0"
+
+    again = _run(path, tmp_path / "again", "--set", "users.cam1.snr_db=30")
+    manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert not manifest["trained_now"]  # SNRs do not shape the model: the checkpoint is reused
+    assert next(u for u in again["users"] if u["id"] == "cam1")["snr_db"] == 30
+
+
+def test_same_seed_twice_gives_identical_metrics(tiny, write_scenario, tmp_path, monkeypatch):
+    """Everything from scratch twice (speech, encoders, training, evaluation), each with its own cache."""
+    path = write_scenario(tiny)
+    runs = []
+    for i in range(2):
+        monkeypatch.setenv("TOKENSIM_CACHE", str(tmp_path / f"cache{i}"))
+        runs.append(_run(path, tmp_path / f"run{i}"))
+    assert runs[0] == runs[1]
+    other = _run(path, tmp_path / "other-seed", "--set", "seed=4")
+    assert other["accuracy"] != runs[0]["accuracy"] or other["token_nmse"] != runs[0]["token_nmse"]
+
+
+def test_bench_chains_agree_on_the_same_tensors():
+    from sim.bench import run_bench
+
+    result = run_bench([4, 8], repeats=1, channel="tdl-a", snr_db=5.0, num_prbs=4)
+    for row in result["results"]:
+        assert row["nmse_relative_difference"] < 1e-3
+        assert row["tokensim_res_per_s"] > 0 and row["sionna_reference_res_per_s"] > 0
+
+
+def test_info_reports_data_and_weights(capsys):
+    assert main(["info"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["data"]["fashion-mnist"]["present"] and info["data"]["espeak-ng"]["present"]
+    assert info["weights"]["all-minilm-l6-v2"]["present"] and info["weights"]["efficientnet-lite0"]["present"]
+    assert info["versions"]["torch"].startswith("2.13.0")
