@@ -202,8 +202,17 @@ def _list_index(items: list, part: str, where: str) -> int:
 
 
 def resolved_yaml(scenario: Scenario) -> str:
-    """The scenario with every default filled in, as YAML."""
-    return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False)
+    """The scenario with every default filled in, as YAML (short lists on one line)."""
+    return yaml.dump(scenario.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False)
+
+
+class _Dumper(yaml.SafeDumper):
+    def represent_list(self, data):
+        flow = all(not isinstance(item, (dict, list)) for item in data)
+        return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _Dumper.represent_list)
 
 
 # ---------------------------------------------------------------- checks

@@ -72,20 +72,18 @@ class AnalogLink(Block):
         grid = self._mapper(x[:, None, None, :])  # [batch, 1, 1, num_ofdm_symbols, fft_size]
         no = torch.pow(10.0, -snr_db / 10)
 
+        used = self._data_indices[:num_symbols]  # only the resource elements carrying tokens are equalised
         if self._channel is not None:
             y, h = self._channel(grid, no)
-            h = h[:, 0, 0, 0, 0]  # [batch, num_ofdm_symbols, fft_size]
+            h = h[:, 0, 0, 0, 0].flatten(1).index_select(1, used)  # [batch, num_symbols]
         else:
             y = self._awgn(grid, no)
-            h = torch.ones_like(grid[:, 0, 0])
-        y = y[:, 0, 0]
+            h = torch.ones(batch, num_symbols, dtype=y.dtype, device=y.device)
         if self._estimator is None:
             h_hat, err_var = h, 0.0
         else:
-            h_hat, err_var = self._estimator(y[:, None, None], no)
-        noise = no[:, None, None]
-        x_hat = mmse_equalize(y, h_hat, noise, err_var)
-        used = self._data_indices[:num_symbols]
-        x_hat = x_hat.flatten(1).index_select(1, used)
-        return {"tokens": torch.view_as_real(x_hat).reshape(batch, num_values), "symbols": x_hat,
-                "h": h.flatten(1).index_select(1, used)}
+            h_hat, err_var = self._estimator(y, no)
+            h_hat, err_var = (t.flatten(1).index_select(1, used) for t in (h_hat, err_var))
+        y = y[:, 0, 0].flatten(1).index_select(1, used)
+        x_hat = mmse_equalize(y, h_hat, no[:, None], err_var)
+        return {"tokens": torch.view_as_real(x_hat).reshape(batch, num_values), "symbols": x_hat, "h": h}

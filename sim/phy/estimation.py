@@ -88,4 +88,5 @@ def mmse_equalize(y: torch.Tensor, h_hat: torch.Tensor, no: torch.Tensor, err_va
     :input err_var: broadcastable to [...], float. Channel estimation error variance.
     :output x_hat: [...], complex.
     """
-    return h_hat.conj() * y / (h_hat.abs().square() + no + err_var)
+    gain = h_hat.real.square() + h_hat.imag.square()  # |h|^2 without a square root
+    return h_hat.conj() * y / (gain + no + err_var)
