@@ -17,10 +17,11 @@ def checkpoint_path(key: str) -> Path:
 
 
 def save_checkpoint(model: SplitModel, key: str, shaped_by: dict, summary: dict) -> Path:
-    """Write the trainable tensors; the metadata records the config and a training summary."""
+    """Write the trainable tensors; the metadata records the config and a training summary
+    (with the per-step history, so every run from this checkpoint can show its training log)."""
     path = checkpoint_path(key)
     with atomic_path(path) as tmp:
-        save_file(model.trainable_state(), str(tmp),
+        save_file({k: v.cpu() for k, v in model.trainable_state().items()}, str(tmp),
                   metadata={"shaped_by": json.dumps(shaped_by, sort_keys=True), "summary": json.dumps(summary)})
     return path
 

@@ -118,19 +118,10 @@ def _encode_images(dataset, image_size_px, split, device, progress) -> dict[str,
 def _encode_speech(dataset, audio_key, audio_training, split, device, progress) -> dict[str, torch.Tensor]:
     from models.encoders.audio import load_or_train_audio_encoder
 
-    bar = progress_bar(enabled=progress, total=audio_training.epochs * -(-dataset.config.train_clips // audio_training.batch_size),
-               desc="training the log-mel CNN")
-
-    def step(loss: float) -> None:
-        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-        bar.update()
-
     with torch.enable_grad():
         encoder = load_or_train_audio_encoder(audio_key, lambda: dataset.speech("train"), audio_training,
                                               seed=dataset.seed, sample_rate_hz=dataset.config.sample_rate_hz,
-                                              progress=step)
-    bar.close()
-    encoder = encoder.to(device)
+                                              device=device, progress=progress)
     waves, _ = dataset.speech(split)
     tokens = [encoder(torch.from_numpy(b).to(device)).cpu() for b in np.array_split(waves, -(-len(waves) // 256))]
     return {"tokens": torch.cat(tokens), "flops": torch.tensor(count_flops(encoder, torch.from_numpy(waves[:1]).to(device)))}

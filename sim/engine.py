@@ -124,9 +124,9 @@ class Simulation:
         history = train_split_model(self.model, channel, sampler, s.training, s.seed, self.progress)
         tail = history[-max(1, len(history) // 10):]
         summary = {"steps": len(history), "final_loss": float(np.mean([h["loss"] for h in tail])),
-                   "final_train_accuracy": float(np.mean([h["accuracy"] for h in tail]))}
+                   "final_train_accuracy": float(np.mean([h["accuracy"] for h in tail])), "history": history}
         save_checkpoint(self.model, self.checkpoint, self.shaped_by, summary)
-        self.training_summary = {**summary, "loaded": False, "history": history}
+        self.training_summary = {**summary, "loaded": False}
         return self.training_summary
 
     @torch.no_grad()

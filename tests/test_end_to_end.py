@@ -50,6 +50,7 @@ def test_run_writes_the_results_contract_and_reuses_the_checkpoint(tiny, write_s
     again = _run(path, tmp_path / "again", "--set", "users.cam1.snr_db=30")
     manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
     assert not manifest["trained_now"]  # SNRs do not shape the model: the checkpoint is reused
+    assert (tmp_path / "again" / "training_log.csv").read_text() == (tmp_path / "run" / "training_log.csv").read_text()
     assert next(u for u in again["users"] if u["id"] == "cam1")["snr_db"] == 30
 
 

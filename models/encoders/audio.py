@@ -16,6 +16,7 @@ from torch import nn
 
 from models.encoders import AUDIO_DIM, AUDIO_TOKENS
 from models.paths import atomic_path, cache_dir
+from models.progress import progress_bar
 
 
 class LogMel(nn.Module):
@@ -69,8 +70,8 @@ class LogMelCNN(nn.Module):
         return nn.functional.adaptive_avg_pool1d(x, AUDIO_TOKENS).transpose(1, 2)
 
 
-def train_audio_encoder(waves: np.ndarray, labels: np.ndarray, settings, seed: int,
-                        sample_rate_hz: int = 16000, progress=None) -> LogMelCNN:
+def train_audio_encoder(waves: np.ndarray, labels: np.ndarray, settings, seed: int, sample_rate_hz: int = 16000,
+                        device: torch.device | str = "cpu", progress: bool = True) -> LogMelCNN:
     """Train :class:`LogMelCNN` with a linear classifier on top to name the spoken item.
 
     :param waves: [num_clips, num_samples], float
@@ -79,28 +80,31 @@ def train_audio_encoder(waves: np.ndarray, labels: np.ndarray, settings, seed: i
     """
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    encoder = LogMelCNN(sample_rate_hz)
-    head = nn.Linear(AUDIO_DIM, int(labels.max()) + 1)
+    encoder = LogMelCNN(sample_rate_hz).to(device)
+    head = nn.Linear(AUDIO_DIM, int(labels.max()) + 1).to(device)
     params = list(encoder.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.lr)
     steps_per_epoch = -(-len(waves) // settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=settings.epochs * steps_per_epoch)
-    x_all, y_all = torch.from_numpy(waves), torch.from_numpy(labels).long()
+    x_all, y_all = torch.from_numpy(waves).to(device), torch.from_numpy(labels).long().to(device)
     max_shift = sample_rate_hz // 10
     encoder.train()
+    bar = progress_bar(total=settings.epochs * steps_per_epoch, enabled=progress, desc="training the log-mel CNN")
     for _ in range(settings.epochs):
         for batch in torch.randperm(len(x_all), generator=generator).split(settings.batch_size):
             # random time shift and gain: the encoder must not key on where or how loud the word is
             shift = int(torch.randint(-max_shift, max_shift + 1, (1,), generator=generator))
-            gain = torch.empty(len(batch), 1).uniform_(0.5, 1.5, generator=generator)
+            gain = torch.empty(len(batch), 1).uniform_(0.5, 1.5, generator=generator).to(device)
+            batch = batch.to(device)
             x = torch.roll(x_all[batch], shift, dims=1) * gain
             loss = nn.functional.cross_entropy(head(encoder(x).mean(1)), y_all[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
-            if progress is not None:
-                progress(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            bar.update()
+    bar.close()
     return encoder.eval().requires_grad_(False)
 
 
@@ -119,8 +123,8 @@ def audio_encoder_accuracy(encoder: LogMelCNN, train: tuple, test: tuple) -> flo
     return float((predicted == torch.from_numpy(test[1]).long()).float().mean())
 
 
-def load_or_train_audio_encoder(key: str, load_training_speech, settings, seed: int,
-                                sample_rate_hz: int = 16000, progress=None) -> LogMelCNN:
+def load_or_train_audio_encoder(key: str, load_training_speech, settings, seed: int, sample_rate_hz: int = 16000,
+                                device: torch.device | str = "cpu", progress: bool = True) -> LogMelCNN:
     """The cached encoder for ``key`` (which names the speech and the settings), trained first if missing.
 
     :param load_training_speech: callable returning ``(waves, labels)`` of the training split
@@ -129,10 +133,10 @@ def load_or_train_audio_encoder(key: str, load_training_speech, settings, seed: 
     encoder = LogMelCNN(sample_rate_hz)
     if path.is_file():
         encoder.load_state_dict(load_file(str(path)))
-        return encoder.eval().requires_grad_(False)
+        return encoder.to(device).eval().requires_grad_(False)
     waves, labels = load_training_speech()
-    encoder = train_audio_encoder(waves, labels, settings, seed, sample_rate_hz, progress)
+    encoder = train_audio_encoder(waves, labels, settings, seed, sample_rate_hz, device, progress)
     with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(tmp),
+        save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(tmp),
                   metadata={"settings": json.dumps(settings.model_dump()), "seed": str(seed)})
     return encoder

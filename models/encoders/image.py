@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
 from torch import nn
 
@@ -26,8 +29,9 @@ class EfficientNetLite0Encoder(nn.Module):
         from efficientnet_lite_pytorch import EfficientNet
 
         self.image_size_px = image_size_px
-        self.net = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints a line on every load
+            self.net = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
         self.net.eval().requires_grad_(False)
 
     def train(self, mode: bool = True):
