@@ -9,15 +9,14 @@ per-user records from which :mod:`sim.metrics` builds the results.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from models.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
-from models.data import FashionAVQA
-from models.data.fashion_avqa import ANSWERS, QUESTION_TYPES
+from models.data import DATASETS
+from models.data.fashion_avqa import ANSWERS
 from models.encoders import encoder_output_shape
 from models.features import SplitFeatures, count_flops, load_features
 from models.paths import digest
@@ -83,7 +82,7 @@ class Simulation:
         self.scenario = scenario
         self.progress = progress
         self.device = apply_runtime(scenario.device, scenario.seed)
-        self.dataset = FashionAVQA(scenario.dataset, scenario.seed)
+        self.dataset = DATASETS[scenario.dataset.name](scenario.dataset, scenario.seed)
         self._features: dict[str, SplitFeatures] = {}
         self.checkpoint, self.shaped_by = checkpoint_key(scenario)
         self.uplink = Uplink(scenario, self.device)
@@ -178,12 +177,3 @@ class Simulation:
             flops.append(count_flops(self.model.answer, rx, present))
         return flops
 
-
-def question_needs(name: str) -> frozenset[str]:
-    """Modalities a question type needs; the question text is always needed."""
-    return QUESTION_TYPES[name].needs | {"text"}
-
-
-def shannon_bits(channel_uses: float, snr_db: float) -> float:
-    """Bits ``channel_uses`` complex channel uses carry at capacity, log2(1 + SNR) each."""
-    return channel_uses * math.log2(1 + 10 ** (snr_db / 10))

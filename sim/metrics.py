@@ -13,11 +13,13 @@ something the user sends (the question text is needed by every task).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from models.data.fashion_avqa import ANSWERS
+from models.data.fashion_avqa import ANSWERS, QUESTION_TYPES
 from models.encoders import encoder_output_shape
-from sim.engine import Evaluation, question_needs, shannon_bits
+from sim.engine import Evaluation
 
 MS = 1e3
 
@@ -64,7 +66,7 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
         "bits": groups[g]["bits_per_task"], "channel_uses": groups[g]["channel_uses_per_task"],
     } for i, g in enumerate(g_of_task)]
 
-    needs = [question_needs(q) for q in qtypes]
+    needs = [QUESTION_TYPES[q].needs | {"text"} for q in qtypes]  # every question needs its text
     users, per_user = [], []
     for i, u in enumerate(s.users):
         g = next(k for k, group in enumerate(s.groups) if u.id in group.users)
@@ -111,6 +113,11 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
         "users": users,
     }
     return metrics, per_user, per_task
+
+
+def shannon_bits(channel_uses: float, snr_db: float) -> float:
+    """Bits ``channel_uses`` complex channel uses carry at capacity, log2(1 + SNR) each."""
+    return channel_uses * math.log2(1 + 10 ** (snr_db / 10))
 
 
 def _mean(values) -> float:
