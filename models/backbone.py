@@ -37,8 +37,12 @@ class Backbone(nn.Module):
         cls_id = AutoTokenizer.from_pretrained(path).cls_token_id
         start = base.get_input_embeddings().weight[cls_id].detach().clone()
         self.register_buffer("start_embedding", start)
-        self.model = get_peft_model(base, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                                     target_modules=list(lora.target_modules)))
+        self.model = get_peft_model(
+            base,
+            LoraConfig(
+                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules)
+            ),
+        )
         self.head = nn.Linear(self.d_model, num_answers)
 
     def forward(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

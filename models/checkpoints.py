@@ -21,8 +21,11 @@ def save_checkpoint(model: SplitModel, key: str, shaped_by: dict, summary: dict)
     (with the per-step history, so every run from this checkpoint can show its training log)."""
     path = checkpoint_path(key)
     with atomic_path(path) as tmp:
-        save_file({k: v.cpu() for k, v in model.trainable_state().items()}, str(tmp),
-                  metadata={"shaped_by": json.dumps(shaped_by, sort_keys=True), "summary": json.dumps(summary)})
+        save_file(
+            {k: v.cpu() for k, v in model.trainable_state().items()},
+            str(tmp),
+            metadata={"shaped_by": json.dumps(shaped_by, sort_keys=True), "summary": json.dumps(summary)},
+        )
     return path
 
 
@@ -34,8 +37,10 @@ def load_checkpoint(model: SplitModel, key: str) -> dict | None:
     state = load_file(str(path), device=str(next(model.parameters()).device))
     expected = set(model.trainable_state())
     if set(state) != expected:
-        raise RuntimeError(f"checkpoint {path} does not match the model: "
-                           f"{len(expected ^ set(state))} tensors differ; delete it to retrain")
+        raise RuntimeError(
+            f"checkpoint {path} does not match the model: "
+            f"{len(expected ^ set(state))} tensors differ; delete it to retrain"
+        )
     model.load_state_dict(state, strict=False)
     with safe_open(str(path), "pt") as f:
         return json.loads(f.metadata().get("summary", "{}"))

@@ -21,7 +21,7 @@ def sliding_window_pool(tokens: torch.Tensor, length: int, lengths: torch.Tensor
     torch.Size([2, 4, 8])
     """
     batch, num_tokens, _ = tokens.shape
-    n = (torch.full((batch,), num_tokens, device=tokens.device) if lengths is None else lengths.to(tokens.device))
+    n = torch.full((batch,), num_tokens, device=tokens.device) if lengths is None else lengths.to(tokens.device)
     n = n.to(torch.float64)[:, None, None]
     j = torch.arange(length, device=tokens.device, dtype=torch.float64)[None, :, None]
     position = torch.arange(num_tokens, device=tokens.device, dtype=torch.float64)[None, None, :]

@@ -92,4 +92,6 @@ class TrainingConfig(Strict):
         return pair
 
 
-TokensConfig = Annotated[dict[Modality, TokenSettings], Field(default_factory=lambda: {m: TokenSettings() for m in MODALITIES})]
+TokensConfig = Annotated[
+    dict[Modality, TokenSettings], Field(default_factory=lambda: {m: TokenSettings() for m in MODALITIES})
+]

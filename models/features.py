@@ -40,8 +40,10 @@ class SplitFeatures:
     def gather(self, index: dict[str, torch.Tensor]) -> dict:
         """Features of ``n`` tasks from their rows ``index[m]`` [n]:
         ``{modality: {"tokens": [n, L, D], "lengths": [n] or None}}``."""
-        return {m: {"tokens": self.tokens[m][i],
-                    "lengths": None if self.lengths[m] is None else self.lengths[m][i]} for m, i in index.items()}
+        return {
+            m: {"tokens": self.tokens[m][i], "lengths": None if self.lengths[m] is None else self.lengths[m][i]}
+            for m, i in index.items()
+        }
 
 
 def question_index(questions) -> np.ndarray:
@@ -51,11 +53,18 @@ def question_index(questions) -> np.ndarray:
 
 
 def audio_encoder_key(dataset: FashionAVQA, settings) -> str:
-    return digest({"speech": dataset.speech_path("train").parent.name, "training": settings.model_dump(), "version": FEATURES_VERSION})
+    return digest(
+        {
+            "speech": dataset.speech_path("train").parent.name,
+            "training": settings.model_dump(),
+            "version": FEATURES_VERSION,
+        }
+    )
 
 
-def load_features(dataset: FashionAVQA, modalities, models, audio_training, split: str, device: torch.device,
-                  progress: bool = True) -> SplitFeatures:
+def load_features(
+    dataset: FashionAVQA, modalities, models, audio_training, split: str, device: torch.device, progress: bool = True
+) -> SplitFeatures:
     """Encoder outputs of ``split`` for ``modalities``, from the cache or computed (and cached) now.
 
     :param models: ``models.config.ModelsConfig``
@@ -64,20 +73,29 @@ def load_features(dataset: FashionAVQA, modalities, models, audio_training, spli
     computed = {}
     if "image" in modalities:
         num_images = dataset.config.train_images if split == "train" else dataset.config.test_images
-        computed["image"] = _cached("image", {"encoder": models.image_encoder, "px": models.image_size_px,
-                                              "split": split, "num_images": num_images},
-                                    lambda: _encode_images(dataset, models.image_size_px, split, device, progress))
+        computed["image"] = _cached(
+            "image",
+            {"encoder": models.image_encoder, "px": models.image_size_px, "split": split, "num_images": num_images},
+            lambda: _encode_images(dataset, models.image_size_px, split, device, progress),
+        )
     if "audio" in modalities:
         audio_key = audio_encoder_key(dataset, audio_training)
-        computed["audio"] = _cached("audio", {"encoder": audio_key, "split": split},
-                                    lambda: _encode_speech(dataset, audio_key, audio_training, split, device, progress))
+        computed["audio"] = _cached(
+            "audio",
+            {"encoder": audio_key, "split": split},
+            lambda: _encode_speech(dataset, audio_key, audio_training, split, device, progress),
+        )
     if "text" in modalities:
-        computed["text"] = _cached("text", {"encoder": models.text_encoder, "max_tokens": models.text_max_tokens,
-                                            "questions": QUESTIONS},
-                                   lambda: _encode_questions(models.text_encoder, models.text_max_tokens, device))
-    return SplitFeatures(tokens={m: c["tokens"].to(device) for m, c in computed.items()},
-                         lengths={m: c["lengths"].to(device) if "lengths" in c else None for m, c in computed.items()},
-                         encoder_flops={m: int(c["flops"]) for m, c in computed.items()})
+        computed["text"] = _cached(
+            "text",
+            {"encoder": models.text_encoder, "max_tokens": models.text_max_tokens, "questions": QUESTIONS},
+            lambda: _encode_questions(models.text_encoder, models.text_max_tokens, device),
+        )
+    return SplitFeatures(
+        tokens={m: c["tokens"].to(device) for m, c in computed.items()},
+        lengths={m: c["lengths"].to(device) if "lengths" in c else None for m, c in computed.items()},
+        encoder_flops={m: int(c["flops"]) for m, c in computed.items()},
+    )
 
 
 def count_flops(fn, *args) -> int:
@@ -97,8 +115,9 @@ def _cached(kind: str, key: dict, compute) -> dict[str, torch.Tensor]:
     tensors = compute()
     with atomic_path(path) as tmp:
         # float16 halves the cache; the tokens are later projected and sent through noise anyway
-        save_file({k: (v.half() if v.is_floating_point() else v).cpu().contiguous() for k, v in tensors.items()},
-                  str(tmp))
+        save_file(
+            {k: (v.half() if v.is_floating_point() else v).cpu().contiguous() for k, v in tensors.items()}, str(tmp)
+        )
     return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
 
 
@@ -109,9 +128,14 @@ def _encode_images(dataset, image_size_px, split, device, progress) -> dict[str,
     encoder = EfficientNetLite0Encoder(image_size_px).to(device)
     images, _ = dataset.images(split)
     batches = np.array_split(images, -(-len(images) // 256))
-    tokens = [encoder(torch.tensor(b, device=device)).cpu()
-              for b in progress_bar(batches, enabled=progress, desc=f"EfficientNet-Lite0 on {split} images")]
-    return {"tokens": torch.cat(tokens), "flops": torch.tensor(count_flops(encoder, torch.tensor(images[:1], device=device)))}
+    tokens = [
+        encoder(torch.tensor(b, device=device)).cpu()
+        for b in progress_bar(batches, enabled=progress, desc=f"EfficientNet-Lite0 on {split} images")
+    ]
+    return {
+        "tokens": torch.cat(tokens),
+        "flops": torch.tensor(count_flops(encoder, torch.tensor(images[:1], device=device))),
+    }
 
 
 @torch.no_grad()
@@ -119,12 +143,21 @@ def _encode_speech(dataset, audio_key, audio_training, split, device, progress) 
     from models.encoders.audio import load_or_train_audio_encoder
 
     with torch.enable_grad():
-        encoder = load_or_train_audio_encoder(audio_key, lambda: dataset.speech("train"), audio_training,
-                                              seed=dataset.seed, sample_rate_hz=dataset.config.sample_rate_hz,
-                                              device=device, progress=progress)
+        encoder = load_or_train_audio_encoder(
+            audio_key,
+            lambda: dataset.speech("train"),
+            audio_training,
+            seed=dataset.seed,
+            sample_rate_hz=dataset.config.sample_rate_hz,
+            device=device,
+            progress=progress,
+        )
     waves, _ = dataset.speech(split)
     tokens = [encoder(torch.from_numpy(b).to(device)).cpu() for b in np.array_split(waves, -(-len(waves) // 256))]
-    return {"tokens": torch.cat(tokens), "flops": torch.tensor(count_flops(encoder, torch.from_numpy(waves[:1]).to(device)))}
+    return {
+        "tokens": torch.cat(tokens),
+        "flops": torch.tensor(count_flops(encoder, torch.from_numpy(waves[:1]).to(device))),
+    }
 
 
 @torch.no_grad()
@@ -133,5 +166,8 @@ def _encode_questions(name, max_tokens, device) -> dict[str, torch.Tensor]:
 
     encoder = HFTextEncoder(name, max_tokens).to(device)
     out = encoder(list(QUESTIONS))
-    return {"tokens": out["tokens"].cpu(), "lengths": out["lengths"].cpu(),
-            "flops": torch.tensor(count_flops(encoder, list(QUESTIONS[:1])))}
+    return {
+        "tokens": out["tokens"].cpu(),
+        "lengths": out["lengths"].cpu(),
+        "flops": torch.tensor(count_flops(encoder, list(QUESTIONS[:1]))),
+    }

@@ -39,9 +39,11 @@ class SplitModel(nn.Module):
         self.modalities = [m for m in MODALITIES if m in tokens]
         self.backbone = Backbone(models.backbone, models.lora, num_answers)
         self.transmitters = nn.ModuleDict(
-            {m: TokenTransmitter(encoder_dims[m], tokens[m].length, tokens[m].dim) for m in self.modalities})
+            {m: TokenTransmitter(encoder_dims[m], tokens[m].length, tokens[m].dim) for m in self.modalities}
+        )
         self.receivers = nn.ModuleDict(
-            {m: TokenReceiver(tokens[m].dim, models.receiver_hidden, self.backbone.d_model) for m in self.modalities})
+            {m: TokenReceiver(tokens[m].dim, models.receiver_hidden, self.backbone.d_model) for m in self.modalities}
+        )
 
     def transmit(self, features: dict) -> Tokens:
         return {m: self.transmitters[m](f["tokens"], f.get("lengths")) for m, f in features.items()}

@@ -31,7 +31,7 @@ class TaskSampler:
             return torch.as_tensor(np.stack([column(t) for t in tables], 1), device=device)
 
         tables = [{**t, "question_index": question_index(t["question"])} for t in tables]
-        self.rows = {m: stack(lambda t: t[TASK_INDEX[m]]) for m in features.tokens}
+        self.rows = {m: stack(lambda t, column=TASK_INDEX[m]: t[column]) for m in features.tokens}
         self.answer = stack(lambda t: t["answer"])
         self.question_type = stack(lambda t: t["question_type"])
         self.present = {m: p.to(device) for m, p in present.items()}
@@ -61,8 +61,9 @@ class TaskSampler:
             yield self.batch(rows[:, None].expand(-1, self.num_groups))
 
 
-def train_split_model(model: SplitModel, channel: Channel, sampler: TaskSampler, settings, seed: int,
-                      progress: bool = True) -> list[dict]:
+def train_split_model(
+    model: SplitModel, channel: Channel, sampler: TaskSampler, settings, seed: int, progress: bool = True
+) -> list[dict]:
     """Fine-tune ``model`` on tasks from ``sampler`` through ``channel``.
 
     AdamW on the trainable parameters (transceivers, LoRA adapters, head), a
@@ -76,8 +77,9 @@ def train_split_model(model: SplitModel, channel: Channel, sampler: TaskSampler,
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     warmup = max(1, settings.steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
-        (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / settings.steps)))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / settings.steps))))
+    )
     num_slots = max(1, settings.batch_size // sampler.num_groups)
     history = []
     model.train()

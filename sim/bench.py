@@ -19,8 +19,14 @@ import numpy as np
 import torch
 
 
-def run_bench(batch_sizes: list[int], repeats: int = 5, channel: str = "tdl-a", snr_db: float = 10.0,
-              num_prbs: int = 24, seed: int = 0) -> dict:
+def run_bench(
+    batch_sizes: list[int],
+    repeats: int = 5,
+    channel: str = "tdl-a",
+    snr_db: float = 10.0,
+    num_prbs: int = 24,
+    seed: int = 0,
+) -> dict:
     from sionna.phy import config
     from sionna.phy.channel import AWGN, OFDMChannel
     from sionna.phy.mimo import StreamManagement
@@ -32,10 +38,17 @@ def run_bench(batch_sizes: list[int], repeats: int = 5, channel: str = "tdl-a", 
 
     device = apply_runtime("auto", seed)
     sionna_device = config.device
-    grid = ResourceGrid(num_ofdm_symbols=14, fft_size=12 * num_prbs, subcarrier_spacing=30e3,
-                        pilot_pattern="kronecker", pilot_ofdm_symbol_indices=[2, 11], device=sionna_device)
-    model = channel_model(channel, carrier_frequency_hz=3.5e9, delay_spread_s=100e-9, speed_mps=1.0,
-                          device=sionna_device)
+    grid = ResourceGrid(
+        num_ofdm_symbols=14,
+        fft_size=12 * num_prbs,
+        subcarrier_spacing=30e3,
+        pilot_pattern="kronecker",
+        pilot_ofdm_symbol_indices=[2, 11],
+        device=sionna_device,
+    )
+    model = channel_model(
+        channel, carrier_frequency_hz=3.5e9, delay_spread_s=100e-9, speed_mps=1.0, device=sionna_device
+    )
     link = AnalogLink(grid, model, csi="ls", device=sionna_device)
 
     mapper = ResourceGridMapper(grid, device=sionna_device)
@@ -43,7 +56,6 @@ def run_bench(batch_sizes: list[int], repeats: int = 5, channel: str = "tdl-a", 
     apply_channel = OFDMChannel(model, grid, device=sionna_device) if model is not None else AWGN(device=sionna_device)
     estimator = LSChannelEstimator(grid, interpolation_type="lin", device=sionna_device)
     equalizer = LMMSEEqualizer(grid, StreamManagement(np.ones([1, 1], int), 1), device=sionna_device)
-    data = torch.nonzero(grid.build_type_grid()[0, 0].flatten() == 0).squeeze(-1).to(device)
 
     def reference(tokens: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
         batch, num_values = tokens.shape
@@ -58,6 +70,7 @@ def run_bench(batch_sizes: list[int], repeats: int = 5, channel: str = "tdl-a", 
         def sync():
             if device.type == "cuda":
                 torch.cuda.synchronize()
+
         config.seed = seed
         fn(*args)  # warm-up (lazy builds)
         times, out = [], None
@@ -81,13 +94,34 @@ def run_bench(batch_sizes: list[int], repeats: int = 5, channel: str = "tdl-a", 
             res = batch * grid.num_data_symbols
             nmse_ours = float((ours - tokens).square().sum() / tokens.square().sum())
             nmse_ref = float((ref - tokens).square().sum() / tokens.square().sum())
-            rows.append({"batch_size": batch, "resource_elements": res,
-                         "tokensim_res_per_s": res / t_ours, "sionna_reference_res_per_s": res / t_ref,
-                         "speedup": t_ref / t_ours, "tokensim_nmse": nmse_ours, "sionna_reference_nmse": nmse_ref,
-                         "nmse_relative_difference": abs(nmse_ours - nmse_ref) / nmse_ref,
-                         "tokensim_ms": t_ours * 1e3, "sionna_reference_ms": t_ref * 1e3})
-    return {"benchmark": "analog link", "device": str(device), "torch_threads": torch.get_num_threads(),
-            "channel": channel, "csi": "ls", "snr_db": snr_db, "num_prbs": num_prbs,
-            "grid": {"num_ofdm_symbols": 14, "fft_size": 12 * num_prbs, "data_resource_elements": int(grid.num_data_symbols)},
-            "reference": "ResourceGridMapper -> OFDMChannel -> LSChannelEstimator(lin) -> LMMSEEqualizer",
-            "repeats": repeats, "results": rows}
+            rows.append(
+                {
+                    "batch_size": batch,
+                    "resource_elements": res,
+                    "tokensim_res_per_s": res / t_ours,
+                    "sionna_reference_res_per_s": res / t_ref,
+                    "speedup": t_ref / t_ours,
+                    "tokensim_nmse": nmse_ours,
+                    "sionna_reference_nmse": nmse_ref,
+                    "nmse_relative_difference": abs(nmse_ours - nmse_ref) / nmse_ref,
+                    "tokensim_ms": t_ours * 1e3,
+                    "sionna_reference_ms": t_ref * 1e3,
+                }
+            )
+    return {
+        "benchmark": "analog link",
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "channel": channel,
+        "csi": "ls",
+        "snr_db": snr_db,
+        "num_prbs": num_prbs,
+        "grid": {
+            "num_ofdm_symbols": 14,
+            "fft_size": 12 * num_prbs,
+            "data_resource_elements": int(grid.num_data_symbols),
+        },
+        "reference": "ResourceGridMapper -> OFDMChannel -> LSChannelEstimator(lin) -> LMMSEEqualizer",
+        "repeats": repeats,
+        "results": rows,
+    }

@@ -12,15 +12,24 @@ from sim.errors import ScenarioError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tokensim", description="Simulate token communication between split "
-                                     "multimodal models over an OFDM uplink (Sionna) and report accuracy, latency, bits.")
+    parser = argparse.ArgumentParser(
+        prog="tokensim",
+        description="Simulate token communication between split "
+        "multimodal models over an OFDM uplink (Sionna) and report accuracy, latency, bits.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def scenario_command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("scenario", type=Path, help="scenario YAML file")
-        sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a scenario key, e.g. channel.model=tdl-c or users.cam1.snr_db=3 (repeatable)")
+        sub.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a scenario key, e.g. channel.model=tdl-c or users.cam1.snr_db=3 (repeatable)",
+        )
         return sub
 
     run = scenario_command("run", "train if no matching checkpoint exists, evaluate, write results")
@@ -28,8 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--retrain", action="store_true", help="train even if a checkpoint exists")
     run.add_argument("--quiet", action="store_true", help="no progress bars or summary table")
     train = scenario_command("train", "train only; checkpoints are keyed by the config that shapes them")
-    train.add_argument("--stage", choices=["finetune", "all"], default="all",
-                       help="training stage (task fine-tuning; alignment is not built yet)")
+    train.add_argument(
+        "--stage",
+        choices=["finetune", "all"],
+        default="all",
+        help="training stage (task fine-tuning; alignment is not built yet)",
+    )
     train.add_argument("--force", action="store_true", help="train even if a checkpoint exists")
     scenario_command("validate", "check a scenario; print the resolved config with every default")
     bench = commands.add_parser("bench", help="PHY throughput against Sionna's stock chain, printed as JSON")
@@ -110,9 +123,16 @@ def cmd_run(args) -> int:
     write_csv(out / "per_task.csv", per_task)
     if history:
         write_csv(out / "training_log.csv", history)
-    write_json(out / "manifest.json", manifest(scenario, sim.device, time.perf_counter() - started,
-                                               sim.checkpoint, {"checkpoint_path": str(sim.checkpoint_path),
-                                                                "trained_now": not summary["loaded"]}))
+    write_json(
+        out / "manifest.json",
+        manifest(
+            scenario,
+            sim.device,
+            time.perf_counter() - started,
+            sim.checkpoint,
+            {"checkpoint_path": str(sim.checkpoint_path), "trained_now": not summary["loaded"]},
+        ),
+    )
     if not args.quiet:
         _print_summary(metrics, out)
     return 0
@@ -122,14 +142,24 @@ def _print_summary(metrics: dict, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{metrics['scenario']}: accuracy {metrics['accuracy']:.3f} over {metrics['tasks']} tasks "
-                        f"(majority answer {metrics['majority_answer_rate']:.3f}), "
-                        f"latency p95 {metrics['latency_ms']['p95']:.2f} ms")
+    table = Table(
+        title=f"{metrics['scenario']}: accuracy {metrics['accuracy']:.3f} over {metrics['tasks']} tasks "
+        f"(majority answer {metrics['majority_answer_rate']:.3f}), "
+        f"latency p95 {metrics['latency_ms']['p95']:.2f} ms"
+    )
     for column in ("user", "modalities", "group", "SNR dB", "accuracy", "token NMSE", "bits/task", "latency ms"):
         table.add_column(column, justify="left" if column in ("user", "modalities", "group") else "right")
     for u in metrics["users"]:
-        table.add_row(u["id"], "+".join(u["modalities"]), u["group"], f"{u['snr_db']:g}", f"{u['accuracy']:.3f}",
-                      f"{u['token_nmse']:.3f}", f"{u['bits_per_task']:.0f}", f"{u['latency_ms']['mean']:.2f}")
+        table.add_row(
+            u["id"],
+            "+".join(u["modalities"]),
+            u["group"],
+            f"{u['snr_db']:g}",
+            f"{u['accuracy']:.3f}",
+            f"{u['token_nmse']:.3f}",
+            f"{u['bits_per_task']:.0f}",
+            f"{u['latency_ms']['mean']:.2f}",
+        )
     console = Console(stderr=True)
     console.print(table)
     console.print(f"results in {out}/")

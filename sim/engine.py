@@ -87,22 +87,28 @@ class Simulation:
         self.checkpoint, self.shaped_by = checkpoint_key(scenario)
         self.uplink = Uplink(scenario, self.device)
         encoder_dims = {m: encoder_output_shape(m, scenario.models)[1] for m in scenario.tokens}
-        self.model = SplitModel(scenario.tokens, encoder_dims, scenario.models, num_answers=len(ANSWERS)).to(self.device)
-        self.present = {m: torch.tensor([m in scenario.group_modalities(g) for g in scenario.groups])
-                        for m in scenario.tokens}
+        self.model = SplitModel(scenario.tokens, encoder_dims, scenario.models, num_answers=len(ANSWERS)).to(
+            self.device
+        )
+        self.present = {
+            m: torch.tensor([m in scenario.group_modalities(g) for g in scenario.groups]) for m in scenario.tokens
+        }
         self.training_summary: dict | None = None
 
     def features(self, split: str) -> SplitFeatures:
         if split not in self._features:
             s = self.scenario
-            self._features[split] = load_features(self.dataset, s.tokens.keys(), s.models, s.training.audio_encoder,
-                                                  split, self.device, self.progress)
+            self._features[split] = load_features(
+                self.dataset, s.tokens.keys(), s.models, s.training.audio_encoder, split, self.device, self.progress
+            )
         return self._features[split]
 
     def sampler(self, split: str, tasks_per_group: int) -> TaskSampler:
         s = self.scenario
-        tables = [self.dataset.tasks(split, tasks_per_group, s.group_modalities(g), seed=s.seed * 1000 + i)
-                  for i, g in enumerate(s.groups)]
+        tables = [
+            self.dataset.tasks(split, tasks_per_group, s.group_modalities(g), seed=s.seed * 1000 + i)
+            for i, g in enumerate(s.groups)
+        ]
         return TaskSampler(tables, self.present, self.features(split))
 
     @property
@@ -121,9 +127,13 @@ class Simulation:
         channel = self.uplink.training_channel(s.training.snr_db_range, generator)
         sampler = self.sampler("train", s.training.train_tasks_per_group)
         history = train_split_model(self.model, channel, sampler, s.training, s.seed, self.progress)
-        tail = history[-max(1, len(history) // 10):]
-        summary = {"steps": len(history), "final_loss": float(np.mean([h["loss"] for h in tail])),
-                   "final_train_accuracy": float(np.mean([h["accuracy"] for h in tail])), "history": history}
+        tail = history[-max(1, len(history) // 10) :]
+        summary = {
+            "steps": len(history),
+            "final_loss": float(np.mean([h["loss"] for h in tail])),
+            "final_train_accuracy": float(np.mean([h["accuracy"] for h in tail])),
+            "history": history,
+        }
         save_checkpoint(self.model, self.checkpoint, self.shaped_by, summary)
         self.training_summary = {**summary, "loaded": False}
         return self.training_summary
@@ -150,22 +160,31 @@ class Simulation:
             error += ((got - sent).square() * used).sum((0, 2)).double()
             power += (sent.square() * used).sum((0, 2)).double()
             columns["group"].append(batch["group"])
-            columns["slot"].append(torch.arange(slot, slot + num_slots, device=self.device).repeat_interleave(sampler.num_groups))
+            columns["slot"].append(
+                torch.arange(slot, slot + num_slots, device=self.device).repeat_interleave(sampler.num_groups)
+            )
             columns["question_type"].append(batch["question_type"])
             columns["answer"].append(batch["answer"])
             columns["predicted"].append(logits.argmax(-1))
             slot += num_slots
         tasks = {k: torch.cat(v).cpu().numpy() for k, v in columns.items()}
         tasks["correct"] = tasks["answer"] == tasks["predicted"]
-        return Evaluation(tasks=tasks, nmse_error=error.cpu().numpy(), nmse_power=power.cpu().numpy(),
-                          device_flops=self._device_flops(), edge_flops=self._edge_flops())
+        return Evaluation(
+            tasks=tasks,
+            nmse_error=error.cpu().numpy(),
+            nmse_power=power.cpu().numpy(),
+            device_flops=self._device_flops(),
+            edge_flops=self._edge_flops(),
+        )
 
     def _device_flops(self) -> dict[str, int]:
         """FLOPs one device spends per task on each modality: encoder and transmitter."""
         features = self.features("test")
         one = features.gather({m: torch.zeros(1, dtype=torch.long, device=self.device) for m in features.tokens})
-        return {m: features.encoder_flops[m] + count_flops(self.model.transmitters[m], one[m]["tokens"], one[m]["lengths"])
-                for m in self.scenario.tokens}
+        return {
+            m: features.encoder_flops[m] + count_flops(self.model.transmitters[m], one[m]["tokens"], one[m]["lengths"])
+            for m in self.scenario.tokens
+        }
 
     def _edge_flops(self) -> list[int]:
         """FLOPs the edge spends per task of each group: its receivers, backbone and head."""
@@ -176,4 +195,3 @@ class Simulation:
             present = {m: torch.ones(1, dtype=torch.bool, device=self.device) for m in sent}
             flops.append(count_flops(self.model.answer, rx, present))
         return flops
-

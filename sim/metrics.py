@@ -31,8 +31,9 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
     qtypes = s.dataset.question_types
     user_index = {u.id: i for i, u in enumerate(s.users)}
     airtime_ms = np.array(uplink.airtime_s()) * MS
-    device_ms = np.array([sum(evaluation.device_flops[m] for m in u.modalities) / (u.device_gflops * 1e9) * MS
-                          for u in s.users])
+    device_ms = np.array(
+        [sum(evaluation.device_flops[m] for m in u.modalities) / (u.device_gflops * 1e9) * MS for u in s.users]
+    )
     uplink_ms = device_ms + airtime_ms  # queueing is zero with equal shares
     symbols = np.array(uplink.symbols_per_user, dtype=float)
     bits = np.array([shannon_bits(symbols[i], u.snr_db) for i, u in enumerate(s.users)])
@@ -46,25 +47,40 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
         sent = s.group_modalities(group)
         encoded = sum(np.prod(encoder_output_shape(m, s.models)) for m in sent)
         transmitted = sum(s.tokens[m].length * s.tokens[m].dim for m in sent)
-        groups.append({
-            "id": group.id, "users": list(group.users),
-            "latency_ms": uplink_ms[critical] + edge_ms,
-            "breakdown": {"device_compute": device_ms[critical], "queueing": 0.0,
-                          "airtime": airtime_ms[critical], "edge_compute": edge_ms},
-            "bits_per_task": float(bits[members].sum()),
-            "channel_uses_per_task": float(symbols[members].sum()),
-            "compression_ratio": float(encoded / transmitted),
-        })
+        groups.append(
+            {
+                "id": group.id,
+                "users": list(group.users),
+                "latency_ms": uplink_ms[critical] + edge_ms,
+                "breakdown": {
+                    "device_compute": device_ms[critical],
+                    "queueing": 0.0,
+                    "airtime": airtime_ms[critical],
+                    "edge_compute": edge_ms,
+                },
+                "bits_per_task": float(bits[members].sum()),
+                "channel_uses_per_task": float(symbols[members].sum()),
+                "compression_ratio": float(encoded / transmitted),
+            }
+        )
 
     g_of_task = tasks["group"]
     latency = np.array([groups[g]["latency_ms"] for g in g_of_task])
-    per_task = [{
-        "task": i, "group": s.groups[g].id, "slot": int(tasks["slot"][i]),
-        "question_type": qtypes[tasks["question_type"][i]],
-        "answer": ANSWERS[tasks["answer"][i]], "predicted": ANSWERS[tasks["predicted"][i]],
-        "correct": bool(tasks["correct"][i]), "latency_ms": float(latency[i]),
-        "bits": groups[g]["bits_per_task"], "channel_uses": groups[g]["channel_uses_per_task"],
-    } for i, g in enumerate(g_of_task)]
+    per_task = [
+        {
+            "task": i,
+            "group": s.groups[g].id,
+            "slot": int(tasks["slot"][i]),
+            "question_type": qtypes[tasks["question_type"][i]],
+            "answer": ANSWERS[tasks["answer"][i]],
+            "predicted": ANSWERS[tasks["predicted"][i]],
+            "correct": bool(tasks["correct"][i]),
+            "latency_ms": float(latency[i]),
+            "bits": groups[g]["bits_per_task"],
+            "channel_uses": groups[g]["channel_uses_per_task"],
+        }
+        for i, g in enumerate(g_of_task)
+    ]
 
     needs = [QUESTION_TYPES[q].needs | {"text"} for q in qtypes]  # every question needs its text
     users, per_user = [], []
@@ -73,22 +89,35 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
         mine = (g_of_task == g) & np.array([bool(needs[q] & set(u.modalities)) for q in tasks["question_type"]])
         group_latency = latency[g_of_task == g]
         record = {
-            "id": u.id, "modalities": list(u.modalities), "group": u.group, "snr_db": u.snr_db,
-            "accuracy": _mean(tasks["correct"][mine]), "tasks": int(mine.sum()),
-            "token_nmse": float(nmse[i]), "bits_per_task": float(bits[i]),
-            "channel_uses_per_task": float(symbols[i]), "num_prbs": uplink.share.prbs_per_user,
+            "id": u.id,
+            "modalities": list(u.modalities),
+            "group": u.group,
+            "snr_db": u.snr_db,
+            "accuracy": _mean(tasks["correct"][mine]),
+            "tasks": int(mine.sum()),
+            "token_nmse": float(nmse[i]),
+            "bits_per_task": float(bits[i]),
+            "channel_uses_per_task": float(symbols[i]),
+            "num_prbs": uplink.share.prbs_per_user,
             "latency_ms": {"mean": _mean(group_latency), "p95": _pct(group_latency, 95)},
             "uplink_ms": float(uplink_ms[i]),
         }
         users.append(record)
-        per_user.append({k: (v["mean"] if k == "latency_ms" else "+".join(v) if isinstance(v, list) else v)
-                         for k, v in record.items()} | {"latency_p95_ms": record["latency_ms"]["p95"]})
+        per_user.append(
+            {
+                k: (v["mean"] if k == "latency_ms" else "+".join(v) if isinstance(v, list) else v)
+                for k, v in record.items()
+            }
+            | {"latency_p95_ms": record["latency_ms"]["p95"]}
+        )
 
     def mean_over_tasks(key):
         return float(np.mean([groups[g][key] for g in g_of_task]))
 
-    breakdown = {k: float(np.mean([groups[g]["breakdown"][k] for g in g_of_task]))
-                 for k in ("device_compute", "queueing", "airtime", "edge_compute")}
+    breakdown = {
+        k: float(np.mean([groups[g]["breakdown"][k] for g in g_of_task]))
+        for k in ("device_compute", "queueing", "airtime", "edge_compute")
+    }
     answers = np.bincount(tasks["answer"], minlength=len(ANSWERS))
     metrics = {
         "scenario": s.name,
@@ -99,17 +128,34 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
         "channel_uses_per_task": mean_over_tasks("channel_uses_per_task"),
         "compression_ratio": mean_over_tasks("compression_ratio"),
         "token_nmse": float(evaluation.nmse_error.sum() / max(evaluation.nmse_power.sum(), 1e-30)),
-        "latency_ms": {"mean": _mean(latency), "p50": _pct(latency, 50), "p95": _pct(latency, 95),
-                       "p99": _pct(latency, 99), "breakdown": breakdown},
+        "latency_ms": {
+            "mean": _mean(latency),
+            "p50": _pct(latency, 50),
+            "p95": _pct(latency, 95),
+            "p99": _pct(latency, 99),
+            "breakdown": breakdown,
+        },
         "deadline_miss_rate": _mean(latency > s.latency.deadline_ms),
         "majority_answer_rate": float(answers.max() / answers.sum()),
         "majority_answer": ANSWERS[int(answers.argmax())],
-        "accuracy_by_question_type": {q: _mean(tasks["correct"][tasks["question_type"] == k])
-                                      for k, q in enumerate(qtypes) if (tasks["question_type"] == k).any()},
-        "groups": [{"id": gr["id"], "users": gr["users"], "accuracy": _mean(tasks["correct"][g_of_task == k]),
-                    "latency_ms": gr["latency_ms"], "breakdown": gr["breakdown"],
-                    "bits_per_task": gr["bits_per_task"], "channel_uses_per_task": gr["channel_uses_per_task"],
-                    "compression_ratio": gr["compression_ratio"]} for k, gr in enumerate(groups)],
+        "accuracy_by_question_type": {
+            q: _mean(tasks["correct"][tasks["question_type"] == k])
+            for k, q in enumerate(qtypes)
+            if (tasks["question_type"] == k).any()
+        },
+        "groups": [
+            {
+                "id": gr["id"],
+                "users": gr["users"],
+                "accuracy": _mean(tasks["correct"][g_of_task == k]),
+                "latency_ms": gr["latency_ms"],
+                "breakdown": gr["breakdown"],
+                "bits_per_task": gr["bits_per_task"],
+                "channel_uses_per_task": gr["channel_uses_per_task"],
+                "compression_ratio": gr["compression_ratio"],
+            }
+            for k, gr in enumerate(groups)
+        ],
         "users": users,
     }
     return metrics, per_user, per_task

@@ -49,18 +49,31 @@ def git_commit() -> str:
     """Commit of the tokensim checkout (``+dirty`` if it has uncommitted changes), or ``unknown``."""
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
 
 
 def manifest(scenario, device, wall_time_s: float, checkpoint: str, extra: dict | None = None) -> dict:
-    return {"versions": versions(), "git_commit": git_commit(), "seed": scenario.seed, "device": str(device),
-            "wall_time_s": wall_time_s, "checkpoint": checkpoint, "command": sys.argv, **(extra or {})}
+    return {
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "seed": scenario.seed,
+        "device": str(device),
+        "wall_time_s": wall_time_s,
+        "checkpoint": checkpoint,
+        "command": sys.argv,
+        **(extra or {}),
+    }
 
 
 def _finite(obj):

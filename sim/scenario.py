@@ -49,7 +49,9 @@ class CellConfig(Strict):
     @classmethod
     def _nr_spacing(cls, scs: float) -> float:
         if scs not in SUBCARRIER_SPACINGS_HZ:
-            raise ValueError(f"is not an NR subcarrier spacing; allowed: {', '.join(f'{s:g}' for s in SUBCARRIER_SPACINGS_HZ)}")
+            raise ValueError(
+                f"is not an NR subcarrier spacing; allowed: {', '.join(f'{s:g}' for s in SUBCARRIER_SPACINGS_HZ)}"
+            )
         return scs
 
     @field_validator("pilot_ofdm_symbol_indices")
@@ -197,8 +199,12 @@ def _list_index(items: list, part: str, where: str) -> int:
     ids = [item.get("id") for item in items if isinstance(item, dict)]
     if part in ids:
         return ids.index(part)
-    raise ScenarioError(f"--set {where}", part, "is neither an index nor an id of that list",
-                        ", ".join(map(str, ids)) or f"0..{len(items) - 1}")
+    raise ScenarioError(
+        f"--set {where}",
+        part,
+        "is neither an index nor an id of that list",
+        ", ".join(map(str, ids)) or f"0..{len(items) - 1}",
+    )
 
 
 def resolved_yaml(scenario: Scenario) -> str:
@@ -227,8 +233,9 @@ def _cross_check(s: Scenario) -> list[ScenarioError]:
     try:
         FashionAVQA(s.dataset, s.seed)  # only checks that the Debian packages' files are there
     except MissingDataError as err:
-        errors.append(ScenarioError(err.key, str(err.value),
-                                    f"{err.problem}; install with: sudo apt-get install {err.package}"))
+        errors.append(
+            ScenarioError(err.key, str(err.value), f"{err.problem}; install with: sudo apt-get install {err.package}")
+        )
     ids = [u.id for u in s.users]
     for i, uid in enumerate(ids):
         if ids.index(uid) != i:
@@ -251,19 +258,34 @@ def _cross_check(s: Scenario) -> list[ScenarioError]:
             group_of[uid] = group.id
             for m in s.user(uid).modalities:
                 if m in senders:
-                    errors.append(ScenarioError(key, uid, f"sends {m!r} like {senders[m]!r}; a group has one sender per modality"))
+                    errors.append(
+                        ScenarioError(key, uid, f"sends {m!r} like {senders[m]!r}; a group has one sender per modality")
+                    )
                 senders[m] = uid
         if "text" not in senders:
-            errors.append(ScenarioError(f"groups[{gi}].users", group.users, "has no user sending 'text' (the question)"))
+            errors.append(
+                ScenarioError(f"groups[{gi}].users", group.users, "has no user sending 'text' (the question)")
+            )
         elif not any(QUESTION_TYPES[q].needs <= senders.keys() for q in s.dataset.question_types):
-            errors.append(ScenarioError(f"groups[{gi}].users", group.users,
-                                        "sends too little to answer any of dataset.question_types",
-                                        ", ".join(s.dataset.question_types)))
+            errors.append(
+                ScenarioError(
+                    f"groups[{gi}].users",
+                    group.users,
+                    "sends too little to answer any of dataset.question_types",
+                    ", ".join(s.dataset.question_types),
+                )
+            )
     for i, user in enumerate(s.users):
         if user.id not in group_of:
             errors.append(ScenarioError(f"users[{i}].id", user.id, "is in no group; every user sends for one group"))
         elif user.group is not None and user.group != group_of[user.id]:
-            errors.append(ScenarioError(f"users[{i}].group", user.group, f"disagrees with groups, which put {user.id!r} in {group_of[user.id]!r}"))
+            errors.append(
+                ScenarioError(
+                    f"users[{i}].group",
+                    user.group,
+                    f"disagrees with groups, which put {user.id!r} in {group_of[user.id]!r}",
+                )
+            )
 
     used = {m for u in s.users for m in u.modalities}
     for m in sorted(used):
@@ -272,8 +294,14 @@ def _cross_check(s: Scenario) -> list[ScenarioError]:
             continue
         length, _ = encoder_output_shape(m, s.models)
         if s.tokens[m].length > length:
-            errors.append(ScenarioError(f"tokens.{m}.length", s.tokens[m].length,
-                                        f"is longer than the {m} encoder's output ({length} tokens)", f"1..{length}"))
+            errors.append(
+                ScenarioError(
+                    f"tokens.{m}.length",
+                    s.tokens[m].length,
+                    f"is longer than the {m} encoder's output ({length} tokens)",
+                    f"1..{length}",
+                )
+            )
     for key in ("text_encoder", "backbone"):
         try:
             resolve_model_path(getattr(s.models, key))
@@ -286,22 +314,35 @@ def _cross_check(s: Scenario) -> list[ScenarioError]:
             prbs = num_prbs_for_bandwidth(cell.bandwidth_hz, cell.subcarrier_spacing_hz)
         except KeyError:
             allowed = ", ".join(f"{mhz:g}e6" for mhz in MAX_NUM_PRBS[cell.subcarrier_spacing_hz])
-            errors.append(ScenarioError("cell.bandwidth_hz", cell.bandwidth_hz,
-                                        f"is not a 3GPP channel bandwidth at {cell.subcarrier_spacing_hz:g} Hz spacing", allowed))
+            errors.append(
+                ScenarioError(
+                    "cell.bandwidth_hz",
+                    cell.bandwidth_hz,
+                    f"is not a 3GPP channel bandwidth at {cell.subcarrier_spacing_hz:g} Hz spacing",
+                    allowed,
+                )
+            )
         else:
             if cell.num_prbs is not None and cell.num_prbs != prbs:
-                errors.append(ScenarioError("cell.num_prbs", cell.num_prbs, f"disagrees with cell.bandwidth_hz ({prbs} PRBs)"))
+                errors.append(
+                    ScenarioError("cell.num_prbs", cell.num_prbs, f"disagrees with cell.bandwidth_hz ({prbs} PRBs)")
+                )
     num_prbs = cell.num_prbs or 24
     if num_prbs < len(s.users):
-        errors.append(ScenarioError("cell.num_prbs", num_prbs, f"is fewer than the {len(s.users)} users sharing it equally"))
+        errors.append(
+            ScenarioError("cell.num_prbs", num_prbs, f"is fewer than the {len(s.users)} users sharing it equally")
+        )
     return errors
 
 
 def _resolve(s: Scenario) -> Scenario:
     """Fill in what follows from other keys: PRBs, groups and SNRs of users."""
     if s.cell.num_prbs is None:
-        s.cell.num_prbs = (num_prbs_for_bandwidth(s.cell.bandwidth_hz, s.cell.subcarrier_spacing_hz)
-                           if s.cell.bandwidth_hz is not None else 24)
+        s.cell.num_prbs = (
+            num_prbs_for_bandwidth(s.cell.bandwidth_hz, s.cell.subcarrier_spacing_hz)
+            if s.cell.bandwidth_hz is not None
+            else 24
+        )
     for group in s.groups:
         for uid in group.users:
             s.user(uid).group = group.id

@@ -66,14 +66,21 @@ class Uplink(nn.Module):
         self.resource_grid = ResourceGrid(
             num_ofdm_symbols=NUM_OFDM_SYMBOLS_PER_SLOT * num_slots,
             fft_size=NUM_SUBCARRIERS_PER_PRB * self.share.prbs_per_user,
-            subcarrier_spacing=cell.subcarrier_spacing_hz, num_tx=1, num_streams_per_tx=1,
+            subcarrier_spacing=cell.subcarrier_spacing_hz,
+            num_tx=1,
+            num_streams_per_tx=1,
             pilot_pattern="kronecker",
             pilot_ofdm_symbol_indices=pilot_symbol_indices(num_slots, cell.pilot_ofdm_symbol_indices),
-            device=str(device) if device.type == "cpu" else f"cuda:{device.index or 0}")
+            device=str(device),  # "cpu" or "cuda:0", as Sionna names devices
+        )
         ch = scenario.channel
-        model = channel_model(ch.model, carrier_frequency_hz=cell.carrier_frequency_hz,
-                              delay_spread_s=ch.delay_spread_s, speed_mps=ch.speed_mps,
-                              device=self.resource_grid.device)
+        model = channel_model(
+            ch.model,
+            carrier_frequency_hz=cell.carrier_frequency_hz,
+            delay_spread_s=ch.delay_spread_s,
+            speed_mps=ch.speed_mps,
+            device=self.resource_grid.device,
+        )
         self.link = AnalogLink(self.resource_grid, model, csi=ch.csi, device=self.resource_grid.device)
 
     def forward(self, tokens: dict[str, torch.Tensor], snr_db: torch.Tensor) -> dict:
@@ -88,11 +95,15 @@ class Uplink(nn.Module):
         for m, (length, dim) in self.token_shapes.items():
             rx = tokens[m].new_zeros(num_slots, self.num_groups, length * dim)
             if m in self._indices:
-                rx = rx.index_copy(1, self._groups[m], received.index_select(1, self._indices[m])
-                                   .reshape(num_slots, -1, length * dim))
+                rx = rx.index_copy(
+                    1, self._groups[m], received.index_select(1, self._indices[m]).reshape(num_slots, -1, length * dim)
+                )
             out[m] = rx.reshape(num_slots * self.num_groups, length, dim)
-        return {"tokens": out, "payload_tx": payload.reshape(num_slots, num_users, -1),
-                "payload_rx": received.reshape(num_slots, num_users, -1)}
+        return {
+            "tokens": out,
+            "payload_tx": payload.reshape(num_slots, num_users, -1),
+            "payload_rx": received.reshape(num_slots, num_users, -1),
+        }
 
     def training_channel(self, snr_db_range: tuple[float, float], generator: torch.Generator):
         """Channel function for training: each user's SNR drawn uniformly per slot."""
@@ -112,4 +123,3 @@ class Uplink(nn.Module):
     def airtime_s(self) -> list[float]:
         """Per user: slots its payload takes times the slot length."""
         return [slots * self.slot_seconds for slots in self.slots_per_user]
-

@@ -30,8 +30,12 @@ TINY = {
     "groups": [{"id": "a", "users": ["q1", "cam1", "mic1"]}, {"id": "b", "users": ["q2", "both2"]}],
     "tokens": {"text": {"length": 2, "dim": 8}, "image": {"length": 2, "dim": 8}, "audio": {"length": 2, "dim": 8}},
     "models": {"receiver_hidden": 32},
-    "training": {"steps": 4, "batch_size": 8, "train_tasks_per_group": 64,
-                 "audio_encoder": {"epochs": 1, "batch_size": 16}},
+    "training": {
+        "steps": 4,
+        "batch_size": 8,
+        "train_tasks_per_group": 64,
+        "audio_encoder": {"epochs": 1, "batch_size": 16},
+    },
     "evaluation": {"tasks_per_group": 16, "batch_size": 8},
 }
 
@@ -45,10 +49,12 @@ def tiny() -> dict:
 @pytest.fixture
 def write_scenario(tmp_path):
     """Write a scenario mapping to a YAML file; returns its path."""
+
     def write(raw: dict, name: str = "scenario.yaml") -> Path:
         path = tmp_path / name
         path.write_text(yaml.safe_dump(raw, sort_keys=False))
         return path
+
     return write
 
 

@@ -7,8 +7,19 @@ import json
 
 from sim.cli import main
 
-CONTRACT = {"scenario", "accuracy", "tasks", "bits_per_task", "bits_kind", "channel_uses_per_task",
-            "compression_ratio", "token_nmse", "latency_ms", "deadline_miss_rate", "users"}
+CONTRACT = {
+    "scenario",
+    "accuracy",
+    "tasks",
+    "bits_per_task",
+    "bits_kind",
+    "channel_uses_per_task",
+    "compression_ratio",
+    "token_nmse",
+    "latency_ms",
+    "deadline_miss_rate",
+    "users",
+}
 LATENCY = {"mean", "p50", "p95", "p99", "breakdown"}
 BREAKDOWN = {"device_compute", "queueing", "airtime", "edge_compute"}
 USER = {"id", "modalities", "snr_db", "accuracy", "token_nmse", "bits_per_task", "latency_ms"}

@@ -12,5 +12,13 @@ from models.data.fashion_avqa import (
 
 DATASETS = {"fashion-avqa": FashionAVQA}
 
-__all__ = ["ANSWERS", "CLASS_NAMES", "DATASETS", "QUESTION_TYPES", "FashionAVQA", "FashionAVQAConfig",
-           "MissingDataError", "QuestionType"]
+__all__ = [
+    "ANSWERS",
+    "CLASS_NAMES",
+    "DATASETS",
+    "QUESTION_TYPES",
+    "FashionAVQA",
+    "FashionAVQAConfig",
+    "MissingDataError",
+    "QuestionType",
+]

@@ -35,8 +35,8 @@ ANSWERS: tuple[str, ...] = CLASS_NAMES + ("yes", "no")
 YES, NO = ANSWERS.index("yes"), ANSWERS.index("no")
 MODALITIES = frozenset({"image", "audio", "text"})
 SPLITS = ("train", "test")
-FOOTWEAR = np.isin(CLASS_NAMES, ("sandal", "sneaker", "ankle boot"))          # bool [10]
-UPPER_BODY = np.isin(CLASS_NAMES, ("t-shirt", "pullover", "coat", "shirt"))   # bool [10]
+FOOTWEAR = np.isin(CLASS_NAMES, ("sandal", "sneaker", "ankle boot"))  # bool [10]
+UPPER_BODY = np.isin(CLASS_NAMES, ("t-shirt", "pullover", "coat", "shirt"))  # bool [10]
 SPEECH_VERSION = 1  # bump when speech.py changes what a cached clip holds
 
 
@@ -50,23 +50,48 @@ class QuestionType:
     templates: tuple[str, ...]
 
 
-QUESTION_TYPES: dict[str, QuestionType] = {q.name: q for q in (
-    QuestionType("image_item", frozenset({"image"}), (
-        "What item is pictured?", "What is shown in the picture?", "Which item does the image show?")),
-    QuestionType("speech_item", frozenset({"audio"}), (
-        "Which item does the speaker name?", "What item is spoken?", "Which item do you hear named?")),
-    QuestionType("same_item", frozenset({"image", "audio"}), (
-        "Is the spoken item the same as the pictured one?",
-        "Does the speaker name the item in the picture?",
-        "Do the picture and the speech show the same item?")),
-    QuestionType("image_footwear", frozenset({"image"}), (
-        "Is the pictured item footwear?", "Is the item in the picture worn on the feet?",
-        "Does the image show footwear?")),
-    QuestionType("speech_upper_body", frozenset({"audio"}), (
-        "Is the spoken item worn on the upper body?",
-        "Does the speaker name something worn on the upper body?",
-        "Is the item the speaker names upper-body clothing?")),
-)}
+QUESTION_TYPES: dict[str, QuestionType] = {
+    q.name: q
+    for q in (
+        QuestionType(
+            "image_item",
+            frozenset({"image"}),
+            ("What item is pictured?", "What is shown in the picture?", "Which item does the image show?"),
+        ),
+        QuestionType(
+            "speech_item",
+            frozenset({"audio"}),
+            ("Which item does the speaker name?", "What item is spoken?", "Which item do you hear named?"),
+        ),
+        QuestionType(
+            "same_item",
+            frozenset({"image", "audio"}),
+            (
+                "Is the spoken item the same as the pictured one?",
+                "Does the speaker name the item in the picture?",
+                "Do the picture and the speech show the same item?",
+            ),
+        ),
+        QuestionType(
+            "image_footwear",
+            frozenset({"image"}),
+            (
+                "Is the pictured item footwear?",
+                "Is the item in the picture worn on the feet?",
+                "Does the image show footwear?",
+            ),
+        ),
+        QuestionType(
+            "speech_upper_body",
+            frozenset({"audio"}),
+            (
+                "Is the spoken item worn on the upper body?",
+                "Does the speaker name something worn on the upper body?",
+                "Is the item the speaker names upper-body clothing?",
+            ),
+        ),
+    )
+}
 
 # Answer index (into ANSWERS) from the image and clip labels, int64 [N] each.
 _ANSWER = {
@@ -84,8 +109,10 @@ class MissingDataError(FileNotFoundError):
 
     def __init__(self, key: str, value, package: str, problem: str):
         self.key, self.value, self.package, self.problem = key, value, package, problem
-        super().__init__(f"{key}: {str(value)!r} {problem}; install {'it' if package == 'espeak-ng' else 'them'} "
-                         f"with: sudo apt-get install {package}")
+        super().__init__(
+            f"{key}: {str(value)!r} {problem}; install {'it' if package == 'espeak-ng' else 'them'} "
+            f"with: sudo apt-get install {package}"
+        )
 
 
 class FashionAVQAConfig(BaseModel):
@@ -94,24 +121,31 @@ class FashionAVQAConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Literal["fashion-avqa"] = Field("fashion-avqa", description="Data set name.")
-    fashion_mnist_dir: Path = Field(Path("/usr/share/datasets/fashion-mnist"),
-                                    description="Folder of the gzipped Fashion-MNIST IDX files.")
-    wordnet_dir: Path = Field(Path("/usr/share/wordnet"),
-                              description="Folder of WordNet 3.0's index.noun and data.noun.")
+    fashion_mnist_dir: Path = Field(
+        Path("/usr/share/datasets/fashion-mnist"), description="Folder of the gzipped Fashion-MNIST IDX files."
+    )
+    wordnet_dir: Path = Field(
+        Path("/usr/share/wordnet"), description="Folder of WordNet 3.0's index.noun and data.noun."
+    )
     espeak_ng: str = Field("espeak-ng", description="espeak-ng executable, a name on PATH or a path.")
-    train_images: int = Field(6000, gt=0, le=fashion_mnist.SPLIT_SIZES["train"],
-                              description="First images of the 60k training pool.")
-    test_images: int = Field(1000, gt=0, le=fashion_mnist.SPLIT_SIZES["test"],
-                             description="First images of the 10k test pool (t10k files).")
+    train_images: int = Field(
+        6000, gt=0, le=fashion_mnist.SPLIT_SIZES["train"], description="First images of the 60k training pool."
+    )
+    test_images: int = Field(
+        1000, gt=0, le=fashion_mnist.SPLIT_SIZES["test"], description="First images of the 10k test pool (t10k files)."
+    )
     train_clips: int = Field(2000, gt=0, description="Spoken clips for training (training speakers).")
     test_clips: int = Field(500, gt=0, description="Spoken clips for testing (held-out speakers).")
     sample_rate_hz: int = Field(16000, gt=0, description="Sample rate of the clips in Hz.")
     clip_seconds: float = Field(1.25, gt=0, description="Clip length in seconds, centred on the speech.")
     noise_snr_db: tuple[float, float] = Field(
-        (5.0, 30.0), description="Background-noise SNR per clip in dB, uniform in [low, high].")
+        (5.0, 30.0), description="Background-noise SNR per clip in dB, uniform in [low, high]."
+    )
     question_types: list[str] = Field(
-        default_factory=lambda: list(QUESTION_TYPES), min_length=1,
-        description=f"Question types asked, among {', '.join(QUESTION_TYPES)}.")
+        default_factory=lambda: list(QUESTION_TYPES),
+        min_length=1,
+        description=f"Question types asked, among {', '.join(QUESTION_TYPES)}.",
+    )
 
     @field_validator("question_types")
     @classmethod
@@ -140,14 +174,23 @@ class FashionAVQA:
     def __init__(self, config: FashionAVQAConfig, seed: int):
         self.config, self.seed = config, seed
         if not fashion_mnist.has_files(config.fashion_mnist_dir):
-            raise MissingDataError("dataset.fashion_mnist_dir", config.fashion_mnist_dir,
-                                   "dataset-fashion-mnist", "has no Fashion-MNIST files")
+            raise MissingDataError(
+                "dataset.fashion_mnist_dir",
+                config.fashion_mnist_dir,
+                "dataset-fashion-mnist",
+                "has no Fashion-MNIST files",
+            )
         if not wordnet.has_files(config.wordnet_dir):
-            raise MissingDataError("dataset.wordnet_dir", config.wordnet_dir, "wordnet-base",
-                                   "has no WordNet 3.0 noun database (index.noun, data.noun)")
+            raise MissingDataError(
+                "dataset.wordnet_dir",
+                config.wordnet_dir,
+                "wordnet-base",
+                "has no WordNet 3.0 noun database (index.noun, data.noun)",
+            )
         if shutil.which(config.espeak_ng) is None:
-            raise MissingDataError("dataset.espeak_ng", config.espeak_ng, "espeak-ng",
-                                   "is not an executable (a name on PATH or a path)")
+            raise MissingDataError(
+                "dataset.espeak_ng", config.espeak_ng, "espeak-ng", "is not an executable (a name on PATH or a path)"
+            )
         self._images: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._speech: dict[str, dict[str, np.ndarray]] = {}
 
@@ -177,8 +220,15 @@ class FashionAVQA:
     def speech_path(self, split: str) -> Path:
         """Cache file of the clips of ``split``, keyed by everything that shapes them."""
         c = self.config
-        shape = dict(version=SPEECH_VERSION, seed=self.seed, train_clips=c.train_clips, test_clips=c.test_clips,
-                     sample_rate_hz=c.sample_rate_hz, clip_seconds=c.clip_seconds, noise_snr_db=c.noise_snr_db)
+        shape = dict(
+            version=SPEECH_VERSION,
+            seed=self.seed,
+            train_clips=c.train_clips,
+            test_clips=c.test_clips,
+            sample_rate_hz=c.sample_rate_hz,
+            clip_seconds=c.clip_seconds,
+            noise_snr_db=c.noise_snr_db,
+        )
         key = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
         return cache_dir() / "data" / "fashion-avqa" / key / f"speech-{_check_split(split)}.npz"
 
@@ -201,13 +251,15 @@ class FashionAVQA:
         """
         modalities = frozenset(modalities)
         if "text" not in modalities or not modalities <= MODALITIES:
-            raise ValueError(f"modalities: {sorted(modalities)} must be a subset of "
-                             f"{sorted(MODALITIES)} that holds 'text'")
+            raise ValueError(
+                f"modalities: {sorted(modalities)} must be a subset of {sorted(MODALITIES)} that holds 'text'"
+            )
         names = self.question_type_names
         allowed = [i for i, name in enumerate(names) if QUESTION_TYPES[name].needs <= modalities]
         if not allowed:
-            raise ValueError(f"modalities: no question type among {', '.join(names)} can be "
-                             f"answered from {sorted(modalities)}")
+            raise ValueError(
+                f"modalities: no question type among {', '.join(names)} can be answered from {sorted(modalities)}"
+            )
         image_labels, clip_labels = self.images(split)[1], self.speech(split)[1]
         rng = np.random.default_rng([seed, SPLITS.index(split)])
         question_type = np.asarray(allowed)[rng.integers(len(allowed), size=num_tasks)]
@@ -226,9 +278,13 @@ class FashionAVQA:
             templates = QUESTION_TYPES[names[t]].templates
             questions[rows] = np.asarray(templates, dtype=object)[rng.integers(len(templates), size=len(rows))]
         return {
-            "image_index": image_index, "clip_index": clip_index, "question_type": question_type,
-            "question": questions, "answer": answer,
-            "image_label": image_labels[image_index], "clip_label": clip_labels[clip_index],
+            "image_index": image_index,
+            "clip_index": clip_index,
+            "question_type": question_type,
+            "question": questions,
+            "answer": answer,
+            "image_label": image_labels[image_index],
+            "clip_label": clip_labels[clip_index],
         }
 
     def _load_speech(self, split: str) -> dict[str, np.ndarray]:
@@ -243,14 +299,19 @@ class FashionAVQA:
             labels = rng.permutation(np.arange(num_clips) % len(CLASS_NAMES))  # classes as even as N allows
             variants = speech.TRAIN_VARIANTS if split == "train" else speech.TEST_VARIANTS
             specs = speech.plan_clips([CLASS_NAMES[i] for i in labels], variants, c.noise_snr_db, rng)
-            clips = speech.render_clips(specs, c.espeak_ng, c.sample_rate_hz, c.clip_seconds,
-                                        desc=f"fashion-avqa {split} speech")
+            clips = speech.render_clips(
+                specs, c.espeak_ng, c.sample_rate_hz, c.clip_seconds, desc=f"fashion-avqa {split} speech"
+            )
             with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would rename tmp
-                np.savez(f, clips=np.round(clips * 32767).astype(np.int16), labels=labels,
-                         voices=np.array([s.voice for s in specs]),
-                         speed_wpm=np.array([s.speed_wpm for s in specs]),
-                         pitch=np.array([s.pitch for s in specs]),
-                         snr_db=np.array([s.snr_db for s in specs]))
+                np.savez(
+                    f,
+                    clips=np.round(clips * 32767).astype(np.int16),
+                    labels=labels,
+                    voices=np.array([s.voice for s in specs]),
+                    speed_wpm=np.array([s.speed_wpm for s in specs]),
+                    pitch=np.array([s.pitch for s in specs]),
+                    snr_db=np.array([s.snr_db for s in specs]),
+                )
         with np.load(path) as stored:
             self._speech[split] = {k: stored[k] for k in ("clips", "labels", "voices")}
         return self._speech[split]
@@ -280,7 +341,7 @@ def _index_of_label(rng: np.random.Generator, labels: np.ndarray, wanted: np.nda
 def _balanced_labels(name: str, rng, n: int, image_labels: np.ndarray, clip_labels: np.ndarray):
     """The image and clip classes that yes/no question type ``name`` needs for a
     50/50 answer (int64 ``[n]`` each, None where any item will do)."""
-    has_image = np.bincount(image_labels, minlength=len(CLASS_NAMES)) > 0   # bool [10]
+    has_image = np.bincount(image_labels, minlength=len(CLASS_NAMES)) > 0  # bool [10]
     has_clip = np.bincount(clip_labels, minlength=len(CLASS_NAMES)) > 0
     yes = rng.random(n) < 0.5
     if name == "same_item":

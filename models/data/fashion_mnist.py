@@ -14,8 +14,16 @@ import numpy as np
 
 # Label order of the data set; spelled as the item is spoken and written.
 CLASS_NAMES: tuple[str, ...] = (
-    "t-shirt", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle boot",
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
 )
 
 FILES: dict[str, tuple[str, str]] = {

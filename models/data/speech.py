@@ -20,30 +20,79 @@ from fractions import Fraction
 
 import numpy as np
 from scipy.signal import resample_poly
+
 from models.progress import progress_bar
 
 # English voices that need no mbrola. Plain "en-gb" is left out on purpose:
 # espeak-ng 1.51 ignores "+variant" on it (it does not on "en", the same accent).
 ACCENTS: tuple[str, ...] = (
-    "en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
-    "en-gb-x-gbcwmd", "en-029", "en-us-nyc",
+    "en",
+    "en-us",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
 )
 # Variant file names (``espeak-ng --voices=variant``); an unknown one would
 # silently fall back to the plain voice, so the tests check each one changes it.
 TRAIN_VARIANTS: tuple[str, ...] = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "m8", "f1", "f2", "f3", "f5",
-    "klatt", "klatt2", "klatt4", "croak", "whisper", "whisperf",
-    "Alex", "Alicia", "Annie", "adam", "aunty", "belinda", "benjamin", "david",
-    "ed", "edward", "john", "linda", "max", "michel", "norbert", "quincy",
-    "rob", "travis", "victor", "steph2", "Andy", "Gene", "iven",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m8",
+    "f1",
+    "f2",
+    "f3",
+    "f5",
+    "klatt",
+    "klatt2",
+    "klatt4",
+    "croak",
+    "whisper",
+    "whisperf",
+    "Alex",
+    "Alicia",
+    "Annie",
+    "adam",
+    "aunty",
+    "belinda",
+    "benjamin",
+    "david",
+    "ed",
+    "edward",
+    "john",
+    "linda",
+    "max",
+    "michel",
+    "norbert",
+    "quincy",
+    "rob",
+    "travis",
+    "victor",
+    "steph2",
+    "Andy",
+    "Gene",
+    "iven",
 )
 TEST_VARIANTS: tuple[str, ...] = (
-    "m7", "f4", "klatt3", "Andrea", "steph", "paul", "robert", "grandma",
+    "m7",
+    "f4",
+    "klatt3",
+    "Andrea",
+    "steph",
+    "paul",
+    "robert",
+    "grandma",
 )
-SPEED_WPM = (120, 220)      # espeak-ng -s; 175 is its default
-PITCH = (20, 80)            # espeak-ng -p, 0..99; 50 is its default
-PEAK = (0.2, 0.9)           # peak level of the speech before noise, full scale = 1
-ACTIVE_FRACTION = 0.05      # |x| above this share of the peak counts as speech
+SPEED_WPM = (120, 220)  # espeak-ng -s; 175 is its default
+PITCH = (20, 80)  # espeak-ng -p, 0..99; 50 is its default
+PEAK = (0.2, 0.9)  # peak level of the speech before noise, full scale = 1
+ACTIVE_FRACTION = 0.05  # |x| above this share of the peak counts as speech
 
 
 @dataclass(frozen=True)
@@ -51,7 +100,7 @@ class ClipSpec:
     """Everything that fixes one clip: the words, the speaker and the noise."""
 
     text: str
-    voice: str          # "<accent>+<variant>", the argument of espeak-ng -v
+    voice: str  # "<accent>+<variant>", the argument of espeak-ng -v
     speed_wpm: int
     pitch: int
     peak: float
@@ -86,15 +135,15 @@ def parse_wav(data: bytes) -> tuple[np.ndarray, int]:
         raise ValueError("not a RIFF/WAVE stream")
     pos, rate = 12, None
     while pos + 8 <= len(data):
-        chunk, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        chunk, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
         if chunk == b"fmt ":
-            fmt, channels, rate, _, _, bits = struct.unpack("<HHIIHH", data[pos + 8:pos + 24])
+            fmt, channels, rate, _, _, bits = struct.unpack("<HHIIHH", data[pos + 8 : pos + 24])
             if (fmt, channels, bits) != (1, 1, 16):
                 raise ValueError(f"expected mono 16-bit PCM, got format {fmt}, {channels} ch, {bits} bit")
         elif chunk == b"data":
             if rate is None:
                 raise ValueError("WAV data chunk before its fmt chunk")
-            body = data[pos + 8:]
+            body = data[pos + 8 :]
             samples = np.frombuffer(body[: len(body) // 2 * 2], "<i2")
             return samples.astype(np.float32) / 32768.0, rate
         pos += 8 + size + (size & 1)
@@ -105,7 +154,8 @@ def synthesize(espeak_ng: str, text: str, voice: str, speed_wpm: int, pitch: int
     """Speak ``text`` with espeak-ng; returns (float32 ``[T]``, sample rate in Hz)."""
     result = subprocess.run(
         [espeak_ng, "-v", voice, "-s", str(speed_wpm), "-p", str(pitch), "--stdout", text],
-        capture_output=True, check=True,
+        capture_output=True,
+        check=True,
     )
     return parse_wav(result.stdout)
 
@@ -116,7 +166,7 @@ def centre_crop(x: np.ndarray, num_samples: int) -> np.ndarray:
     active = np.flatnonzero(np.abs(x) > ACTIVE_FRACTION * np.abs(x).max(initial=1e-9))
     centre = (active[0] + active[-1]) // 2 if active.size else len(x) // 2
     start = centre - num_samples // 2 + num_samples  # in the padded signal
-    return np.pad(x, num_samples)[start:start + num_samples]
+    return np.pad(x, num_samples)[start : start + num_samples]
 
 
 def render_clip(spec: ClipSpec, espeak_ng: str, sample_rate_hz: int, num_samples: int) -> np.ndarray:
@@ -134,8 +184,9 @@ def render_clip(spec: ClipSpec, espeak_ng: str, sample_rate_hz: int, num_samples
     return (x / max(1.0, np.abs(x).max())).astype(np.float32)
 
 
-def render_clips(specs, espeak_ng: str, sample_rate_hz: int, clip_seconds: float,
-                 workers: int | None = None, desc: str = "espeak-ng") -> np.ndarray:
+def render_clips(
+    specs, espeak_ng: str, sample_rate_hz: int, clip_seconds: float, workers: int | None = None, desc: str = "espeak-ng"
+) -> np.ndarray:
     """All clips of ``specs``: float32 ``[len(specs), round(sample_rate_hz * clip_seconds)]``.
 
     espeak-ng runs in ``workers`` subprocesses at a time (default: one per core

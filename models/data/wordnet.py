@@ -13,15 +13,15 @@ from pathlib import Path
 # Fashion-MNIST class -> (WordNet noun lemma, sense number counted from 1).
 CLASS_SENSES: dict[str, tuple[str, int]] = {
     "t-shirt": ("t-shirt", 1),
-    "trouser": ("trouser", 1),      # "a garment extending from the waist to the knee or ankle..."
+    "trouser": ("trouser", 1),  # "a garment extending from the waist to the knee or ankle..."
     "pullover": ("pullover", 1),
-    "dress": ("dress", 1),          # the garment, not "attire"
-    "coat": ("coat", 1),            # the garment, not a coat of paint or fur
+    "dress": ("dress", 1),  # the garment, not "attire"
+    "coat": ("coat", 1),  # the garment, not a coat of paint or fur
     "sandal": ("sandal", 1),
     "shirt": ("shirt", 1),
-    "sneaker": ("sneaker", 1),      # the shoe, not the sneaky person
-    "bag": ("bag", 4),              # the handbag sense; Fashion-MNIST bags are handbags
-    "ankle boot": ("boot", 1),      # WordNet has no "ankle boot"
+    "sneaker": ("sneaker", 1),  # the shoe, not the sneaky person
+    "bag": ("bag", 4),  # the handbag sense; Fashion-MNIST bags are handbags
+    "ankle boot": ("boot", 1),  # WordNet has no "ankle boot"
 }
 
 INDEX_FILE, DATA_FILE = "index.noun", "data.noun"
@@ -46,7 +46,7 @@ def synset_offsets(directory: Path, lemma: str) -> list[int]:
         raise KeyError(f"{key!r} is not a noun in {directory / INDEX_FILE}")
     # lemma pos synset_cnt p_cnt [ptr_symbol]*p_cnt sense_cnt tagsense_cnt offset*synset_cnt
     fields = match.group(0).split()
-    return [int(offset) for offset in fields[-int(fields[2]):]]
+    return [int(offset) for offset in fields[-int(fields[2]) :]]
 
 
 def noun_gloss(directory: Path, lemma: str, sense: int) -> str:

@@ -38,7 +38,8 @@ def resolve_model_path(name: str) -> Path:
         return path.resolve()
     raise FileNotFoundError(
         f"is neither a registered model ({', '.join(HF_MODELS)}) nor a local Hugging Face model "
-        "directory (a folder with config.json)")
+        "directory (a folder with config.json)"
+    )
 
 
 def hidden_size(name: str) -> int:

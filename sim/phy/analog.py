@@ -42,17 +42,18 @@ class AnalogLink(Block):
     >>> rx = link(tx_tokens, snr_db)["tokens"]
     """
 
-    def __init__(self, resource_grid: ResourceGrid, channel_model=None, csi: str = "ls",
-                 precision=None, device=None):
+    def __init__(self, resource_grid: ResourceGrid, channel_model=None, csi: str = "ls", precision=None, device=None):
         super().__init__(precision=precision, device=device)
         if csi not in ("perfect", "ls"):
             raise ValueError(f"csi must be 'perfect' or 'ls', not {csi!r}")
         self.resource_grid = resource_grid
         self.csi = csi
         self._mapper = ResourceGridMapper(resource_grid, precision=precision, device=device)
-        self._channel = (OFDMChannel(channel_model, resource_grid, return_channel=True,
-                                     precision=precision, device=device)
-                         if channel_model is not None else None)
+        self._channel = (
+            OFDMChannel(channel_model, resource_grid, return_channel=True, precision=precision, device=device)
+            if channel_model is not None
+            else None
+        )
         self._awgn = AWGN(precision=precision, device=device)
         self._estimator = PilotLSEstimator(resource_grid, precision=precision, device=device) if csi == "ls" else None
         data = torch.nonzero(resource_grid.build_type_grid()[0, 0].flatten() == 0).squeeze(-1)
@@ -66,7 +67,9 @@ class AnalogLink(Block):
         batch, num_values = tokens.shape
         num_symbols = num_values // 2
         if num_values % 2 or num_symbols > self.num_data_symbols:
-            raise ValueError(f"{num_values} values do not fit as symbols on {self.num_data_symbols} data resource elements")
+            raise ValueError(
+                f"{num_values} values do not fit as symbols on {self.num_data_symbols} data resource elements"
+            )
         x = torch.view_as_complex(tokens.reshape(batch, num_symbols, 2).contiguous())
         x = torch.nn.functional.pad(x, (0, self.num_data_symbols - num_symbols))
         grid = self._mapper(x[:, None, None, :])  # [batch, 1, 1, num_ofdm_symbols, fft_size]

@@ -12,8 +12,9 @@ from __future__ import annotations
 CHANNEL_MODELS = ("awgn", "rayleigh", "tdl-a", "tdl-b", "tdl-c", "tdl-d", "tdl-e")
 
 
-def channel_model(name: str, *, carrier_frequency_hz: float, delay_spread_s: float,
-                  speed_mps: float, precision=None, device=None):
+def channel_model(
+    name: str, *, carrier_frequency_hz: float, delay_spread_s: float, speed_mps: float, precision=None, device=None
+):
     """The Sionna channel model called ``name``; ``None`` for AWGN (h = 1).
 
     :param name: one of :data:`CHANNEL_MODELS`
@@ -26,9 +27,15 @@ def channel_model(name: str, *, carrier_frequency_hz: float, delay_spread_s: flo
     if name == "awgn":
         return None
     if name == "rayleigh":
-        return RayleighBlockFading(num_rx=1, num_rx_ant=1, num_tx=1, num_tx_ant=1,
-                                   precision=precision, device=device)
+        return RayleighBlockFading(num_rx=1, num_rx_ant=1, num_tx=1, num_tx_ant=1, precision=precision, device=device)
     if name.startswith("tdl-"):
-        return TDL(name[-1].upper(), delay_spread=delay_spread_s, carrier_frequency=carrier_frequency_hz,
-                   min_speed=speed_mps, max_speed=speed_mps, precision=precision, device=device)
+        return TDL(
+            name[-1].upper(),
+            delay_spread=delay_spread_s,
+            carrier_frequency=carrier_frequency_hz,
+            min_speed=speed_mps,
+            max_speed=speed_mps,
+            precision=precision,
+            device=device,
+        )
     raise KeyError(f"channel.model {name!r} is not one of {', '.join(CHANNEL_MODELS)}")

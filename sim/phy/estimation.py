@@ -37,17 +37,26 @@ class PilotLSEstimator(Block):
         mask = resource_grid.pilot_pattern.mask  # [num_tx, num_streams, num_ofdm_symbols, num_subcarriers]
         pilot_rows = mask[0, 0].all(dim=-1)
         full_rows_only = (mask[0, 0].any(dim=-1) == pilot_rows).all()
-        if mask.shape[:2] != (1, 1) or not full_rows_only or not pilot_rows.any() \
-                or any(resource_grid.num_guard_carriers) or resource_grid.dc_null:
-            raise ValueError("PilotLSEstimator needs one stream, no guard or DC carriers, and "
-                             "pilot OFDM symbols that carry a pilot on every subcarrier")
+        if (
+            mask.shape[:2] != (1, 1)
+            or not full_rows_only
+            or not pilot_rows.any()
+            or any(resource_grid.num_guard_carriers)
+            or resource_grid.dc_null
+        ):
+            raise ValueError(
+                "PilotLSEstimator needs one stream, no guard or DC carriers, and "
+                "pilot OFDM symbols that carry a pilot on every subcarrier"
+            )
         pilot_symbols = torch.nonzero(pilot_rows).squeeze(-1).tolist()
         pilots = resource_grid.pilot_pattern.pilots[0, 0].reshape(len(pilot_symbols), -1)
         self.register_buffer("_pilot_symbols", torch.tensor(pilot_symbols, device=self.device))
         self.register_buffer("_pilots_inv", (pilots.conj() / pilots.abs().square()).to(self.cdtype).to(self.device))
         self.register_buffer("_pilot_energy_inv", (1 / pilots.abs().square()).to(self.dtype).to(self.device))
-        self.register_buffer("_interp", _linear_interpolation_matrix(
-            resource_grid.num_ofdm_symbols, pilot_symbols).to(self.dtype).to(self.device))
+        self.register_buffer(
+            "_interp",
+            _linear_interpolation_matrix(resource_grid.num_ofdm_symbols, pilot_symbols).to(self.dtype).to(self.device),
+        )
 
     def call(self, y: torch.Tensor, no: torch.Tensor):
         y_pilots = y[:, 0, 0].index_select(-2, self._pilot_symbols)  # [batch, num_pilot_symbols, fft]

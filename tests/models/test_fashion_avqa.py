@@ -6,8 +6,17 @@ import numpy as np
 import pydantic
 import pytest
 
-from models.data import ANSWERS, CLASS_NAMES, DATASETS, QUESTION_TYPES, FashionAVQA, FashionAVQAConfig, MissingDataError
-from models.data import fashion_mnist, speech
+from models.data import (
+    ANSWERS,
+    CLASS_NAMES,
+    DATASETS,
+    QUESTION_TYPES,
+    FashionAVQA,
+    FashionAVQAConfig,
+    MissingDataError,
+    fashion_mnist,
+    speech,
+)
 from models.data.speech import ACCENTS, TEST_VARIANTS, TRAIN_VARIANTS
 
 TINY = dict(train_images=20, test_images=20, train_clips=12, test_clips=12)
@@ -101,6 +110,7 @@ def test_test_speakers_are_unseen(data):
 
 def test_every_voice_and_variant_changes_the_sound():
     """espeak-ng silently ignores an unknown variant, and "+variant" on some voices."""
+
     def wav(voice):
         return speech.synthesize("espeak-ng", "coat", voice, 175, 50)[0].tobytes()
 
@@ -125,7 +135,8 @@ def test_tasks_deterministic_and_consistent(shared):
     names = shared.question_type_names
     assert set(a["question_type"]) == set(range(len(names)))
     for t, question, answer, image, clip in zip(
-            a["question_type"], a["question"], a["answer"], a["image_label"], a["clip_label"]):
+        a["question_type"], a["question"], a["answer"], a["image_label"], a["clip_label"]
+    ):
         name = names[t]
         assert question in QUESTION_TYPES[name].templates
         expected = {
@@ -157,11 +168,14 @@ def test_modalities_restrict_question_types(shared):
         shared.tasks("train", 10, frozenset({"image", "audio"}), seed=0)
 
 
-@pytest.mark.parametrize("key, bad, package", [
-    ("fashion_mnist_dir", "/nonexistent/fashion", "dataset-fashion-mnist"),
-    ("wordnet_dir", "/nonexistent/wordnet", "wordnet-base"),
-    ("espeak_ng", "no-such-espeak", "espeak-ng"),
-])
+@pytest.mark.parametrize(
+    "key, bad, package",
+    [
+        ("fashion_mnist_dir", "/nonexistent/fashion", "dataset-fashion-mnist"),
+        ("wordnet_dir", "/nonexistent/wordnet", "wordnet-base"),
+        ("espeak_ng", "no-such-espeak", "espeak-ng"),
+    ],
+)
 def test_missing_packages(key, bad, package):
     with pytest.raises(MissingDataError) as error:
         FashionAVQA(FashionAVQAConfig(**{key: bad}), seed=0)

@@ -16,8 +16,9 @@ from models.transceivers import TokenTransmitter
 
 def test_pooling_matches_adaptive_average_and_ignores_padding():
     x = torch.randn(3, 16, 5)
-    torch.testing.assert_close(sliding_window_pool(x, 4), torch.nn.functional.adaptive_avg_pool1d(
-        x.transpose(1, 2), 4).transpose(1, 2))
+    torch.testing.assert_close(
+        sliding_window_pool(x, 4), torch.nn.functional.adaptive_avg_pool1d(x.transpose(1, 2), 4).transpose(1, 2)
+    )
     lengths = torch.tensor([16, 6, 3])
     padded = x.clone()
     padded[1, 6:] = 1e6
@@ -41,8 +42,10 @@ def _split_model(backbone="all-minilm-l6-v2"):
 
 
 def _features(n=6):
-    return {"text": {"tokens": torch.randn(n, 16, 384), "lengths": torch.full((n,), 9)},
-            "image": {"tokens": torch.randn(n, 4, 1280), "lengths": None}}
+    return {
+        "text": {"tokens": torch.randn(n, 16, 384), "lengths": torch.full((n,), 9)},
+        "image": {"tokens": torch.randn(n, 4, 1280), "lengths": None},
+    }
 
 
 def _noisy(tokens):
@@ -117,8 +120,14 @@ def tiny_bert(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("all-minilm-l6-v2"))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(3)
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -18,8 +18,13 @@ from sim.phy.numerology import num_prbs_for_bandwidth, pilot_symbol_indices, slo
 
 
 def grid(num_prbs=4, num_slots=1, pilots=(2, 11)):
-    return ResourceGrid(num_ofdm_symbols=14 * num_slots, fft_size=12 * num_prbs, subcarrier_spacing=30e3,
-                        pilot_pattern="kronecker", pilot_ofdm_symbol_indices=pilot_symbol_indices(num_slots, list(pilots)))
+    return ResourceGrid(
+        num_ofdm_symbols=14 * num_slots,
+        fft_size=12 * num_prbs,
+        subcarrier_spacing=30e3,
+        pilot_pattern="kronecker",
+        pilot_ofdm_symbol_indices=pilot_symbol_indices(num_slots, list(pilots)),
+    )
 
 
 def model(name):
