@@ -108,17 +108,15 @@ def count_flops(fn, *args) -> int:
 
 
 def _cached(kind: str, key: dict, compute) -> dict[str, torch.Tensor]:
+    """``compute()``'s tensors, from the cache or computed now and cached. Floats are stored as float16
+    (half the disk; the tokens are projected and sent through noise anyway) and returned as float32 from
+    the stored values either way, so a run that computes them and one that loads them agree to the bit."""
     path = cache_dir() / "features" / f"{kind}-{digest({**key, 'version': FEATURES_VERSION})}.safetensors"
-    if path.is_file():
-        stored = load_file(str(path))
-        return {k: v.float() if v.is_floating_point() else v for k, v in stored.items()}
-    tensors = compute()
-    with atomic_path(path) as tmp:
-        # float16 halves the cache; the tokens are later projected and sent through noise anyway
-        save_file(
-            {k: (v.half() if v.is_floating_point() else v).cpu().contiguous() for k, v in tensors.items()}, str(tmp)
-        )
-    return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    if not path.is_file():
+        stored = {k: (v.half() if v.is_floating_point() else v).cpu().contiguous() for k, v in compute().items()}
+        with atomic_path(path) as tmp:
+            save_file(stored, str(tmp))
+    return {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
 
 
 @torch.no_grad()

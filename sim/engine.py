@@ -22,9 +22,12 @@ from models.features import SplitFeatures, count_flops, load_features
 from models.paths import digest
 from models.system import SplitModel
 from models.training import TaskSampler, train_split_model
-from sim.runtime import apply_runtime
+from sim.runtime import apply_runtime, reseed
 from sim.scenario import Scenario
 from sim.uplink import Uplink
+
+
+EVALUATION_STREAM = 1 << 32  # offset of the evaluation's seed from the scenario's
 
 
 def checkpoint_key(scenario: Scenario) -> tuple[str, dict]:
@@ -47,7 +50,7 @@ def checkpoint_key(scenario: Scenario) -> tuple[str, dict]:
         "tokens": {m: t.model_dump() for m, t in s.tokens.items()},
         "models": s.models.model_dump(mode="json"),
         "training": s.training.model_dump(mode="json"),
-        "version": 1,
+        "version": 2,  # bump when training or its inputs change meaning
     }
     return digest(shaped_by), shaped_by
 
@@ -143,6 +146,8 @@ class Simulation:
         """Every group's test tasks through the uplink at the users' SNRs."""
         s = self.scenario
         self.model.eval()
+        # Its own random stream: the same channels and noise whether this run trained or loaded the checkpoint.
+        reseed(s.seed + EVALUATION_STREAM)
         sampler = self.sampler("test", s.evaluation.tasks_per_group)
         snr_db = torch.tensor([u.snr_db for u in s.users], dtype=torch.float32, device=self.device)
         limit = torch.tensor(self.uplink.values_per_user, device=self.device)

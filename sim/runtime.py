@@ -21,9 +21,16 @@ def apply_runtime(device: str, seed: int) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ScenarioError("device", device, "was asked for but no CUDA GPU is visible", "auto, cpu")
     chosen = torch.device("cuda:0" if device != "cpu" and torch.cuda.is_available() else "cpu")
-    config.device = "cpu" if chosen.type == "cpu" else "cuda:0"
+    config.device = str(chosen)
+    reseed(seed)
+    return chosen
+
+
+def reseed(seed: int) -> None:
+    """Seed Sionna's generators and torch's, numpy's and Python's global ones."""
+    from sionna.phy import config
+
     config.seed = seed
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
-    return chosen

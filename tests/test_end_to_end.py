@@ -58,6 +58,10 @@ def test_run_writes_the_results_contract_and_reuses_the_checkpoint(tiny, write_s
     assert {"versions", "git_commit", "seed", "device", "wall_time_s", "checkpoint"} <= manifest.keys()
     assert manifest["trained_now"] and manifest["versions"]["sionna-no-rt"] == "2.2.0"
 
+    loaded = _run(path, tmp_path / "loaded")
+    assert loaded.pop("training")["loaded"] and not metrics.pop("training")["loaded"]
+    assert loaded == metrics  # the same results whether the run trained or loaded the checkpoint
+
     again = _run(path, tmp_path / "again", "--set", "users.cam1.snr_db=30")
     manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
     assert not manifest["trained_now"]  # SNRs do not shape the model: the checkpoint is reused
