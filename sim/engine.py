@@ -126,9 +126,10 @@ class Simulation:
                 self.training_summary = {**summary, "loaded": True}
                 return self.training_summary
         s = self.scenario
+        sampler = self.sampler("train", s.training.train_tasks_per_group)  # may compute and cache features
+        reseed(s.seed)  # training draws the same channels whatever ran before it
         generator = torch.Generator().manual_seed(s.seed)
         channel = self.uplink.training_channel(s.training.snr_db_range, generator)
-        sampler = self.sampler("train", s.training.train_tasks_per_group)
         history = train_split_model(self.model, channel, sampler, s.training, s.seed, self.progress)
         tail = history[-max(1, len(history) // 10) :]
         summary = {
