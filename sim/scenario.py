@@ -103,7 +103,7 @@ class LatencyConfig(Strict):
 
 
 class EvaluationConfig(Strict):
-    tasks_per_group: int = Field(500, gt=0)
+    tasks_per_group: int = Field(1000, gt=0)
     batch_size: int = Field(256, gt=0, description="task slots per evaluation batch")
 
 
