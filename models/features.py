@@ -144,6 +144,7 @@ def _encode_speech(dataset, audio_key, audio_training, split, device, progress) 
         encoder = load_or_train_audio_encoder(
             audio_key,
             lambda: dataset.speech("train"),
+            lambda: dataset.speech("test"),
             audio_training,
             seed=dataset.seed,
             sample_rate_hz=dataset.config.sample_rate_hz,

@@ -26,7 +26,6 @@ from sim.runtime import apply_runtime, reseed
 from sim.scenario import Scenario
 from sim.uplink import Uplink
 
-
 EVALUATION_STREAM = 1 << 32  # offset of the evaluation's seed from the scenario's
 
 

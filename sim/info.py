@@ -42,7 +42,11 @@ def collect_info() -> dict:
     trained = (
         sorted(p.name for p in (cache / "encoders").glob("*.safetensors")) if (cache / "encoders").is_dir() else []
     )
-    weights["logmel-cnn"] = {"present": bool(trained), "trained_by": "tokensim, on first run", "cached": trained}
+    weights["logmel-cnn"] = {
+        "present": bool(trained),
+        "trained_by": "tokensim, on first run",
+        "cached": {name: _metadata(cache / "encoders" / name) for name in trained},
+    }
     checkpoints = (
         sorted(p.stem for p in (cache / "checkpoints").glob("*.safetensors"))
         if (cache / "checkpoints").is_dir()
@@ -64,6 +68,13 @@ def collect_info() -> dict:
             "size_mb": round(sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / 2**20, 1),
         },
     }
+
+
+def _metadata(path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata() or {}
 
 
 def _present(ok: bool, where, package: str) -> dict:

@@ -58,6 +58,11 @@ def test_run_writes_the_results_contract_and_reuses_the_checkpoint(tiny, write_s
     assert {"versions", "git_commit", "seed", "device", "wall_time_s", "checkpoint"} <= manifest.keys()
     assert manifest["trained_now"] and manifest["versions"]["sionna-no-rt"] == "2.2.0"
 
+    from sim.info import collect_info
+
+    audio = collect_info()["weights"]["logmel-cnn"]
+    assert audio["present"] and all(0 <= float(m["test_nearest_mean_accuracy"]) <= 1 for m in audio["cached"].values())
+
     loaded = _run(path, tmp_path / "loaded")
     assert loaded.pop("training")["loaded"] and not metrics.pop("training")["loaded"]
     assert loaded == metrics  # the same results whether the run trained or loaded the checkpoint

@@ -130,8 +130,11 @@ def audio_encoder_accuracy(encoder: LogMelCNN, train: tuple, test: tuple) -> flo
     class means from ``train``; each is ``(waves, labels)``. A check of the
     cached encoder, not used for training."""
 
+    device = next(encoder.parameters()).device
+
     def embed(waves):
-        return torch.cat([encoder(torch.from_numpy(w)).mean(1) for w in np.array_split(waves, -(-len(waves) // 256))])
+        chunks = np.array_split(waves, -(-len(waves) // 256))
+        return torch.cat([encoder(torch.from_numpy(w).to(device)).mean(1).cpu() for w in chunks])
 
     train_tokens, train_labels = embed(train[0]), torch.from_numpy(train[1]).long()
     classes = train_labels.unique()
@@ -143,6 +146,7 @@ def audio_encoder_accuracy(encoder: LogMelCNN, train: tuple, test: tuple) -> flo
 def load_or_train_audio_encoder(
     key: str,
     load_training_speech,
+    load_test_speech,
     settings,
     seed: int,
     sample_rate_hz: int = 16000,
@@ -152,6 +156,8 @@ def load_or_train_audio_encoder(
     """The cached encoder for ``key`` (which names the speech and the settings), trained first if missing.
 
     :param load_training_speech: callable returning ``(waves, labels)`` of the training split
+    :param load_test_speech: the same for the test split (held-out voices); its nearest-class-mean
+        accuracy is recorded in the cached file's metadata (``tokensim info`` shows it)
     """
     path = cache_dir() / "encoders" / f"logmel-cnn-{key}.safetensors"
     encoder = LogMelCNN(sample_rate_hz)
@@ -160,10 +166,15 @@ def load_or_train_audio_encoder(
         return encoder.to(device).eval().requires_grad_(False)
     waves, labels = load_training_speech()
     encoder = train_audio_encoder(waves, labels, settings, seed, sample_rate_hz, device, progress)
+    accuracy = audio_encoder_accuracy(encoder, (waves, labels), load_test_speech())
     with atomic_path(path) as tmp:
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()},
             str(tmp),
-            metadata={"settings": json.dumps(settings.model_dump()), "seed": str(seed)},
+            metadata={
+                "settings": json.dumps(settings.model_dump()),
+                "seed": str(seed),
+                "test_nearest_mean_accuracy": f"{accuracy:.4f}",
+            },
         )
     return encoder
