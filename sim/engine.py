@@ -62,8 +62,8 @@ class Evaluation:
     ``question_type``, ``answer``, ``predicted``, ``correct``).
     ``nmse_error`` / ``nmse_power``: [num_users] sums of squared token error
     and of token power over everything each user sent.
-    ``flops``: FLOPs per sample on the devices (per modality, encoder and
-    transmitter) and at the edge (per group).
+    ``device_flops``: FLOPs per task on a device, per modality (encoder and
+    transmitter); ``edge_flops``: FLOPs per task at the edge, per group.
     """
 
     tasks: dict[str, np.ndarray]
@@ -95,7 +95,6 @@ class Simulation:
         self.present = {
             m: torch.tensor([m in scenario.group_modalities(g) for g in scenario.groups]) for m in scenario.tokens
         }
-        self.training_summary: dict | None = None
 
     def features(self, split: str) -> SplitFeatures:
         if split not in self._features:
@@ -122,8 +121,7 @@ class Simulation:
         if not force:
             summary = load_checkpoint(self.model, self.checkpoint)
             if summary is not None:
-                self.training_summary = {**summary, "loaded": True}
-                return self.training_summary
+                return {**summary, "loaded": True}
         s = self.scenario
         sampler = self.sampler("train", s.training.train_tasks_per_group)  # may compute and cache features
         reseed(s.seed)  # training draws the same channels whatever ran before it
@@ -138,8 +136,7 @@ class Simulation:
             "history": history,
         }
         save_checkpoint(self.model, self.checkpoint, self.shaped_by, summary)
-        self.training_summary = {**summary, "loaded": False}
-        return self.training_summary
+        return {**summary, "loaded": False}
 
     @torch.no_grad()
     def evaluate(self) -> Evaluation:

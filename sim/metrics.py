@@ -65,7 +65,7 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
         )
 
     g_of_task = tasks["group"]
-    latency = np.array([groups[g]["latency_ms"] for g in g_of_task])
+    latency = np.array([gr["latency_ms"] for gr in groups])[g_of_task]
     per_task = [
         {
             "task": i,
@@ -111,11 +111,11 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
             | {"latency_p95_ms": record["latency_ms"]["p95"]}
         )
 
-    def mean_over_tasks(key):
-        return float(np.mean([groups[g][key] for g in g_of_task]))
+    def mean_over_tasks(value):
+        return float(np.mean(np.array([value(gr) for gr in groups])[g_of_task]))
 
     breakdown = {
-        k: float(np.mean([groups[g]["breakdown"][k] for g in g_of_task]))
+        k: mean_over_tasks(lambda gr, k=k: gr["breakdown"][k])
         for k in ("device_compute", "queueing", "airtime", "edge_compute")
     }
     answers = np.bincount(tasks["answer"], minlength=len(ANSWERS))
@@ -123,10 +123,10 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
         "scenario": s.name,
         "accuracy": _mean(tasks["correct"]),
         "tasks": int(len(g_of_task)),
-        "bits_per_task": mean_over_tasks("bits_per_task"),
+        "bits_per_task": mean_over_tasks(lambda gr: gr["bits_per_task"]),
         "bits_kind": "shannon-equivalent",
-        "channel_uses_per_task": mean_over_tasks("channel_uses_per_task"),
-        "compression_ratio": mean_over_tasks("compression_ratio"),
+        "channel_uses_per_task": mean_over_tasks(lambda gr: gr["channel_uses_per_task"]),
+        "compression_ratio": mean_over_tasks(lambda gr: gr["compression_ratio"]),
         "token_nmse": float(evaluation.nmse_error.sum() / max(evaluation.nmse_power.sum(), 1e-30)),
         "latency_ms": {
             "mean": _mean(latency),

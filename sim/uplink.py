@@ -17,7 +17,12 @@ from models.config import MODALITIES
 from sim.mac.allocation import EqualShare
 from sim.phy.analog import AnalogLink
 from sim.phy.channels import channel_model
-from sim.phy.numerology import NUM_OFDM_SYMBOLS_PER_SLOT, NUM_SUBCARRIERS_PER_PRB, pilot_symbol_indices
+from sim.phy.numerology import (
+    NUM_OFDM_SYMBOLS_PER_SLOT,
+    NUM_SUBCARRIERS_PER_PRB,
+    pilot_symbol_indices,
+    slot_duration_s,
+)
 
 
 class Uplink(nn.Module):
@@ -59,6 +64,7 @@ class Uplink(nn.Module):
                 self._indices[m] = flat.flatten().to(device)
 
         cell = scenario.cell
+        self.slot_seconds = slot_duration_s(cell.subcarrier_spacing_hz)
         self.share = EqualShare(cell.num_prbs, len(self.user_ids), len(cell.pilot_ofdm_symbol_indices))
         self.symbols_per_user = [v // 2 for v in self.values_per_user]
         self.slots_per_user = [self.share.slots_for(s) for s in self.symbols_per_user]
@@ -116,10 +122,6 @@ class Uplink(nn.Module):
 
         return channel
 
-    @property
-    def slot_seconds(self) -> float:
-        return self.resource_grid.ofdm_symbol_duration * NUM_OFDM_SYMBOLS_PER_SLOT
-
     def airtime_s(self) -> list[float]:
-        """Per user: slots its payload takes times the slot length."""
+        """Per user: slots its payload takes times the NR slot length (cyclic prefixes included)."""
         return [slots * self.slot_seconds for slots in self.slots_per_user]

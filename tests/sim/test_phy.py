@@ -136,3 +136,13 @@ def test_equal_share_conserves_resources(num_prbs, num_users):
     assert share.data_symbols_per_slot == share.prbs_per_user * 12 * 12
     assert share.slots_for(share.data_symbols_per_slot) == 1
     assert share.slots_for(share.data_symbols_per_slot + 1) == 2
+
+
+def test_uplink_airtime_is_whole_nr_slots(tiny):
+    """Airtime counts NR slots (0.5 ms at 30 kHz, cyclic prefixes included), not bare OFDM symbols."""
+    from sim.scenario import validate_scenario
+    from sim.uplink import Uplink
+
+    uplink = Uplink(validate_scenario(tiny), torch.device("cpu"))
+    assert uplink.share.prbs_per_user == 1 and uplink.slots_per_user == [1] * 5
+    assert uplink.airtime_s() == pytest.approx([0.5e-3] * 5)
