@@ -16,26 +16,35 @@ def checkpoint_path(key: str) -> Path:
     return cache_dir() / "checkpoints" / f"{key}.safetensors"
 
 
-def save_checkpoint(model: SplitModel, key: str, shaped_by: dict, summary: dict) -> Path:
-    """Write the trainable tensors; the metadata records the config and a training summary
-    (with the per-step history, so every run from this checkpoint can show its training log)."""
+def _state(model: SplitModel, modules: tuple[str, ...] | None) -> dict:
+    state = model.trainable_state()
+    return state if modules is None else {k: v for k, v in state.items() if k.split(".")[0] in modules}
+
+
+def save_checkpoint(
+    model: SplitModel, key: str, shaped_by: dict, summary: dict, modules: tuple[str, ...] | None = None
+) -> Path:
+    """Write the trainable tensors (of the top-level ``modules`` only, if given); the metadata records
+    the config and a training summary (with the per-step history, so every run from this checkpoint
+    can show its training log)."""
     path = checkpoint_path(key)
     with atomic_path(path) as tmp:
         save_file(
-            {k: v.cpu() for k, v in model.trainable_state().items()},
+            {k: v.cpu() for k, v in _state(model, modules).items()},
             str(tmp),
             metadata={"shaped_by": json.dumps(shaped_by, sort_keys=True), "summary": json.dumps(summary)},
         )
     return path
 
 
-def load_checkpoint(model: SplitModel, key: str) -> dict | None:
-    """Load the checkpoint ``key`` into ``model``; its training summary, or ``None`` if absent."""
+def load_checkpoint(model: SplitModel, key: str, modules: tuple[str, ...] | None = None) -> dict | None:
+    """Load the checkpoint ``key`` (of the top-level ``modules`` only, if given) into ``model``;
+    its training summary, or ``None`` if absent."""
     path = checkpoint_path(key)
     if not path.is_file():
         return None
     state = load_file(str(path), device=str(next(model.parameters()).device))
-    expected = set(model.trainable_state())
+    expected = set(_state(model, modules))
     if set(state) != expected:
         raise RuntimeError(
             f"checkpoint {path} does not match the model: "

@@ -33,12 +33,15 @@ class TokenSettings(Strict):
 
 
 class LoraSettings(Strict):
-    """LoRA adapters on the backbone (peft). The paper: r=4, alpha=16, dropout 0.1 on query/value."""
+    """LoRA adapters on the backbone (peft). The paper: r=4, alpha=16, dropout 0.1 on query/value
+    (peft's default targets for BERT and Qwen2)."""
 
     r: int = Field(4, gt=0)
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
+    target_modules: list[str] | None = Field(
+        None, min_length=1, description="module names; unset: peft's default for the architecture"
+    )
 
 
 class ModelsConfig(Strict):
@@ -73,16 +76,14 @@ class AudioEncoderTraining(Strict):
     lr: float = Field(2e-3, gt=0)
 
 
-class TrainingConfig(Strict):
-    """Task-oriented fine-tuning, end to end with the channel in the loop."""
+class StageSettings(Strict):
+    """Optimiser and channel of one training stage: AdamW, warm-up then cosine decay."""
 
     steps: int = Field(600, gt=0)
     batch_size: int = Field(32, gt=0, description="tasks per step, spread over the groups")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
-    snr_db_range: tuple[float, float] = Field((-10.0, 25.0), description="SNR drawn per user and task")
-    train_tasks_per_group: int = Field(20000, gt=0)
-    audio_encoder: AudioEncoderTraining = Field(default_factory=AudioEncoderTraining)
+    snr_db_range: tuple[float, float] = Field((-10.0, 25.0), description="SNR drawn per user and slot, dB")
 
     @field_validator("snr_db_range")
     @classmethod
@@ -90,6 +91,34 @@ class TrainingConfig(Strict):
         if pair[0] > pair[1]:
             raise ValueError("must be [low, high] with low <= high")
         return pair
+
+
+class AlignmentConfig(StageSettings):
+    """Stage 1: received image and speech tokens pulled towards their class caption (InfoNCE),
+    received question tokens kept close to the backbone's embedding of the question (MSE).
+    Trains the transmitters and receivers only; the channel is in the loop."""
+
+    enabled: bool = Field(True, description="false: the baseline, task fine-tuning from scratch")
+    steps: int = Field(300, gt=0)
+    batch_size: int = Field(64, gt=0)
+    temperature: float = Field(0.07, gt=0, description="InfoNCE temperature tau")
+    symmetric: bool = Field(False, description="also caption-to-token InfoNCE (CLIP); the paper: one direction")
+    reconstruction_weight: float = Field(1.0, ge=0, description="weight of the text tokens' normalised MSE")
+
+
+class FinetuneConfig(StageSettings):
+    """Stage 2: task fine-tuning of transmitters, receivers, LoRA and head, end to end."""
+
+
+class TrainingConfig(Strict):
+    """Two stages, each with the channel in the loop (the paper's method)."""
+
+    alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    train_tasks_per_group: int = Field(20000, gt=0)
+    validation_every: int = Field(50, ge=0, description="fine-tuning steps between validation accuracies; 0: none")
+    validation_tasks_per_group: int = Field(250, gt=0, description="held-out tasks per group for validation")
+    audio_encoder: AudioEncoderTraining = Field(default_factory=AudioEncoderTraining)
 
 
 TokensConfig = Annotated[

@@ -25,19 +25,19 @@ class SplitModel(nn.Module):
     :param tokens: ``{modality: TokenSettings}``
     :param encoder_dims: ``{modality: width of the encoder's tokens}``
     :param models: ``models.config.ModelsConfig``
-    :param num_answers: size of the answer vocabulary
+    :param answers: the answer vocabulary, as words
 
     :input features: ``{modality: {"tokens": [n, num_tokens, in_dim], "lengths": [n] or None}}``
     :input channel: callable ``{modality: [n, length, dim]} -> same``, the PHY
     :input present: ``{modality: [n] bool}``, whether the task's group sends it
-    :output: dict with ``"logits"`` [n, num_answers], ``"tx"`` and ``"rx"``
+    :output: dict with ``"logits"`` [n, len(answers)], ``"tx"`` and ``"rx"``
         (``{modality: [n, length, dim]}``).
     """
 
-    def __init__(self, tokens: dict, encoder_dims: dict[str, int], models, num_answers: int):
+    def __init__(self, tokens: dict, encoder_dims: dict[str, int], models, answers: list[str]):
         super().__init__()
         self.modalities = [m for m in MODALITIES if m in tokens]
-        self.backbone = Backbone(models.backbone, models.lora, num_answers)
+        self.backbone = Backbone(models.backbone, models.lora, answers)
         self.transmitters = nn.ModuleDict(
             {m: TokenTransmitter(encoder_dims[m], tokens[m].length, tokens[m].dim) for m in self.modalities}
         )

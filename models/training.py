@@ -1,8 +1,9 @@
-"""Task-oriented fine-tuning, end to end with the channel in the loop."""
+"""Stage 2, task-oriented fine-tuning end to end with the channel in the loop; the task sampler both stages use."""
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ class TaskSampler:
         self.rows = {m: stack(lambda t, column=TASK_INDEX[m]: t[column]) for m in features.tokens}
         self.answer = stack(lambda t: t["answer"])
         self.question_type = stack(lambda t: t["question_type"])
+        self.labels = {"image": stack(lambda t: t["image_label"]), "audio": stack(lambda t: t["clip_label"])}
         self.present = {m: p.to(device) for m, p in present.items()}
         self.features = features
         self.num_tasks, self.num_groups = self.answer.shape
@@ -47,6 +49,8 @@ class TaskSampler:
             "present": {m: p.repeat(num_slots) for m, p in self.present.items()},
             "answer": self.answer[rows, group].flatten(),
             "question_type": self.question_type[rows, group].flatten(),
+            "item": {m: r[rows, group].flatten() for m, r in self.rows.items()},
+            "label": {m: lab[rows, group].flatten() for m, lab in self.labels.items()},
             "group": group.flatten(),
         }
 
@@ -61,25 +65,51 @@ class TaskSampler:
             yield self.batch(rows[:, None].expand(-1, self.num_groups))
 
 
-def train_split_model(
-    model: SplitModel, channel: Channel, sampler: TaskSampler, settings, seed: int, progress: bool = True
-) -> list[dict]:
-    """Fine-tune ``model`` on tasks from ``sampler`` through ``channel``.
-
-    AdamW on the trainable parameters (transceivers, LoRA adapters, head), a
-    short linear warm-up then cosine decay.
-
-    :param settings: ``models.config.TrainingConfig``
-    :output history: one ``{"step", "loss", "accuracy"}`` per step
-    """
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # dropout in the LoRA adapters draws from the global generator
-    params = [p for p in model.parameters() if p.requires_grad]
+def adamw_with_schedule(params, settings):
+    """AdamW with a linear warm-up over the first 5 % of ``settings.steps``, then cosine decay to zero."""
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     warmup = max(1, settings.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / settings.steps))))
     )
+    return optimizer, schedule
+
+
+@torch.no_grad()
+def task_accuracy(model: SplitModel, channel: Channel, sampler: TaskSampler, batch_size: int = 256) -> float:
+    """Share of ``sampler``'s tasks answered right through ``channel``."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for batch in sampler.in_order(max(1, batch_size // sampler.num_groups)):
+        logits = model(batch["features"], channel, batch["present"])["logits"]
+        correct += (logits.argmax(-1) == batch["answer"]).sum().item()
+        total += len(batch["answer"])
+    model.train(was_training)
+    return correct / total
+
+
+def finetune_split_model(
+    model: SplitModel,
+    channel: Channel,
+    sampler: TaskSampler,
+    settings,
+    seed: int,
+    progress: bool = True,
+    validate: Callable[[], float] | None = None,
+    validation_every: int = 0,
+) -> list[dict]:
+    """Stage 2: fine-tune ``model`` on tasks from ``sampler`` through ``channel``.
+
+    Every trainable parameter (transceivers, LoRA adapters, head) is trained.
+
+    :param settings: ``models.config.FinetuneConfig``
+    :param validate: returns a held-out accuracy; called every ``validation_every`` steps and after the last
+    :output history: one ``{"stage", "step", "loss", "accuracy"[, "val_accuracy"]}`` per step
+    """
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout in the LoRA adapters draws from the global generator
+    optimizer, schedule = adamw_with_schedule([p for p in model.parameters() if p.requires_grad], settings)
     num_slots = max(1, settings.batch_size // sampler.num_groups)
     history = []
     model.train()
@@ -93,8 +123,13 @@ def train_split_model(
         optimizer.step()
         schedule.step()
         accuracy = (out["logits"].argmax(-1) == batch["answer"]).float().mean().item()
-        history.append({"step": step, "loss": loss.item(), "accuracy": accuracy})
-        if step % 10 == 0:
+        history.append({"stage": "finetune", "step": step, "loss": loss.item(), "accuracy": accuracy})
+        if validate is not None and (
+            (validation_every and (step + 1) % validation_every == 0) or step + 1 == settings.steps
+        ):
+            history[-1]["val_accuracy"] = validate()
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{history[-1]['val_accuracy']:.3f}", refresh=False)
+        elif step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.2f}", refresh=False)
     model.eval()
     return history

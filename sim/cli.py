@@ -10,6 +10,8 @@ from pathlib import Path
 
 from sim.errors import ScenarioError
 
+EXPERIMENTS_HELP = ("snr", "temperature", "tokens", "per-snr")  # sim.reproduce.EXPERIMENTS, without importing torch
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -39,11 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     train = scenario_command("train", "train only; checkpoints are keyed by the config that shapes them")
     train.add_argument(
         "--stage",
-        choices=["finetune", "all"],
+        choices=["align", "finetune", "all"],
         default="all",
-        help="training stage (task fine-tuning; alignment is not built yet)",
+        help="align: stage 1 only; finetune: stage 2 from stage 1's checkpoint (trained first if missing); "
+        "all: both. With training.alignment.enabled=false there is no stage 1 (the baseline).",
     )
-    train.add_argument("--force", action="store_true", help="train even if a checkpoint exists")
+    train.add_argument("--force", action="store_true", help="retrain the stage asked for even if a checkpoint exists")
+    train.add_argument("--out", type=Path, help="where the training log and figure go (default: results/<name>)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
     scenario_command("validate", "check a scenario; print the resolved config with every default")
     bench = commands.add_parser("bench", help="PHY throughput against Sionna's stock chain, printed as JSON")
     bench.add_argument("--batch-sizes", default="1,16,128,512,1024", help="comma-separated batch sizes")
@@ -53,6 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--num-prbs", type=int, default=24, help="PRBs of the benchmark grid")
     bench.add_argument("--seed", type=int, default=0)
     commands.add_parser("info", help="versions, device, and which data and weights are present")
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="the paper's claims on scenarios/paper/: alignment vs baseline, tau, token length, per-SNR models",
+    )
+    reproduce.add_argument("--out", type=Path, default=Path("results/paper"), help="records, tables and figures")
+    reproduce.add_argument("--workers", type=int, default=1, help="parallel runs on a local Dask cluster")
+    reproduce.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of the snr experiment")
+    reproduce.add_argument("--temperature-seeds", help="seeds of the temperature experiment (default: --seeds)")
+    reproduce.add_argument(
+        "--only", default=",".join(EXPERIMENTS_HELP), help=f"experiments to run, among {', '.join(EXPERIMENTS_HELP)}"
+    )
+    reproduce.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override for every run"
+    )
+    reproduce.add_argument("--quiet", action="store_true")
 
     args = parser.parse_args(argv)
     _quiet_libraries()
@@ -95,11 +115,29 @@ def cmd_validate(args) -> int:
 def cmd_train(args) -> int:
     from sim.engine import Simulation
 
-    sim = Simulation(_load(args))
-    summary = sim.train(force=args.force)
-    summary.pop("history", None)
-    print(json.dumps({"checkpoint": str(sim.checkpoint_path), **summary}, indent=2))
+    scenario = _load(args)
+    sim = Simulation(scenario, progress=not args.quiet)
+    summary = sim.train(force=args.force, stage=args.stage)
+    out = args.out or Path("results") / scenario.name
+    _write_training_log(out, summary.pop("history"), scenario.name)
+    if args.stage == "align":
+        from models.checkpoints import checkpoint_path
+        from sim.engine import checkpoint_key
+
+        path = checkpoint_path(checkpoint_key(scenario, "align")[0])
+    else:
+        path = sim.checkpoint_path
+    print(json.dumps({"checkpoint": str(path), **summary, "training_log": str(out)}, indent=2))
     return 0
+
+
+def _write_training_log(out: Path, history: list[dict], name: str) -> None:
+    """``training_log.csv`` (one row per step of every stage) and ``convergence.png``."""
+    from sim.plots import plot_convergence
+    from sim.results import write_csv
+
+    write_csv(out / "training_log.csv", history)
+    plot_convergence(history, out / "convergence.png", title=name)
 
 
 def cmd_run(args) -> int:
@@ -121,8 +159,7 @@ def cmd_run(args) -> int:
     write_json(out / "metrics.json", metrics)
     write_csv(out / "per_user.csv", per_user)
     write_csv(out / "per_task.csv", per_task)
-    if history:
-        write_csv(out / "training_log.csv", history)
+    _write_training_log(out, history, scenario.name)
     write_json(
         out / "manifest.json",
         manifest(
@@ -180,7 +217,36 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "train": cmd_train, "validate": cmd_validate, "bench": cmd_bench, "info": cmd_info}
+def cmd_reproduce(args) -> int:
+    from sim.reproduce import EXPERIMENTS, Plan, reproduce
+
+    only = [e.strip() for e in args.only.split(",") if e.strip()]
+    unknown = [e for e in only if e not in EXPERIMENTS]
+    if unknown:
+        print(f"tokensim reproduce: --only: {unknown} not among {', '.join(EXPERIMENTS)}", file=sys.stderr)
+        return 2
+    seeds = [int(x) for x in args.seeds.split(",")]
+    plan = Plan(
+        seeds=seeds,
+        experiments=only,
+        overrides=args.overrides,
+        temperature_seeds=None
+        if args.temperature_seeds is None
+        else [int(x) for x in args.temperature_seeds.split(",")],
+    )
+    reproduce(plan, args.out, workers=args.workers, progress=not args.quiet)
+    print(f"tables in {args.out / 'index.md'}")
+    return 0
+
+
+COMMANDS = {
+    "reproduce": cmd_reproduce,
+    "run": cmd_run,
+    "train": cmd_train,
+    "validate": cmd_validate,
+    "bench": cmd_bench,
+    "info": cmd_info,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

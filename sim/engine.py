@@ -14,14 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.alignment import align_transceivers
 from models.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from models.data import DATASETS
 from models.data.fashion_avqa import ANSWERS
 from models.encoders import encoder_output_shape
-from models.features import SplitFeatures, count_flops, load_features
+from models.features import QUESTIONS, SplitFeatures, count_flops, load_features
 from models.paths import digest
 from models.system import SplitModel
-from models.training import TaskSampler, train_split_model
+from models.training import TaskSampler, finetune_split_model, task_accuracy
+from sim.errors import ScenarioError
 from sim.runtime import apply_runtime, reseed
 from sim.scenario import Scenario
 from sim.uplink import Uplink
@@ -29,18 +31,30 @@ from sim.uplink import Uplink
 EVALUATION_STREAM = 1 << 32  # offset of the evaluation's seed from the scenario's
 
 
-def checkpoint_key(scenario: Scenario) -> tuple[str, dict]:
-    """Hash of everything that shapes the trained model, and that content.
+STAGES = ("align", "finetune")
+ALIGNED_MODULES = ("transmitters", "receivers")  # what stage 1 trains and saves
+VALIDATION_STREAM = 1 << 31  # offset of the validation tasks' seed from the evaluation's
+
+
+def checkpoint_key(scenario: Scenario, stage: str = "finetune") -> tuple[str, dict]:
+    """Hash of everything that shapes the model trained up to ``stage``, and that content.
 
     Users' SNRs, ids, compute speeds, the evaluation and the name are left
     out: one model serves every SNR of the training range, so changing them
     reuses the checkpoint. Which modalities each user of each group sends
     (and how many users share the carrier) shapes the channel in the loop, so
-    it is in.
+    it is in. The stage-1 key leaves out stage 2's settings, so fine-tuning
+    variants start from one aligned checkpoint.
     """
     s = scenario
     layout = [[sorted(s.user(uid).modalities) for uid in g.users] for g in s.groups]
+    training = s.training.model_dump(mode="json", exclude={"audio_encoder"})
+    if stage == "align":
+        training = {"alignment": training["alignment"], "train_tasks_per_group": training["train_tasks_per_group"]}
+    elif not s.training.alignment.enabled:
+        training["alignment"] = {"enabled": False}
     shaped_by = {
+        "stage": stage,
         "seed": s.seed,
         "dataset": s.dataset.model_dump(mode="json", exclude={"fashion_mnist_dir", "wordnet_dir", "espeak_ng"}),
         "cell": s.cell.model_dump(mode="json", exclude={"bandwidth_hz"}),
@@ -48,8 +62,9 @@ def checkpoint_key(scenario: Scenario) -> tuple[str, dict]:
         "layout": {"groups": layout, "num_users": len(s.users)},
         "tokens": {m: t.model_dump() for m, t in s.tokens.items()},
         "models": s.models.model_dump(mode="json"),
-        "training": s.training.model_dump(mode="json"),
-        "version": 2,  # bump when training or its inputs change meaning
+        "audio_encoder": s.training.audio_encoder.model_dump(mode="json"),
+        "training": training,
+        "version": 3,  # bump when training or its inputs change meaning
     }
     return digest(shaped_by), shaped_by
 
@@ -89,9 +104,7 @@ class Simulation:
         self.checkpoint, self.shaped_by = checkpoint_key(scenario)
         self.uplink = Uplink(scenario, self.device)
         encoder_dims = {m: encoder_output_shape(m, scenario.models)[1] for m in scenario.tokens}
-        self.model = SplitModel(scenario.tokens, encoder_dims, scenario.models, num_answers=len(ANSWERS)).to(
-            self.device
-        )
+        self.model = SplitModel(scenario.tokens, encoder_dims, scenario.models, answers=list(ANSWERS)).to(self.device)
         self.present = {
             m: torch.tensor([m in scenario.group_modalities(g) for g in scenario.groups]) for m in scenario.tokens
         }
@@ -104,10 +117,10 @@ class Simulation:
             )
         return self._features[split]
 
-    def sampler(self, split: str, tasks_per_group: int) -> TaskSampler:
+    def sampler(self, split: str, tasks_per_group: int, seed_offset: int = 0) -> TaskSampler:
         s = self.scenario
         tables = [
-            self.dataset.tasks(split, tasks_per_group, s.group_modalities(g), seed=s.seed * 1000 + i)
+            self.dataset.tasks(split, tasks_per_group, s.group_modalities(g), seed=s.seed * 1000 + i + seed_offset)
             for i, g in enumerate(s.groups)
         ]
         return TaskSampler(tables, self.present, self.features(split))
@@ -116,37 +129,97 @@ class Simulation:
     def checkpoint_path(self):
         return checkpoint_path(self.checkpoint)
 
-    def train(self, force: bool = False) -> dict:
-        """Load the checkpoint of this configuration, or train and save one. Returns its summary."""
-        if not force:
+    def train(self, force: bool = False, stage: str = "all") -> dict:
+        """Run the training ``stage`` (``align``, ``finetune`` or ``all``), or load its checkpoint.
+
+        Stage 1 (alignment) is skipped when ``training.alignment.enabled`` is
+        false: the baseline fine-tunes from freshly initialised transceivers.
+        Each stage's checkpoint is keyed by what shapes it; ``force`` retrains
+        the stage asked for (both for ``all``), never a stage it builds on.
+        Returns the summary of the last stage, with the history of every stage run or loaded.
+        """
+        s = self.scenario
+        if stage not in (*STAGES, "all"):
+            raise ValueError(f"stage: {stage!r} is not one of {', '.join(STAGES)}, all")
+        if stage == "align" and not s.training.alignment.enabled:
+            raise ScenarioError("training.alignment.enabled", False, "there is no alignment stage to run", "true")
+        if stage != "align" and not force:
             summary = load_checkpoint(self.model, self.checkpoint)
             if summary is not None:
                 return {**summary, "loaded": True}
+        history: list[dict] = []
+        if s.training.alignment.enabled:
+            summary = self._align(force=force and stage != "finetune")
+            if stage == "align":
+                return summary
+            history = summary["history"]
+        return self._finetune(history)
+
+    def _align(self, force: bool) -> dict:
+        key, shaped_by = checkpoint_key(self.scenario, "align")
+        if not force:
+            summary = load_checkpoint(self.model, key, modules=ALIGNED_MODULES)
+            if summary is not None:
+                return {**summary, "loaded": True}
         s = self.scenario
-        sampler = self.sampler("train", s.training.train_tasks_per_group)  # may compute and cache features
-        reseed(s.seed)  # training draws the same channels whatever ran before it
+        sampler = self.sampler("train", s.training.train_tasks_per_group)
+        reseed(s.seed)
         generator = torch.Generator().manual_seed(s.seed)
-        channel = self.uplink.training_channel(s.training.snr_db_range, generator)
-        history = train_split_model(self.model, channel, sampler, s.training, s.seed, self.progress)
-        tail = history[-max(1, len(history) // 10) :]
+        channel = self.uplink.training_channel(s.training.alignment.snr_db_range, generator)
+        history = align_transceivers(
+            self.model,
+            channel,
+            sampler,
+            self.dataset.captions(),
+            QUESTIONS,
+            s.training.alignment,
+            s.seed,
+            self.progress,
+        )
+        summary = {"stage": "align", **_tail_means(history, ("loss",)), "history": history}
+        save_checkpoint(self.model, key, shaped_by, summary, modules=ALIGNED_MODULES)
+        return {**summary, "loaded": False}
+
+    def _finetune(self, aligned_history: list[dict]) -> dict:
+        s = self.scenario
+        sampler = self.sampler("train", s.training.train_tasks_per_group)
+        validation = self.sampler("test", s.training.validation_tasks_per_group, seed_offset=VALIDATION_STREAM)
+        reseed(s.seed + 1)
+        generator = torch.Generator().manual_seed(s.seed + 1)
+        channel = self.uplink.training_channel(s.training.finetune.snr_db_range, generator)
+        validation_channel = self.uplink.training_channel(
+            s.training.finetune.snr_db_range, torch.Generator().manual_seed(s.seed + VALIDATION_STREAM)
+        )
+        history = finetune_split_model(
+            self.model,
+            channel,
+            sampler,
+            s.training.finetune,
+            s.seed,
+            self.progress,
+            validate=lambda: task_accuracy(self.model, validation_channel, validation, s.evaluation.batch_size),
+            validation_every=s.training.validation_every,
+        )
         summary = {
-            "steps": len(history),
-            "final_loss": float(np.mean([h["loss"] for h in tail])),
-            "final_train_accuracy": float(np.mean([h["accuracy"] for h in tail])),
-            "history": history,
+            "stage": "finetune",
+            **_tail_means(history, ("loss", "accuracy")),
+            "final_val_accuracy": history[-1]["val_accuracy"],
+            "history": aligned_history + history,
         }
         save_checkpoint(self.model, self.checkpoint, self.shaped_by, summary)
         return {**summary, "loaded": False}
 
     @torch.no_grad()
-    def evaluate(self) -> Evaluation:
-        """Every group's test tasks through the uplink at the users' SNRs."""
+    def evaluate(self, snr_db: float | None = None) -> Evaluation:
+        """Every group's test tasks through the uplink at the users' SNRs (every user at ``snr_db`` if given)."""
         s = self.scenario
         self.model.eval()
         # Its own random stream: the same channels and noise whether this run trained or loaded the checkpoint.
         reseed(s.seed + EVALUATION_STREAM)
         sampler = self.sampler("test", s.evaluation.tasks_per_group)
-        snr_db = torch.tensor([u.snr_db for u in s.users], dtype=torch.float32, device=self.device)
+        snr_db = torch.tensor(
+            [u.snr_db if snr_db is None else snr_db for u in s.users], dtype=torch.float32, device=self.device
+        )
         limit = torch.tensor(self.uplink.values_per_user, device=self.device)
         used = torch.arange(self.uplink.num_values, device=self.device) < limit[:, None]  # [users, values]
         error = torch.zeros(len(s.users), dtype=torch.float64, device=self.device)
@@ -197,3 +270,9 @@ class Simulation:
             present = {m: torch.ones(1, dtype=torch.bool, device=self.device) for m in sent}
             flops.append(count_flops(self.model.answer, rx, present))
         return flops
+
+
+def _tail_means(history: list[dict], keys: tuple[str, ...]) -> dict[str, float]:
+    """``final_<key>``: mean over the last tenth of the steps (one step is noisy)."""
+    tail = history[-max(1, len(history) // 10) :]
+    return {f"final_{k}": float(np.mean([h[k] for h in tail])) for k in keys}

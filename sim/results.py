@@ -27,8 +27,10 @@ def write_json(path: Path, obj) -> None:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows may hold different keys (training stages log different losses): the columns are their union,
+    in order of first appearance, and a row's missing values are empty."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [])
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for row in rows for k in row)), restval="")
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buffer.getvalue())

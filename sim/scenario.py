@@ -74,7 +74,9 @@ class ChannelConfig(Strict):
 class UserConfig(Strict):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     modalities: list[Modality] = Field(min_length=1)
-    snr_db: float
+    snr_db: float | None = Field(
+        None, description="Es/N0 at the receiver, dB; required unless the top-level snr_db is set"
+    )
     group: str | None = Field(None, description="filled in from groups")
     device_gflops: float | None = Field(None, gt=0, description="defaults to compute.device_gflops")
 
@@ -276,6 +278,8 @@ def _cross_check(s: Scenario) -> list[ScenarioError]:
                 )
             )
     for i, user in enumerate(s.users):
+        if user.snr_db is None and s.snr_db is None:
+            errors.append(ScenarioError(f"users[{i}].snr_db", None, "is required unless the top-level snr_db is set"))
         if user.id not in group_of:
             errors.append(ScenarioError(f"users[{i}].id", user.id, "is in no group; every user sends for one group"))
         elif user.group is not None and user.group != group_of[user.id]:

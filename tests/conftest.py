@@ -31,8 +31,10 @@ TINY = {
     "tokens": {"text": {"length": 2, "dim": 8}, "image": {"length": 2, "dim": 8}, "audio": {"length": 2, "dim": 8}},
     "models": {"receiver_hidden": 32},
     "training": {
-        "steps": 4,
-        "batch_size": 8,
+        "alignment": {"steps": 3, "batch_size": 8},
+        "finetune": {"steps": 4, "batch_size": 8},
+        "validation_every": 2,
+        "validation_tasks_per_group": 8,
         "train_tasks_per_group": 64,
         "audio_encoder": {"epochs": 1, "batch_size": 16},
     },

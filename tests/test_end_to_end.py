@@ -101,3 +101,32 @@ def test_info_reports_data_and_weights(capsys):
     assert info["data"]["fashion-mnist"]["present"] and info["data"]["espeak-ng"]["present"]
     assert info["weights"]["all-minilm-l6-v2"]["present"] and info["weights"]["efficientnet-lite0"]["present"]
     assert info["versions"]["torch"].startswith("2.13.0")
+
+
+def _log(path) -> list[dict]:
+    with open(path / "training_log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_runs_each_stage_and_logs_both(tiny, write_scenario, tmp_path, capsys):
+    path = write_scenario(tiny)
+    assert main(["train", str(path), "--stage", "align", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    aligned = _log(tmp_path / "a")
+    assert [r["stage"] for r in aligned] == ["align"] * 3 and (tmp_path / "a" / "convergence.png").stat().st_size > 0
+    assert {"loss", "reconstruction", "infonce_image", "infonce_audio"} <= aligned[0].keys()
+
+    assert main(["train", str(path), "--stage", "finetune", "--out", str(tmp_path / "f"), "--quiet"]) == 0
+    both = _log(tmp_path / "f")
+    assert both[:3] == [{**r, "accuracy": "", "val_accuracy": ""} for r in aligned]  # stage 1 loaded, not rerun
+    finetuned = both[3:]
+    assert [r["stage"] for r in finetuned] == ["finetune"] * 4
+    assert [r["val_accuracy"] != "" for r in finetuned] == [False, True, False, True]  # every 2 steps
+    assert all(0 <= float(r["val_accuracy"]) <= 1 for r in finetuned if r["val_accuracy"])
+
+    assert main(["train", str(path), "--stage", "finetune", "--force", "--out", str(tmp_path / "g"), "--quiet"]) == 0
+    assert _log(tmp_path / "g")[:3] == both[:3]  # --force on stage 2 keeps stage 1's checkpoint
+    capsys.readouterr()
+
+    argv = ["train", str(path), "--stage", "align", "--set", "training.alignment.enabled=false", "--quiet"]
+    assert main(argv) == 2
+    assert "training.alignment.enabled: False there is no alignment stage to run" in capsys.readouterr().err

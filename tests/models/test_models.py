@@ -9,6 +9,7 @@ from models.backbone import Backbone
 from models.checkpoints import load_checkpoint, save_checkpoint
 from models.compression import sliding_window_pool
 from models.config import LoraSettings, ModelsConfig, TokenSettings
+from models.data.fashion_avqa import ANSWERS
 from models.encoders import encoder_output_shape, resolve_model_path
 from models.system import SplitModel
 from models.transceivers import TokenTransmitter
@@ -38,7 +39,7 @@ def test_transmitter_output_has_unit_symbol_energy():
 def _split_model(backbone="all-minilm-l6-v2"):
     tokens = {"text": TokenSettings(length=2, dim=8), "image": TokenSettings(length=3, dim=6)}
     models = ModelsConfig(backbone=backbone, receiver_hidden=16)
-    return SplitModel(tokens, {"text": 384, "image": 1280}, models, num_answers=12)
+    return SplitModel(tokens, {"text": 384, "image": 1280}, models, answers=list(ANSWERS))
 
 
 def _features(n=6):
@@ -138,7 +139,7 @@ def test_local_hugging_face_model_as_backbone_and_text_encoder(tiny_bert, tiny):
     from models.encoders.text import HFTextEncoder
     from sim.scenario import validate_scenario
 
-    backbone = Backbone(str(tiny_bert), LoraSettings(r=2), num_answers=5)
+    backbone = Backbone(str(tiny_bert), LoraSettings(r=2), answers=list("abcde"))
     logits = backbone(torch.randn(3, 4, 32), torch.ones(3, 4, dtype=torch.bool))
     assert logits.shape == (3, 5) and backbone.d_model == 32
     encoder = HFTextEncoder(str(tiny_bert), max_tokens=8)
@@ -169,3 +170,85 @@ def test_image_and_audio_encoders_emit_the_declared_shapes():
     image.train()
     assert not image.net.training  # frozen: train() keeps batch-norm statistics fixed
     assert LogMelCNN()(torch.randn(3, 20000) * 0.1).shape == (3, 8, 128)
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen2(tmp_path_factory):
+    """A random two-layer Qwen2 causal LM with a byte-level BPE tokenizer trained on the task's words,
+    built and saved here (nothing from a hub)."""
+    import json
+
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
+
+    from models.features import QUESTIONS
+
+    path = tmp_path_factory.mktemp("tiny-qwen2")
+    bpe = ByteLevelBPETokenizer()
+    corpus = [f"Answer: {a}" for a in ANSWERS] + list(QUESTIONS)
+    bpe.train_from_iterator(corpus * 5, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"])
+    bpe.save_model(str(path))
+    vocab = json.loads((path / "vocab.json").read_text())
+    merges = [tuple(line.split()) for line in (path / "merges.txt").read_text().splitlines()[1:] if line]
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges)
+    tokenizer.save_pretrained(path)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(4)
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    return path
+
+
+def test_causal_lm_backbone_answers_with_its_next_token(tiny_qwen2):
+    backbone = Backbone(str(tiny_qwen2), LoraSettings(r=2), answers=list(ANSWERS))
+    assert backbone.causal and backbone.head is None and backbone.d_model == 32
+    lora = [n for n, p in backbone.named_parameters() if p.requires_grad]
+    assert lora and all("lora_" in n and ("q_proj" in n or "v_proj" in n) for n in lora)  # peft's Qwen2 default
+    # byte-level BPE: "sandal" and "sneaker" both start with "s", " sandal" and " sneaker" are whole pieces
+    bare = [backbone.tokenizer(a, add_special_tokens=False).input_ids[0] for a in ANSWERS]
+    ids = [backbone.tokenizer(" " + a, add_special_tokens=False).input_ids[0] for a in ANSWERS]
+    assert len(set(bare)) < len(ANSWERS) and backbone.answer_ids.tolist() == ids and len(set(ids)) == len(ANSWERS)
+
+    torch.manual_seed(0)
+    x, mask = torch.randn(3, 5, 32), torch.tensor([[True] * 5, [True] * 5, [True, True, False, True, True]])
+    logits = backbone(x, mask)
+    assert logits.shape == (3, len(ANSWERS))
+    prompt = backbone.tokenizer("Answer:", add_special_tokens=False, return_tensors="pt").input_ids[0]
+    with torch.no_grad():
+        lm = backbone.model.get_base_model()
+        sequence = torch.cat([x, lm.get_input_embeddings()(prompt).expand(3, -1, -1)], 1)
+        attention = torch.cat([mask, torch.ones(3, len(prompt), dtype=torch.bool)], 1).long()
+        expected = lm(inputs_embeds=sequence, attention_mask=attention).logits[:, -1, ids]
+    torch.testing.assert_close(logits, expected)
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 10, 11])).backward()
+    assert all(p.grad is not None for p in backbone.parameters() if p.requires_grad)
+
+    texts = ["Answer: sandal", "Is the pictured item footwear?"]
+    pieces = [backbone.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    table = backbone.model.get_input_embeddings().weight.detach()
+    assert len(pieces[0]) < len(pieces[1])  # the first is padded in the batch
+    torch.testing.assert_close(backbone.embed_text(texts[:1], len(pieces[0]))[0], table[pieces[0]])
+    torch.testing.assert_close(backbone.embed_text(texts, 1)[:, 0], torch.stack([table[p].mean(0) for p in pieces]))
+
+
+def test_causal_lm_backbone_runs_both_stages(tiny_qwen2, tiny, write_scenario, tmp_path):
+    import json
+
+    from sim.cli import main
+
+    tiny["models"]["backbone"] = str(tiny_qwen2)
+    assert main(["run", str(write_scenario(tiny)), "--out", str(tmp_path), "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["tasks"] == 32 and 0 <= metrics["accuracy"] <= 1
+    stages = (tmp_path / "training_log.csv").read_text().splitlines()
+    assert (
+        sum(line.startswith("align,") for line in stages) == 3
+        and sum(line.startswith("finetune,") for line in stages) == 4
+    )

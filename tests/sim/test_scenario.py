@@ -120,8 +120,8 @@ BAD = [
     ),
     (
         "snr range order",
-        lambda s: s["training"].update(snr_db_range=[10, -10]),
-        ["training.snr_db_range", "low <= high"],
+        lambda s: s["training"]["finetune"].update(snr_db_range=[10, -10]),
+        ["training.finetune.snr_db_range", "low <= high"],
     ),
     ("device", lambda s: s.update(device="tpu"), ["device", "'tpu'", "auto"]),
 ]
@@ -162,3 +162,15 @@ def test_cli_validate_reports_errors_with_exit_code_2(tiny, write_scenario, caps
     assert "channel.model: 'tdl-z'" in err
     assert main(["validate", str(path), "--set", "channel.model=rayleigh"]) == 0
     assert "model: rayleigh" in capsys.readouterr().out
+
+
+def test_top_level_snr_stands_in_for_every_user(tiny):
+    from sim.scenario import validate_scenario
+
+    for user in tiny["users"]:
+        del user["snr_db"]
+    with pytest.raises(ScenarioError) as err:
+        validate_scenario(tiny)
+    assert "users[0].snr_db: is required unless the top-level snr_db is set" in str(err.value)
+    tiny["snr_db"] = 7
+    assert [u.snr_db for u in validate_scenario(tiny).users] == [7] * 5
