@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = {"awgn": ROOT / "scenarios" / "paper" / "awgn.yaml", "tdl": ROOT / "scenarios" / "paper" / "tdl.yaml"}
 CHANNEL_LABELS = {"awgn": "AWGN", "tdl": "TDL-A, LS estimates"}
 SNRS_DB = (-10, -5, 0, 5, 10, 20)
+TABLE_SNRS_DB = (0, 10)  # where the token-length runs are evaluated
+PER_SNR_DB = (-10, 0, 10)  # SNRs that get a model of their own
 TEMPERATURES = (0.03, 0.07, 0.13)
 TOKEN_LENGTHS = (1, 2, 4, 8, 16)
 TOKEN_IMAGE_SIZE_PX = 128  # EfficientNet-Lite0 gives 16 image tokens at 128 px (4 at the default 64 px)
@@ -61,6 +63,8 @@ class Plan:
     snrs_db: list[float] = field(default_factory=lambda: list(SNRS_DB))
     temperatures: list[float] = field(default_factory=lambda: list(TEMPERATURES))
     token_lengths: list[int] = field(default_factory=lambda: list(TOKEN_LENGTHS))
+    token_snrs_db: list[float] = field(default_factory=lambda: list(TABLE_SNRS_DB))
+    per_snr_db: list[float] = field(default_factory=lambda: list(PER_SNR_DB))
     experiments: list[str] = field(default_factory=lambda: list(EXPERIMENTS))
     overrides: list[str] = field(default_factory=list)
     accuracy_target: float = 0.8
@@ -118,7 +122,7 @@ class Plan:
                             *arm(aligned),
                             *(f"tokens.{m}.length={n}" for m, n in lengths.items()),
                         ],
-                        self.snrs_db,
+                        self.token_snrs_db,
                         aligned=aligned,
                         seed=seed,
                         length=length,
@@ -126,7 +130,7 @@ class Plan:
                     )
         if "per-snr" in self.experiments:
             seed = self.seeds[0]
-            for snr in self.snrs_db:
+            for snr in self.per_snr_db:
                 for aligned in (True, False):
                     add(
                         f"per-snr-{snr:g}-{ARMS[aligned]}-seed{seed}",
@@ -405,7 +409,7 @@ def _temperature_section(records, plan) -> list[str]:
 
 def _tokens_section(records, plan) -> list[str]:
     target = plan.accuracy_target
-    shown = [s for s in plan.snrs_db if s in (0, 10)] or plan.snrs_db[:2]
+    shown = plan.token_snrs_db
     lines = [
         f"## Token length (AWGN, images at {TOKEN_IMAGE_SIZE_PX} px, seed {plan.seeds[0]})",
         "",
@@ -439,7 +443,7 @@ def _per_snr_section(records, single, plan) -> list[str]:
         "| SNR dB | one model, aligned | one model, baseline | per-SNR, aligned | per-SNR, baseline |",
         "|---:|---:|---:|---:|---:|",
     ]
-    for snr in plan.snrs_db:
+    for snr in plan.per_snr_db:
         cells = []
         for aligned in (True, False):
             cells.append(

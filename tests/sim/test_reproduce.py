@@ -27,7 +27,9 @@ SMALL = [
 
 
 def test_small_reproduction_runs_every_experiment_and_resumes(tmp_path, monkeypatch):
-    plan = Plan(seeds=[0], snrs_db=[0, 10], temperatures=[0.03, 0.07], token_lengths=[1], overrides=SMALL)
+    plan = Plan(
+        seeds=[0], snrs_db=[0, 10], temperatures=[0.03, 0.07], token_lengths=[1], per_snr_db=[0, 10], overrides=SMALL
+    )
     names = [j.name for j in plan.jobs()]
     assert len(names) == len(set(names)) == 4 + 1 + 2 + 4  # tau 0.07 is the snr experiment's aligned run
     records = reproduce(plan, tmp_path, progress=False)
