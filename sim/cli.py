@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default=",".join(EXPERIMENTS_HELP), help=f"experiments to run, among {', '.join(EXPERIMENTS_HELP)}"
     )
     reproduce.add_argument(
+        "--per-snr-arms", default="aligned,baseline", help="which of aligned, baseline get one model per SNR"
+    )
+    reproduce.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override for every run"
     )
     reproduce.add_argument("--quiet", action="store_true")
@@ -230,6 +233,7 @@ def cmd_reproduce(args) -> int:
         seeds=seeds,
         experiments=only,
         overrides=args.overrides,
+        per_snr_arms=[arm == "aligned" for arm in args.per_snr_arms.split(",")],
         temperature_seeds=None
         if args.temperature_seeds is None
         else [int(x) for x in args.temperature_seeds.split(",")],
