@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     reproduce.add_argument(
         "--only", default=",".join(EXPERIMENTS_HELP), help=f"experiments to run, among {', '.join(EXPERIMENTS_HELP)}"
     )
+    reproduce.add_argument("--per-snr-db", default="-10,0,10", help="SNRs that get a model of their own")
     reproduce.add_argument(
         "--per-snr-arms", default="aligned,baseline", help="which of aligned, baseline get one model per SNR"
     )
@@ -233,6 +234,7 @@ def cmd_reproduce(args) -> int:
         seeds=seeds,
         experiments=only,
         overrides=args.overrides,
+        per_snr_db=[float(x) for x in args.per_snr_db.split(",")],
         per_snr_arms=[arm == "aligned" for arm in args.per_snr_arms.split(",")],
         temperature_seeds=None
         if args.temperature_seeds is None
