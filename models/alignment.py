@@ -125,19 +125,23 @@ def align_transceivers(
 
 
 @torch.no_grad()
-def caption_similarity(model: SplitModel, channel: Channel, sampler: TaskSampler, captions: list[str], modality: str):
-    """Cosine similarity of each received ``modality`` token set (pooled) to every class caption.
+def caption_similarity(
+    model: SplitModel, channel: Channel, sampler: TaskSampler, captions: list[str], modalities: tuple[str, ...]
+) -> dict[str, dict]:
+    """Cosine similarity of each received token set (pooled) of ``modalities`` to every class caption,
+    from one pass of ``sampler``'s tasks through ``channel``.
 
-    :output: dict with ``"similarity"`` [n, num_classes] and ``"label"`` [n] over every task of
-        ``sampler`` whose group sends ``modality``.
+    :output: per modality, ``"similarity"`` [n, num_classes] and ``"label"`` [n] over every task of
+        ``sampler`` whose group sends that modality.
     """
     model.eval()
     targets = nn.functional.normalize(model.backbone.embed_text(captions, 1)[:, 0], dim=-1)
-    similarity, labels = [], []
+    found = {m: {"similarity": [], "label": []} for m in modalities}
     for batch in sampler.in_order(256):
-        sent = batch["present"][modality]
-        received = channel(model.transmit(batch["features"]))[modality][sent]
-        pooled = nn.functional.normalize(model.receivers[modality](received).mean(1), dim=-1)
-        similarity.append(pooled @ targets.T)
-        labels.append(batch["label"][modality][sent])
-    return {"similarity": torch.cat(similarity), "label": torch.cat(labels)}
+        received = channel(model.transmit(batch["features"]))
+        for m in modalities:
+            sent = batch["present"][m]
+            pooled = nn.functional.normalize(model.receivers[m](received[m][sent]).mean(1), dim=-1)
+            found[m]["similarity"].append(pooled @ targets.T)
+            found[m]["label"].append(batch["label"][m][sent])
+    return {m: {k: torch.cat(v) for k, v in f.items()} for m, f in found.items()}

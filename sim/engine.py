@@ -101,6 +101,7 @@ class Simulation:
         self.device = apply_runtime(scenario.device, scenario.seed)
         self.dataset = DATASETS[scenario.dataset.name](scenario.dataset, scenario.seed)
         self._features: dict[str, SplitFeatures] = {}
+        self._samplers: dict[tuple, TaskSampler] = {}
         self.checkpoint, self.shaped_by = checkpoint_key(scenario)
         self.uplink = Uplink(scenario, self.device)
         encoder_dims = {m: encoder_output_shape(m, scenario.models)[1] for m in scenario.tokens}
@@ -118,12 +119,16 @@ class Simulation:
         return self._features[split]
 
     def sampler(self, split: str, tasks_per_group: int, seed_offset: int = 0) -> TaskSampler:
-        s = self.scenario
-        tables = [
-            self.dataset.tasks(split, tasks_per_group, s.group_modalities(g), seed=s.seed * 1000 + i + seed_offset)
-            for i, g in enumerate(s.groups)
-        ]
-        return TaskSampler(tables, self.present, self.features(split))
+        """Every group's tasks of ``split``, drawn once per (split, count, seed offset)."""
+        key = (split, tasks_per_group, seed_offset)
+        if key not in self._samplers:
+            s = self.scenario
+            tables = [
+                self.dataset.tasks(split, tasks_per_group, s.group_modalities(g), seed=s.seed * 1000 + i + seed_offset)
+                for i, g in enumerate(s.groups)
+            ]
+            self._samplers[key] = TaskSampler(tables, self.present, self.features(split))
+        return self._samplers[key]
 
     @property
     def checkpoint_path(self):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -22,11 +23,12 @@ def plot_convergence(history: list[dict], path: Path, title: str = "") -> Path:
     for ax, stage in zip(axes[0], stages):
         rows = [h for h in history if h["stage"] == stage]
         steps = [h["step"] for h in rows]
-        ax.plot(steps, [h["loss"] for h in rows], lw=0.6, color="0.6", label="loss per step")
+        losses = np.array([h["loss"] for h in rows])
+        ax.plot(steps, losses, lw=0.6, color="0.6", label="loss per step")
         window = max(1, len(rows) // 30)
-        smooth = [
-            sum(h["loss"] for h in rows[max(0, i - window + 1) : i + 1]) / min(window, i + 1) for i in range(len(rows))
-        ]
+        # mean of the last ``window`` steps (fewer at the start)
+        counts = np.minimum(np.arange(1, len(losses) + 1), window)
+        smooth = np.convolve(losses, np.ones(window))[: len(losses)] / counts
         ax.plot(steps, smooth, lw=1.4, color="C0", label=f"running mean ({window} steps)")
         ax.set_xlabel("step")
         ax.set_ylabel("InfoNCE + text NMSE" if stage == "align" else "cross-entropy")

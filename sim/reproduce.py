@@ -181,10 +181,10 @@ def run_job(job: Job, out: Path, threads: int = 0) -> dict:
         sim.train(stage="align")
         generator = torch.Generator().manual_seed(sim.scenario.seed)
         channel = sim.uplink.training_channel((RETRIEVAL_SNR_DB, RETRIEVAL_SNR_DB), generator)
-        record["after_alignment"] = {
-            m: _retrieval(caption_similarity(sim.model, channel, sim.sampler("test", 500), sim.dataset.captions(), m))
-            for m in ("image", "audio")
-        }
+        found = caption_similarity(
+            sim.model, channel, sim.sampler("test", 500), sim.dataset.captions(), ("image", "audio")
+        )
+        record["after_alignment"] = {m: _retrieval(f) for m, f in found.items()}
     summary = sim.train()
     trained = time.perf_counter() - started
     record["accuracy"] = {f"{snr:g}": float(sim.evaluate(snr).tasks["correct"].mean()) for snr in job.snrs_db}

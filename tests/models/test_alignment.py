@@ -79,7 +79,8 @@ def test_after_stage_1_matched_pairs_are_more_similar_on_held_out_data(tiny):
     def margins():
         channel = sim.uplink.training_channel((10.0, 10.0), torch.Generator().manual_seed(0))
         captions = sim.dataset.captions()
-        return {m: _margin(caption_similarity(sim.model, channel, held_out, captions, m)) for m in ("image", "audio")}
+        found = caption_similarity(sim.model, channel, held_out, captions, ("image", "audio"))
+        return {m: _margin(f) for m, f in found.items()}
 
     before = margins()
     summary = sim.train(stage="align")
