@@ -11,6 +11,7 @@ from pathlib import Path
 from sim.errors import ScenarioError
 
 EXPERIMENTS_HELP = ("snr", "temperature", "tokens", "per-snr")  # sim.reproduce.EXPERIMENTS, without importing torch
+BENCHES = ("analog", "digital", "decoders", "abstraction")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--out", type=Path, help="where the training log and figure go (default: results/<name>)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     scenario_command("validate", "check a scenario; print the resolved config with every default")
-    bench = commands.add_parser("bench", help="PHY throughput against Sionna's stock chain, printed as JSON")
+    bench = commands.add_parser(
+        "bench", help="PHY throughput against Sionna's stock chains (analog, digital, abstraction), printed as JSON"
+    )
+    bench.add_argument(
+        "--only", default=",".join(BENCHES), help=f"comma-separated benchmarks among {', '.join(BENCHES)}"
+    )
     bench.add_argument("--batch-sizes", default="1,16,128,512,1024", help="comma-separated batch sizes")
     bench.add_argument("--repeats", type=int, default=5, help="timed repeats per batch size (median reported)")
     bench.add_argument("--channel", default="tdl-a", help="channel model of both chains")
@@ -207,10 +213,25 @@ def _print_summary(metrics: dict, out: Path) -> None:
 
 
 def cmd_bench(args) -> int:
-    from sim.bench import run_bench
+    from sim.bench import run_bench, run_digital_bench
+    from sim.phy.abstraction import bench_abstraction
+    from sim.phy.ldpc import bench_decoders
 
+    only = [b.strip() for b in args.only.split(",") if b.strip()]
+    unknown = [b for b in only if b not in BENCHES]
+    if unknown:
+        print(f"tokensim bench: --only: {unknown} not among {', '.join(BENCHES)}", file=sys.stderr)
+        return 2
     sizes = [int(b) for b in args.batch_sizes.split(",")]
-    print(json.dumps(run_bench(sizes, args.repeats, args.channel, args.snr_db, args.num_prbs, args.seed), indent=2))
+    runs = {
+        "analog": lambda: run_bench(sizes, args.repeats, args.channel, args.snr_db, args.num_prbs, args.seed),
+        "digital": lambda: run_digital_bench(
+            repeats=args.repeats, channel=args.channel, num_prbs=args.num_prbs, seed=args.seed
+        ),
+        "decoders": lambda: bench_decoders(),
+        "abstraction": lambda: bench_abstraction(repeats=args.repeats, seed=args.seed),
+    }
+    print(json.dumps({name: runs[name]() for name in only}, indent=2))
     return 0
 
 

@@ -40,7 +40,8 @@ def checkpoint_key(scenario: Scenario, stage: str = "finetune") -> tuple[str, di
     """Hash of everything that shapes the model trained up to ``stage``, and that content.
 
     Users' SNRs, ids, compute speeds, the evaluation and the name are left
-    out: one model serves every SNR of the training range, so changing them
+    out, and so is how the digital link decodes (``link.fidelity``, the
+    decoder): one model serves every SNR of the training range, so changing them
     reuses the checkpoint. Which modalities each user of each group sends
     (and how many users share the carrier) shapes the channel in the loop, so
     it is in. The stage-1 key leaves out stage 2's settings, so fine-tuning
@@ -66,6 +67,10 @@ def checkpoint_key(scenario: Scenario, stage: str = "finetune") -> tuple[str, di
         "training": training,
         "version": 3,  # bump when training or its inputs change meaning
     }
+    if s.link.mode == "digital":  # the noise proxy trains on; analog keys stay as they were
+        shaped_by["link"] = s.link.model_dump(
+            mode="json", exclude={"fidelity": True, "decoder": True, "num_bp_iter": True, "harq": {"round_trip_slots"}}
+        )
     return digest(shaped_by), shaped_by
 
 
@@ -79,6 +84,9 @@ class Evaluation:
     and of token power over everything each user sent.
     ``device_flops``: FLOPs per task on a device, per modality (encoder and
     transmitter); ``edge_flops``: FLOPs per task at the edge, per group.
+    ``link``: the uplink's per-task counts, each [num_slots, num_users] (row
+    ``slot`` of ``tasks``): ``airtime_slots``, ``channel_uses`` and, digital,
+    the coded and information bits, MCS and TB outcomes (see :class:`~sim.uplink.Uplink`).
     """
 
     tasks: dict[str, np.ndarray]
@@ -86,6 +94,7 @@ class Evaluation:
     nmse_power: np.ndarray
     device_flops: dict[str, int]
     edge_flops: list[int]
+    link: dict[str, np.ndarray]
 
 
 class Simulation:
@@ -230,6 +239,7 @@ class Simulation:
         error = torch.zeros(len(s.users), dtype=torch.float64, device=self.device)
         power = torch.zeros_like(error)
         columns: dict[str, list] = {k: [] for k in ("group", "slot", "question_type", "answer", "predicted")}
+        link_counts: dict[str, list] = {}
         slot = 0
         for batch in sampler.in_order(s.evaluation.batch_size):
             tx = self.model.transmit(batch["features"])
@@ -246,6 +256,8 @@ class Simulation:
             columns["question_type"].append(batch["question_type"])
             columns["answer"].append(batch["answer"])
             columns["predicted"].append(logits.argmax(-1))
+            for k, v in link["stats"].items():
+                link_counts.setdefault(k, []).append(v)
             slot += num_slots
         tasks = {k: torch.cat(v).cpu().numpy() for k, v in columns.items()}
         tasks["correct"] = tasks["answer"] == tasks["predicted"]
@@ -255,6 +267,7 @@ class Simulation:
             nmse_power=power.cpu().numpy(),
             device_flops=self._device_flops(),
             edge_flops=self._edge_flops(),
+            link={k: torch.cat(v).cpu().numpy() for k, v in link_counts.items()},
         )
 
     def _device_flops(self) -> dict[str, int]:

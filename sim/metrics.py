@@ -3,17 +3,19 @@
 Latency of a task = the slowest sender of its group (device compute +
 queueing + airtime) + edge compute. Device compute is the FLOPs of the
 user's encoders and transmitters over its ``device_gflops``; airtime is the
-slots its payload takes on its equal share of PRBs; queueing is zero while
+slots its payload takes on its equal share of PRBs (digital: with the
+retransmissions of that task's TBs); queueing is zero while
 every user owns its PRBs in every slot; edge compute is the FLOPs of the
 group's receivers, backbone and head over ``compute.edge_gflops``.
+
+Bits per task are the coded bits put on air (digital) or the Shannon bits of
+the channel uses at the user's SNR (analog).
 
 Per-user accuracy is over the tasks of the user's group whose question needs
 something the user sends (the question text is needed by every task).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -22,6 +24,8 @@ from models.encoders import encoder_output_shape
 from sim.engine import Evaluation
 
 MS = 1e3
+BREAKDOWN = ("device_compute", "queueing", "airtime", "edge_compute")
+PLACEMENT = ("distance_m", "indoor", "los", "pathloss_db", "shadow_fading_db")
 
 
 def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[dict], list[dict]]:
@@ -30,20 +34,36 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
     tasks = evaluation.tasks
     qtypes = s.dataset.question_types
     user_index = {u.id: i for i, u in enumerate(s.users)}
-    airtime_ms = np.array(uplink.airtime_s()) * MS
+    counts = evaluation.link  # each [num_slots, num_users]
+    digital = s.link.mode == "digital"
+    snr_db = np.array([u.snr_db for u in s.users])
+    airtime_ms = counts["airtime_slots"] * uplink.slot_seconds * MS
     device_ms = np.array(
         [sum(evaluation.device_flops[m] for m in u.modalities) / (u.device_gflops * 1e9) * MS for u in s.users]
     )
-    uplink_ms = device_ms + airtime_ms  # queueing is zero with equal shares
-    symbols = np.array(uplink.symbols_per_user, dtype=float)
-    bits = np.array([shannon_bits(symbols[i], u.snr_db) for i, u in enumerate(s.users)])
+    uplink_ms = device_ms + airtime_ms  # [num_slots, num_users]; queueing is zero with equal shares
+    channel_uses = counts["channel_uses"].astype(float)
+    shannon = shannon_bits(channel_uses, snr_db)
+    bits = counts["coded_bits"].astype(float) if digital else shannon
     nmse = evaluation.nmse_error / np.maximum(evaluation.nmse_power, 1e-30)
 
+    g_of_task, slot_of_task = tasks["group"], tasks["slot"]
+    latency = np.zeros(len(g_of_task))
+    task_breakdown = np.zeros((len(g_of_task), 4))
+    task_bits, task_uses = np.zeros(len(g_of_task)), np.zeros(len(g_of_task))
     groups = []
     for g, group in enumerate(s.groups):
-        members = [user_index[uid] for uid in group.users]
-        critical = members[int(np.argmax(uplink_ms[members]))]
+        members = np.array([user_index[uid] for uid in group.users])
+        mine = g_of_task == g
+        rows = slot_of_task[mine]
+        critical = members[np.argmax(uplink_ms[rows][:, members], axis=1)]  # slowest sender of each task
         edge_ms = evaluation.edge_flops[g] / (s.compute.edge_gflops * 1e9) * MS
+        latency[mine] = uplink_ms[rows, critical] + edge_ms
+        task_breakdown[mine] = np.stack(
+            [device_ms[critical], np.zeros(len(rows)), airtime_ms[rows, critical], np.full(len(rows), edge_ms)], 1
+        )
+        task_bits[mine] = bits[rows][:, members].sum(1)
+        task_uses[mine] = channel_uses[rows][:, members].sum(1)
         sent = s.group_modalities(group)
         encoded = sum(np.prod(encoder_output_shape(m, s.models)) for m in sent)
         transmitted = sum(s.tokens[m].length * s.tokens[m].dim for m in sent)
@@ -51,33 +71,26 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
             {
                 "id": group.id,
                 "users": list(group.users),
-                "latency_ms": uplink_ms[critical] + edge_ms,
-                "breakdown": {
-                    "device_compute": device_ms[critical],
-                    "queueing": 0.0,
-                    "airtime": airtime_ms[critical],
-                    "edge_compute": edge_ms,
-                },
-                "bits_per_task": float(bits[members].sum()),
-                "channel_uses_per_task": float(symbols[members].sum()),
+                "latency_ms": _mean(latency[mine]),
+                "breakdown": dict(zip(BREAKDOWN, map(float, task_breakdown[mine].mean(0)))),
+                "bits_per_task": _mean(task_bits[mine]),
+                "channel_uses_per_task": _mean(task_uses[mine]),
                 "compression_ratio": float(encoded / transmitted),
             }
         )
 
-    g_of_task = tasks["group"]
-    latency = np.array([gr["latency_ms"] for gr in groups])[g_of_task]
     per_task = [
         {
             "task": i,
             "group": s.groups[g].id,
-            "slot": int(tasks["slot"][i]),
+            "slot": int(slot_of_task[i]),
             "question_type": qtypes[tasks["question_type"][i]],
             "answer": ANSWERS[tasks["answer"][i]],
             "predicted": ANSWERS[tasks["predicted"][i]],
             "correct": bool(tasks["correct"][i]),
             "latency_ms": float(latency[i]),
-            "bits": groups[g]["bits_per_task"],
-            "channel_uses": groups[g]["channel_uses_per_task"],
+            "bits": float(task_bits[i]),
+            "channel_uses": float(task_uses[i]),
         }
         for i, g in enumerate(g_of_task)
     ]
@@ -96,12 +109,16 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
             "accuracy": _mean(tasks["correct"][mine]),
             "tasks": int(mine.sum()),
             "token_nmse": float(nmse[i]),
-            "bits_per_task": float(bits[i]),
-            "channel_uses_per_task": float(symbols[i]),
+            "bits_per_task": _mean(bits[:, i]),
+            "channel_uses_per_task": _mean(channel_uses[:, i]),
             "num_prbs": uplink.share.prbs_per_user,
             "latency_ms": {"mean": _mean(group_latency), "p95": _pct(group_latency, 95)},
-            "uplink_ms": float(uplink_ms[i]),
+            "uplink_ms": _mean(uplink_ms[:, i]),
         }
+        # where geometry set the SNR: the user's place and its TR 38.901 losses
+        record |= {k: getattr(u, k) for k in PLACEMENT if getattr(u, k) is not None}
+        if digital:
+            record |= _digital_counts({k: v[:, i] for k, v in counts.items()}, shannon[:, i], s.link.bits_per_value)
         users.append(record)
         per_user.append(
             {
@@ -111,22 +128,16 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
             | {"latency_p95_ms": record["latency_ms"]["p95"]}
         )
 
-    def mean_over_tasks(value):
-        return float(np.mean(np.array([value(gr) for gr in groups])[g_of_task]))
-
-    breakdown = {
-        k: mean_over_tasks(lambda gr, k=k: gr["breakdown"][k])
-        for k in ("device_compute", "queueing", "airtime", "edge_compute")
-    }
+    breakdown = dict(zip(BREAKDOWN, map(float, task_breakdown.mean(0))))
     answers = np.bincount(tasks["answer"], minlength=len(ANSWERS))
     metrics = {
         "scenario": s.name,
         "accuracy": _mean(tasks["correct"]),
         "tasks": int(len(g_of_task)),
-        "bits_per_task": mean_over_tasks(lambda gr: gr["bits_per_task"]),
-        "bits_kind": "shannon-equivalent",
-        "channel_uses_per_task": mean_over_tasks(lambda gr: gr["channel_uses_per_task"]),
-        "compression_ratio": mean_over_tasks(lambda gr: gr["compression_ratio"]),
+        "bits_per_task": _mean(task_bits),
+        "bits_kind": "coded" if digital else "shannon-equivalent",
+        "channel_uses_per_task": _mean(task_uses),
+        "compression_ratio": _mean(np.array([gr["compression_ratio"] for gr in groups])[g_of_task]),
         "token_nmse": float(evaluation.nmse_error.sum() / max(evaluation.nmse_power.sum(), 1e-30)),
         "latency_ms": {
             "mean": _mean(latency),
@@ -158,12 +169,37 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
         ],
         "users": users,
     }
+    if digital:
+        metrics["link"] = {"mode": "digital", "fidelity": s.link.fidelity} | _digital_counts(
+            counts, shannon, s.link.bits_per_value
+        )
     return metrics, per_user, per_task
 
 
-def shannon_bits(channel_uses: float, snr_db: float) -> float:
-    """Bits ``channel_uses`` complex channel uses carry at capacity, log2(1 + SNR) each."""
-    return channel_uses * math.log2(1 + 10 ** (snr_db / 10))
+def _digital_counts(counts: dict[str, np.ndarray], shannon: np.ndarray, bits_per_value: int) -> dict:
+    """Transport-block statistics of the digital link over the given counts (any shape, summed).
+
+    ``capacity_gap``: Shannon bits of the data resource elements used at the
+    user's SNR over the information bits delivered; 1 would be a
+    capacity-achieving link, and no real one goes below it.
+    """
+    tbs, attempts = counts["tbs"].sum(), counts["attempts"].sum()
+    delivered = counts["information_bits"].sum()
+    return {
+        "mcs": float(counts["mcs"].mean()),
+        "tb_attempts_per_tb": float(attempts / max(tbs, 1)),
+        "tb_residual_bler": float(counts["failed_tbs"].sum() / max(tbs, 1)),
+        "erased_value_rate": float(
+            counts["erased_values"].sum() * bits_per_value / max(counts["payload_bits"].sum(), 1)
+        ),
+        "goodput_bits_per_channel_use": float(delivered / max(counts["channel_uses"].sum(), 1)),
+        "capacity_gap": float(shannon.sum() / delivered) if delivered else float("inf"),
+    }
+
+
+def shannon_bits(channel_uses, snr_db):
+    """Bits ``channel_uses`` complex channel uses carry at capacity, log2(1 + SNR) each (broadcasts)."""
+    return channel_uses * np.log2(1 + 10 ** (np.asarray(snr_db) / 10))
 
 
 def _mean(values) -> float:

@@ -27,6 +27,7 @@ from models.config import (
 )
 from models.data import FashionAVQAConfig
 from sim.errors import ScenarioError, ScenarioErrors
+from sim.mac.allocation import EqualShare
 from sim.phy.channels import CHANNEL_MODELS
 from sim.phy.numerology import (
     MAX_NUM_PRBS,
@@ -34,6 +35,7 @@ from sim.phy.numerology import (
     SUBCARRIER_SPACINGS_HZ,
     num_prbs_for_bandwidth,
 )
+from sim.topology import RadioConfig, TopologyConfig, geometry_errors, is_placed, resolve_geometry
 
 
 class CellConfig(Strict):
@@ -71,12 +73,54 @@ class ChannelConfig(Strict):
     speed_mps: float = Field(1.0, ge=0, description="user speed (Doppler) of TDL models")
 
 
+class HarqConfig(Strict):
+    """Retransmissions of transport blocks that fail their CRC (Chase combining)."""
+
+    max_retx: int = Field(3, ge=0, le=15, description="retransmissions of a TB at most (NR: up to 3 is usual)")
+    round_trip_slots: int = Field(4, ge=1, description="slots from one attempt of a TB to its retransmission")
+
+
+class LinkConfig(Strict):
+    """How tokens go on air: analog symbols, or quantised bits in 5G NR transport blocks."""
+
+    mode: Literal["analog", "digital"] = "analog"
+    bits_per_value: int = Field(8, ge=1, le=16, description="digital: bits per real token value")
+    mcs: int | Literal["auto"] = Field(
+        "auto", description="digital: PUSCH MCS index 0..28 for every user, or auto (link adaptation)"
+    )
+    mcs_table: Literal[1, 2] = Field(1, description="digital: TS 38.214 MCS table (1: up to 64-QAM, 2: 256-QAM)")
+    bler_target: float = Field(0.1, gt=0, lt=1, description="digital: first-transmission BLER link adaptation aims at")
+    fidelity: Literal["link", "abstraction"] = Field(
+        "link", description="digital: decode every bit, or draw TB outcomes from Sionna's PHYAbstraction"
+    )
+    harq: HarqConfig = Field(default_factory=HarqConfig)
+    decoder: str | None = Field(None, description="digital: LDPC TB decoder (sim.phy.ldpc.TB_DECODERS)")
+    num_bp_iter: int | None = Field(None, gt=0, description="digital: BP iterations at most")
+
+    @field_validator("mcs")
+    @classmethod
+    def _mcs_index(cls, mcs):
+        if isinstance(mcs, int) and not 0 <= mcs <= 28:
+            raise ValueError("is not an MCS index 0..28 or auto")
+        return mcs
+
+
 class UserConfig(Strict):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     modalities: list[Modality] = Field(min_length=1)
     snr_db: float | None = Field(
-        None, description="Es/N0 at the receiver, dB; required unless the top-level snr_db is set"
+        None, description="Es/N0 at the receiver, dB; required unless the top-level snr_db is set or the user is placed"
     )
+    position_m: list[float] | None = Field(
+        None, min_length=3, max_length=3, description="[x, y, z]; the base station is at [0, 0, topology.bs_height_m]"
+    )
+    distance_m: float | None = Field(
+        None, gt=0, description="horizontal distance from the BS; alone, at azimuth 360 deg * user index / users"
+    )
+    indoor: bool | None = Field(None, description="drawn with topology.indoor_probability when a placed user omits it")
+    los: bool | None = Field(None, description="LoS of the link's outdoor part (TR 38.901 7.4.2); drawn if omitted")
+    pathloss_db: float | None = Field(None, description="TR 38.901 path loss incl. O2I; filled in for placed users")
+    shadow_fading_db: float | None = Field(None, description="log-normal shadow fading loss; filled in likewise")
     group: str | None = Field(None, description="filled in from groups")
     device_gflops: float | None = Field(None, gt=0, description="defaults to compute.device_gflops")
 
@@ -116,6 +160,9 @@ class Scenario(Strict):
     dataset: FashionAVQAConfig = Field(default_factory=FashionAVQAConfig)
     cell: CellConfig = Field(default_factory=CellConfig)
     channel: ChannelConfig = Field(default_factory=ChannelConfig)
+    link: LinkConfig = Field(default_factory=LinkConfig)
+    topology: TopologyConfig = Field(default_factory=TopologyConfig)
+    radio: RadioConfig = Field(default_factory=RadioConfig)
     snr_db: float | None = Field(None, description="if set, every user's snr_db")
     users: list[UserConfig] = Field(min_length=1)
     groups: list[GroupConfig] = Field(min_length=1)
@@ -278,8 +325,15 @@ def _cross_check(s: Scenario) -> list[ScenarioError]:
                 )
             )
     for i, user in enumerate(s.users):
-        if user.snr_db is None and s.snr_db is None:
-            errors.append(ScenarioError(f"users[{i}].snr_db", None, "is required unless the top-level snr_db is set"))
+        if user.snr_db is None and s.snr_db is None and not is_placed(s, user):
+            errors.append(
+                ScenarioError(
+                    f"users[{i}].snr_db",
+                    None,
+                    "is required unless the top-level snr_db is set or the user is placed (its SNR from geometry)",
+                    "a number; or users[i].position_m / distance_m; or topology.drop: cell | hex",
+                )
+            )
         if user.id not in group_of:
             errors.append(ScenarioError(f"users[{i}].id", user.id, "is in no group; every user sends for one group"))
         elif user.group is not None and user.group != group_of[user.id]:
@@ -290,6 +344,8 @@ def _cross_check(s: Scenario) -> list[ScenarioError]:
                     f"disagrees with groups, which put {user.id!r} in {group_of[user.id]!r}",
                 )
             )
+
+    errors += geometry_errors(s)
 
     used = {m for u in s.users for m in u.modalities}
     for m in sorted(used):
@@ -336,6 +392,30 @@ def _cross_check(s: Scenario) -> list[ScenarioError]:
         errors.append(
             ScenarioError("cell.num_prbs", num_prbs, f"is fewer than the {len(s.users)} users sharing it equally")
         )
+    elif s.link.mode == "digital":
+        errors += _check_digital_link(s.link, num_prbs // len(s.users), len(cell.pilot_ofdm_symbol_indices))
+    return errors
+
+
+def _check_digital_link(link: LinkConfig, prbs_per_user: int, num_pilot_symbols: int) -> list[ScenarioError]:
+    """A fixed MCS must be one Sionna can code on each user's PRBs and abstract; decoders must exist."""
+    from sim.phy.digital import usable_mcs
+    from sim.phy.ldpc import TB_DECODERS
+
+    errors = []
+    allowed = usable_mcs(prbs_per_user, num_pilot_symbols, link.mcs_table)
+    if link.mcs != "auto" and link.mcs not in allowed:
+        errors.append(
+            ScenarioError(
+                "link.mcs",
+                link.mcs,
+                f"is not codable on {prbs_per_user} PRBs per user by Sionna's 5G LDPC encoder (rate >= 1/5), "
+                f"or has no BLER table for its abstraction (MCS table {link.mcs_table})",
+                f"{min(allowed)}..{max(allowed)}, auto",
+            )
+        )
+    if link.decoder is not None and link.decoder not in TB_DECODERS:
+        errors.append(ScenarioError("link.decoder", link.decoder, "is not a TB decoder", ", ".join(TB_DECODERS)))
     return errors
 
 
@@ -355,6 +435,9 @@ def _resolve(s: Scenario) -> Scenario:
             user.snr_db = s.snr_db
         if user.device_gflops is None:
             user.device_gflops = s.compute.device_gflops
+    # Placed users without an SNR get it from geometry, their power spread over their equal share of PRBs.
+    share = EqualShare(s.cell.num_prbs, len(s.users), len(s.cell.pilot_ofdm_symbol_indices))
+    resolve_geometry(s, share.prbs_per_user)
     sent = {m for u in s.users for m in u.modalities}
     s.tokens = {m: s.tokens[m] for m in MODALITIES if m in sent}  # nothing else is encoded or trained
     return s

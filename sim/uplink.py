@@ -5,6 +5,11 @@ dim]`` (slot-major). The uplink packs each user's modalities into one payload
 ``[num_slots, num_users, num_values]``, sends all ``num_slots * num_users``
 links through :class:`~sim.phy.analog.AnalogLink` at once, and unpacks the
 received values into the same per-modality layout for the edge.
+
+``link.mode`` picks the PHY: analog symbols (:class:`~sim.phy.analog.AnalogLink`)
+or quantised tokens in 5G NR transport blocks (:class:`~sim.phy.digital.DigitalLink`).
+Training goes through the analog link itself, or through the digital link's
+noise proxy (quantisation and TB erasures, :meth:`DigitalLink.proxy`).
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ from models.config import MODALITIES
 from sim.mac.allocation import EqualShare
 from sim.phy.analog import AnalogLink
 from sim.phy.channels import channel_model
+from sim.phy.digital import DigitalLink
 from sim.phy.numerology import (
     NUM_OFDM_SYMBOLS_PER_SLOT,
     NUM_SUBCARRIERS_PER_PRB,
     pilot_symbol_indices,
     slot_duration_s,
 )
+from sim.topology import cell_geometry
 
 
 class Uplink(nn.Module):
@@ -34,7 +41,10 @@ class Uplink(nn.Module):
     :input tokens: ``{modality: [num_slots * num_groups, length, dim]}``, float.
     :input snr_db: [num_slots, num_users], float.
     :output: dict with ``"tokens"`` (received, same layout as the input),
-        ``"payload_tx"`` and ``"payload_rx"`` ([num_slots, num_users, num_values], float).
+        ``"payload_tx"`` and ``"payload_rx"`` ([num_slots, num_users, num_values], float),
+        and ``"stats"``: per-task link counts, each [num_slots, num_users]
+        (``"airtime_slots"``, ``"channel_uses"``; digital adds the coded and
+        information bits, MCS, TB attempts and failures of :class:`DigitalLink`).
     """
 
     def __init__(self, scenario, device: torch.device):
@@ -86,30 +96,68 @@ class Uplink(nn.Module):
             delay_spread_s=ch.delay_spread_s,
             speed_mps=ch.speed_mps,
             device=self.resource_grid.device,
+            geometry=cell_geometry(scenario),  # the users' places, for the 3GPP umi/uma/rma fading
         )
         self.link = AnalogLink(self.resource_grid, model, csi=ch.csi, device=self.resource_grid.device)
+        self.digital = None
+        if scenario.link.mode == "digital":
+            ln = scenario.link
+            self.digital = DigitalLink(
+                values_per_user=self.values_per_user,
+                num_prbs=self.share.prbs_per_user,
+                subcarrier_spacing_hz=cell.subcarrier_spacing_hz,
+                pilot_ofdm_symbol_indices=cell.pilot_ofdm_symbol_indices,
+                channel_model=model,
+                csi=ch.csi,
+                bits_per_value=ln.bits_per_value,
+                mcs=ln.mcs,
+                bler_target=ln.bler_target,
+                mcs_table=ln.mcs_table,
+                fidelity=ln.fidelity,
+                max_retx=ln.harq.max_retx,
+                round_trip_slots=ln.harq.round_trip_slots,
+                decoder=ln.decoder,
+                num_bp_iter=ln.num_bp_iter,
+                device=self.resource_grid.device,
+            )
 
     def forward(self, tokens: dict[str, torch.Tensor], snr_db: torch.Tensor) -> dict:
         num_slots, num_users = snr_db.shape
-        payload = tokens[next(iter(tokens))].new_zeros(num_slots, num_users * self.num_values)
+        payload = self.pack(tokens)
+        if self.digital is None:
+            received = self.link(payload.reshape(num_slots * num_users, self.num_values), snr_db.flatten())["tokens"]
+            received = received.reshape(payload.shape)
+            stats = {
+                "airtime_slots": torch.tensor(self.slots_per_user, device=snr_db.device).expand(num_slots, -1),
+                "channel_uses": torch.tensor(self.symbols_per_user, device=snr_db.device).expand(num_slots, -1),
+            }
+        else:
+            stats = self.digital(payload, snr_db)
+            received = stats.pop("values")
+        return {"tokens": self.unpack(received, tokens), "payload_tx": payload, "payload_rx": received, "stats": stats}
+
+    def pack(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``{modality: [num_slots * num_groups, length, dim]}`` -> payloads [num_slots, num_users, num_values]."""
+        first = next(iter(tokens.values()))
+        num_slots = first.shape[0] // self.num_groups
+        payload = first.new_zeros(num_slots, len(self.user_ids) * self.num_values)
         for m, index in self._indices.items():
             sent = tokens[m].reshape(num_slots, self.num_groups, -1)[:, self._groups[m]]
             payload = payload.index_copy(1, index, sent.flatten(1))
-        received = self.link(payload.reshape(num_slots * num_users, self.num_values), snr_db.flatten())["tokens"]
-        received = received.reshape(num_slots, num_users * self.num_values)
+        return payload.reshape(num_slots, len(self.user_ids), self.num_values)
+
+    def unpack(self, payload: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Payloads [num_slots, num_users, num_values] -> tokens in the layout of ``like``."""
+        num_slots = payload.shape[0]
+        flat = payload.reshape(num_slots, -1)
         out = {}
         for m, (length, dim) in self.token_shapes.items():
-            rx = tokens[m].new_zeros(num_slots, self.num_groups, length * dim)
+            rx = like[m].new_zeros(num_slots, self.num_groups, length * dim)
             if m in self._indices:
-                rx = rx.index_copy(
-                    1, self._groups[m], received.index_select(1, self._indices[m]).reshape(num_slots, -1, length * dim)
-                )
+                got = flat.index_select(1, self._indices[m]).reshape(num_slots, -1, length * dim)
+                rx = rx.index_copy(1, self._groups[m], got)
             out[m] = rx.reshape(num_slots * self.num_groups, length, dim)
-        return {
-            "tokens": out,
-            "payload_tx": payload.reshape(num_slots, num_users, -1),
-            "payload_rx": received.reshape(num_slots, num_users, -1),
-        }
+        return out
 
     def training_channel(self, snr_db_range: tuple[float, float], generator: torch.Generator):
         """Channel function for training: each user's SNR drawn uniformly per slot."""
@@ -118,7 +166,9 @@ class Uplink(nn.Module):
         def channel(tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             num_slots = next(iter(tokens.values())).shape[0] // self.num_groups
             snr = low + (high - low) * torch.rand(num_slots, len(self.user_ids), generator=generator)
-            return self(tokens, snr.to(self.link.device))["tokens"]
+            if self.digital is None:
+                return self(tokens, snr.to(self.link.device))["tokens"]
+            return self.unpack(self.digital.proxy(self.pack(tokens), snr.to(self.link.device), generator), tokens)
 
         return channel
 

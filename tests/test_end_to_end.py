@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+
+import pytest
 
 from sim.cli import main
 
@@ -84,6 +87,24 @@ def test_same_seed_twice_gives_identical_metrics(tiny, write_scenario, tmp_path,
     assert runs[0] == runs[1]
     other = _run(path, tmp_path / "other-seed", "--set", "seed=4")
     assert other["accuracy"] != runs[0]["accuracy"] or other["token_nmse"] != runs[0]["token_nmse"]
+
+
+@pytest.mark.parametrize("fidelity", ["link", "abstraction"])
+def test_digital_run_reports_coded_bits_and_capacity_gap(tiny, write_scenario, tmp_path, fidelity):
+    """The digital link end to end: noise-proxy training, 5G NR TBs, per-user coded bits and capacity gap."""
+    tiny["link"] = {"mode": "digital", "bits_per_value": 4, "fidelity": fidelity, "harq": {"max_retx": 1}}
+    path = write_scenario(tiny)
+    metrics = _run(path, tmp_path / fidelity)
+    assert metrics["bits_kind"] == "coded" and metrics["link"]["fidelity"] == fidelity
+    users = {u["id"]: u for u in metrics["users"]}
+    for u in users.values():
+        assert u["capacity_gap"] >= 1.0 and u["goodput_bits_per_channel_use"] <= math.log2(1 + 10 ** (u["snr_db"] / 10))
+        # coded bits on air: every attempt fills the user's data REs with QAM symbols of its MCS
+        assert u["bits_per_task"] >= u["channel_uses_per_task"] * 2 - 1e-9
+    assert users["q1"]["mcs"] > users["both2"]["mcs"]  # 15 dB against -5 dB: link adaptation
+    assert users["both2"]["tb_residual_bler"] >= users["q1"]["tb_residual_bler"]
+    latency = metrics["latency_ms"]
+    assert abs(sum(latency["breakdown"].values()) - latency["mean"]) < 1e-6
 
 
 def test_bench_chains_agree_on_the_same_tensors():

@@ -36,7 +36,9 @@ class AnalogLink(Block):
     :output: dict with
         ``"tokens"``: [batch_size, num_values], float, the MMSE estimates;
         ``"symbols"``: [batch_size, num_values / 2], complex, the same as symbols;
-        ``"h"``: [batch_size, num_values / 2], complex, the true channel at those symbols.
+        ``"h"``: [batch_size, num_values / 2], complex, the true channel at those symbols;
+        ``"sinr"``: [batch_size, num_values / 2], float, post-equalisation SINR of each
+        symbol, :math:`|\hat h|^2 / (N_0 + \sigma^2_e)` (the digital link demaps with it).
 
     >>> link = AnalogLink(rg, channel_model(...), csi="ls")
     >>> rx = link(tx_tokens, snr_db)["tokens"]
@@ -89,4 +91,10 @@ class AnalogLink(Block):
             h_hat, err_var = (t.flatten(1).index_select(1, used) for t in (h_hat, err_var))
         y = y[:, 0, 0].flatten(1).index_select(1, used)
         x_hat = mmse_equalize(y, h_hat, no[:, None], err_var)
-        return {"tokens": torch.view_as_real(x_hat).reshape(batch, num_values), "symbols": x_hat, "h": h}
+        sinr = (h_hat.real.square() + h_hat.imag.square()) / (no[:, None] + err_var)
+        return {
+            "tokens": torch.view_as_real(x_hat).reshape(batch, num_values),
+            "symbols": x_hat,
+            "h": h,
+            "sinr": sinr,
+        }

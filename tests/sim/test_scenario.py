@@ -124,6 +124,18 @@ BAD = [
         ["training.finetune.snr_db_range", "low <= high"],
     ),
     ("device", lambda s: s.update(device="tpu"), ["device", "'tpu'", "auto"]),
+    ("link mode", lambda s: s.update(link={"mode": "qam"}), ["link.mode", "'qam'", "analog or digital"]),
+    ("MCS index", lambda s: s.update(link={"mode": "digital", "mcs": 31}), ["link.mcs", "31", "0..28"]),
+    (
+        "MCS below the LDPC code's lowest rate",
+        lambda s: s.update(link={"mode": "digital", "mcs": 1}),
+        ["link.mcs", "1", "rate >= 1/5", "auto"],
+    ),
+    (
+        "LDPC decoder",
+        lambda s: s.update(link={"mode": "digital", "decoder": "magic"}),
+        ["link.decoder", "'magic'", "sionna-bp"],
+    ),
 ]
 
 

@@ -1,0 +1,112 @@
+"""The digital cliff against the analog link's graceful decline, on the default scenario.
+
+Runs ``tokensim run scenarios/cell_10users.yaml --set snr_db=X`` for every arm
+and SNR (each arm's checkpoint is trained once, then reused), and writes
+``cliff.csv``, ``cliff.md`` and ``cliff.png``/``.pdf`` next to this file from
+the runs' ``metrics.json``. Runs already done are read, not rerun.
+
+    .venv/bin/python docs/digital/cliff.py [--out results/cliff] [--snrs=-10,-5,0,5,10,15,20,25]
+
+``tokensim sweep`` (issue 6) will do this for any key; this script is the
+record of how the figure in ``docs/digital/index.md`` was made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from sim.cli import main as tokensim  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ARMS = {
+    "analog": [],
+    "digital, abstraction": ["link.mode=digital", "link.fidelity=abstraction"],
+    # the same checkpoint, every bit decoded: a quarter of the tasks, for CPU time
+    "digital, link level": ["link.mode=digital", "evaluation.tasks_per_group=250"],
+}
+
+
+def run(out: Path, snrs: list[float], arms: dict[str, list[str]]) -> list[dict]:
+    rows = []
+    for arm, overrides in arms.items():
+        for snr in snrs:
+            where = out / arm.replace(", ", "-").replace(" ", "_") / f"snr{snr:g}"
+            if not (where / "metrics.json").is_file():
+                sets = [f"snr_db={snr}", *overrides]
+                args = ["run", "scenarios/cell_10users.yaml", "--out", str(where), "--quiet"]
+                assert tokensim(args + [x for s in sets for x in ("--set", s)]) == 0
+            m = json.loads((where / "metrics.json").read_text())
+            link = m.get("link", {})
+            rows.append(
+                {
+                    "arm": arm,
+                    "snr_db": snr,
+                    "accuracy": m["accuracy"],
+                    "token_nmse": m["token_nmse"],
+                    "bits_per_task": m["bits_per_task"],
+                    "bits_kind": m["bits_kind"],
+                    "channel_uses_per_task": m["channel_uses_per_task"],
+                    "latency_p95_ms": m["latency_ms"]["p95"],
+                    "mcs": link.get("mcs", ""),
+                    "tb_residual_bler": link.get("tb_residual_bler", ""),
+                    "capacity_gap": link.get("capacity_gap", ""),
+                }
+            )
+    return rows
+
+
+def write(rows: list[dict], snrs: list[float]) -> None:
+    with open(HERE / "cliff.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    lines = ["| SNR dB | " + " | ".join(f"{s:g}" for s in snrs) + " |", "|---" + "|---:" * len(snrs) + "|"]
+    for arm in arms:
+        mine = {r["snr_db"]: r for r in rows if r["arm"] == arm}
+        lines.append(f"| {arm}: accuracy | " + " | ".join(f"{mine[s]['accuracy']:.3f}" for s in snrs) + " |")
+        lines.append(f"| {arm}: token NMSE | " + " | ".join(f"{mine[s]['token_nmse']:.3f}" for s in snrs) + " |")
+        if mine[snrs[0]]["mcs"] != "":
+            lines.append(f"| {arm}: mean MCS | " + " | ".join(f"{mine[s]['mcs']:.1f}" for s in snrs) + " |")
+            lines.append(
+                f"| {arm}: residual BLER | " + " | ".join(f"{mine[s]['tb_residual_bler']:.3f}" for s in snrs) + " |"
+            )
+        lines.append(
+            f"| {arm}: p95 latency ms | " + " | ".join(f"{mine[s]['latency_p95_ms']:.1f}" for s in snrs) + " |"
+        )
+    (HERE / "cliff.md").write_text("\n".join(lines) + "\n")
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7.0, 2.8))
+    for arm in arms:
+        mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["snr_db"])
+        x = [r["snr_db"] for r in mine]
+        left.plot(x, [r["accuracy"] for r in mine], marker="o", label=arm)
+        right.plot(x, [r["token_nmse"] for r in mine], marker="o", label=arm)
+    left.set(xlabel="SNR (dB), every user", ylabel="task accuracy", title="accuracy")
+    right.set(xlabel="SNR (dB), every user", ylabel="token NMSE", title="received tokens", yscale="log")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    fig.tight_layout()
+    for suffix in ("png", "pdf"):
+        fig.savefig(HERE / f"cliff.{suffix}", dpi=150)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("results/cliff"))
+    parser.add_argument("--snrs", default="-10,-5,0,5,10,15,20,25")
+    args = parser.parse_args()
+    snrs = [float(s) for s in args.snrs.split(",")]
+    rows = run(args.out, snrs, ARMS)
+    write(rows, snrs)
+    print((HERE / "cliff.md").read_text())

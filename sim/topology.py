@@ -1,0 +1,431 @@
+"""Where the users stand and what their path to the base station costs: 3GPP TR 38.901 geometry.
+
+One base station stands at ``[0, 0, topology.bs_height_m]``. A user is *placed*
+by ``position_m: [x, y, z]``, by ``distance_m`` (horizontal, from the BS), or by
+a drop of the ``topology:`` section (``cell``: uniform in a disc,
+``hex``: uniform in the BS's hexagonal cell of a 3GPP layout, both drawn by
+Sionna's :class:`~sionna.sys.HexGrid`). For every placed user Sionna's TR 38.901
+scenario (UMi, UMa or RMa) gives the LoS state (Section 7.4.2), the path loss
+(7.4.1, plus O2I loss for indoor users, 7.4.3) and log-normal shadow fading
+(the scenario's sigma, Table 7.5-6); the ``radio:`` section turns that into an
+SNR per resource element at the BS (:func:`geometry_snr_db`).
+
+Every draw comes from the scenario seed alone. What :func:`resolve_geometry`
+fills in (positions, distances, indoor and LoS states, path loss, shadow
+fading, SNR) is written back into the users, so the resolved scenario shows it
+and validates to itself: a value already given is kept, never redrawn.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from models.config import Strict
+from sim.errors import ScenarioError
+from sim.phy.channels import SYSTEM_LEVEL_MODELS, CellGeometry, single_antenna_array
+
+if TYPE_CHECKING:
+    import torch
+
+    from sim.scenario import Scenario, UserConfig
+
+SCENARIOS = SYSTEM_LEVEL_MODELS  # TR 38.901 scenarios with path loss: "umi", "uma", "rma"
+DROPS = ("none", "cell", "hex")
+GEOMETRY_STREAM = 1 << 33  # offset of the geometry's seed from the scenario's (the engine uses 1 << 31, 1 << 32)
+DECIMALS = 2  # decimals of filled-in metres and dB: centimetres and 0.01 dB read well and change nothing
+
+
+class TopologyConfig(Strict):
+    """The cell's layout. Keys left out take TR 38.901 Table 7.2-1 values of ``scenario`` once a user is placed."""
+
+    scenario: Literal[SCENARIOS] | None = Field(  # type: ignore[valid-type]
+        None, description="TR 38.901 path loss model; default channel.model if that is umi/uma/rma, else umi"
+    )
+    drop: Literal[DROPS] = Field(  # type: ignore[valid-type]
+        "none", description="none: users give position_m or distance_m; cell: disc; hex: hexagonal cell"
+    )
+    isd_m: float | None = Field(None, gt=0, description="inter-site distance (3GPP: 200 umi, 500 uma, 5000 rma)")
+    cell_radius_m: float | None = Field(None, gt=0, description="radius of drop: cell; default isd_m / sqrt(3)")
+    min_distance_m: float | None = Field(
+        None, ge=0, description="least horizontal BS-user distance of a drop (3GPP: 10 umi, 35 uma and rma)"
+    )
+    bs_height_m: float | None = Field(None, gt=0, description="3GPP: 10 umi, 25 uma, 35 rma")
+    ut_height_m: float = Field(1.5, gt=0, description="height of users placed by distance_m or a drop")
+    indoor_probability: float | None = Field(
+        None, ge=0, le=1, description="chance a user without `indoor` is indoor (3GPP: 0.8 umi/uma, 0.5 rma)"
+    )
+    o2i_model: Literal["low", "high"] = Field("low", description="outdoor-to-indoor loss (RMa has only low)")
+    shadow_fading: bool = Field(True, description="log-normal shadow fading with the scenario's sigma")
+
+
+class RadioConfig(Strict):
+    """Uplink power and receiver noise that turn path loss into each user's SNR."""
+
+    ut_max_power_dbm: float = Field(23.0, description="user transmit power (3GPP power class 3: 23 dBm)")
+    bs_noise_figure_db: float = Field(5.0, ge=0, description="base station receiver noise figure")
+    p0_dbm: float | None = Field(
+        None, description="open-loop power control target per PRB (TS 38.213 7.1.1); unset: full power"
+    )
+    alpha: float = Field(1.0, ge=0, le=1, description="path loss compensation of power control")
+
+
+# ---------------------------------------------------------------- checks and resolution
+
+
+def is_placed(scenario: Scenario, user: UserConfig) -> bool:
+    """Whether ``user`` has a place: its own position or distance, or the topology's drop."""
+    return user.position_m is not None or user.distance_m is not None or scenario.topology.drop != "none"
+
+
+def geometry_errors(s: Scenario) -> list[ScenarioError]:
+    """What the geometry keys cannot check alone (``_cross_check`` of the scenario calls this)."""
+    errors: list[ScenarioError] = []
+    topo = s.topology
+    if topo.scenario is not None and s.channel.model in SCENARIOS and topo.scenario != s.channel.model:
+        errors.append(
+            ScenarioError(
+                "topology.scenario",
+                topo.scenario,
+                f"disagrees with channel.model {s.channel.model!r} (path loss and fading of one scenario)",
+                s.channel.model,
+            )
+        )
+    if s.channel.model in SCENARIOS:
+        unplaced = [u.id for u in s.users if not is_placed(s, u)]
+        if unplaced:
+            errors.append(
+                ScenarioError(
+                    "channel.model",
+                    s.channel.model,
+                    f"needs every user's place; none for {', '.join(unplaced)}",
+                    "users[i].position_m: [x, y, z], users[i].distance_m, or topology.drop: cell | hex",
+                )
+            )
+    if topo.drop != "none":
+        errors += _drop_errors(topo, topo.scenario or _default_scenario(s))
+    for i, user in enumerate(s.users):
+        if user.position_m is not None:
+            horizontal = math.hypot(user.position_m[0], user.position_m[1])
+            if horizontal == 0:
+                errors.append(
+                    ScenarioError(f"users[{i}].position_m", user.position_m, "stands on the base station (0 m away)")
+                )
+            elif user.distance_m is not None and abs(horizontal - user.distance_m) > 10**-DECIMALS:
+                errors.append(
+                    ScenarioError(
+                        f"users[{i}].distance_m",
+                        user.distance_m,
+                        f"disagrees with position_m, {horizontal:.{DECIMALS}f} m from the base station",
+                    )
+                )
+        if not is_placed(s, user):
+            for key in ("indoor", "los", "pathloss_db", "shadow_fading_db"):
+                if getattr(user, key) is not None:
+                    errors.append(
+                        ScenarioError(
+                            f"users[{i}].{key}",
+                            getattr(user, key),
+                            "belongs to a placed user; this one has no place",
+                            "users[i].position_m, users[i].distance_m, or topology.drop: cell | hex",
+                        )
+                    )
+    return errors
+
+
+def _drop_errors(topo: TopologyConfig, scenario: str) -> list[ScenarioError]:
+    defaults = tr38901_defaults(scenario)
+    min_distance = topo.min_distance_m if topo.min_distance_m is not None else defaults["min_distance_m"]
+    isd = topo.isd_m if topo.isd_m is not None else defaults["isd_m"]
+    if topo.drop == "cell":
+        radius = topo.cell_radius_m if topo.cell_radius_m is not None else isd / math.sqrt(3)
+        if min_distance >= radius:
+            return [
+                ScenarioError("topology.min_distance_m", min_distance, f"is not below the cell radius ({radius:g} m)")
+            ]
+    elif min_distance > isd / 2:
+        return [
+            ScenarioError(
+                "topology.min_distance_m", min_distance, f"is beyond half the inter-site distance ({isd:g} m)"
+            )
+        ]
+    return []
+
+
+def resolve_geometry(s: Scenario, prbs_per_user: int) -> None:
+    """Fill in the topology's defaults and every placed user's geometry and (unless given) SNR, in place.
+
+    Run after the top-level ``snr_db`` has been copied to the users: a user's
+    ``snr_db`` that is set already wins over geometry.
+    """
+    placed = [i for i, u in enumerate(s.users) if is_placed(s, u)]
+    if not placed:  # the topology stays as given: scenarios without geometry validate without torch and Sionna
+        return
+    import torch
+
+    topo = s.topology
+    topo.scenario = topo.scenario or _default_scenario(s)
+    for key, value in tr38901_defaults(topo.scenario).items():
+        if getattr(topo, key) is None:
+            setattr(topo, key, value)
+    if topo.cell_radius_m is None:
+        topo.cell_radius_m = _round(topo.isd_m / math.sqrt(3))
+
+    with _seeded_sionna(s.seed + GEOMETRY_STREAM):
+        dropped = [i for i in placed if s.users[i].position_m is None and s.users[i].distance_m is None]
+        if dropped:
+            for i, position in zip(dropped, drop_users(len(dropped), topo).tolist()):
+                s.users[i].position_m = [_round(c) for c in position]
+        for i in placed:
+            user = s.users[i]
+            if user.position_m is None:  # on a ray of its own: users spread evenly around the BS by index
+                azimuth = 2 * math.pi * i / len(s.users)
+                d = user.distance_m
+                user.position_m = [_round(d * math.cos(azimuth)), _round(d * math.sin(azimuth)), topo.ut_height_m]
+            if user.distance_m is None:
+                user.distance_m = _round(math.hypot(user.position_m[0], user.position_m[1]))
+
+        users = [s.users[i] for i in placed]
+        if any(None in (u.indoor, u.los, u.pathloss_db, u.shadow_fading_db) for u in users):
+            path = tr38901_pathloss(
+                topo.scenario,
+                torch.tensor([u.position_m for u in users], dtype=torch.float64),
+                [0.0, 0.0, topo.bs_height_m],
+                s.cell.carrier_frequency_hz,
+                indoor=[u.indoor for u in users],
+                los=[u.los for u in users],
+                indoor_probability=topo.indoor_probability,
+                o2i_model=topo.o2i_model,
+            )
+            for k, user in enumerate(users):
+                for key in ("indoor", "los"):
+                    if getattr(user, key) is None:
+                        setattr(user, key, bool(path[key][k]))
+                if user.pathloss_db is None:
+                    user.pathloss_db = _round(float(path["pathloss_db"][k]))
+                if user.shadow_fading_db is None:
+                    user.shadow_fading_db = _round(float(path["shadow_fading_db"][k])) if topo.shadow_fading else 0.0
+
+    for user, snr in zip(s.users, geometry_snr_db(s, prbs_per_user)):
+        if user.snr_db is None and snr is not None:
+            user.snr_db = _round(snr)
+
+
+def geometry_snr_db(scenario: Scenario, prbs_per_user: int) -> list[float | None]:
+    """Each user's SNR per resource element at the BS from its path loss and shadow fading, dB.
+
+    The user's transmit power (full power, or open-loop power control when
+    ``radio.p0_dbm`` is set) is spread evenly over its ``prbs_per_user * 12``
+    subcarriers; noise is -174 dBm/Hz plus the noise figure over one subcarrier.
+    ``None`` for a user without geometry (no path loss resolved).
+    """
+    import torch
+
+    users = [u for u in scenario.users if u.pathloss_db is not None]
+    snr = iter(
+        received_snr_db(
+            torch.tensor([u.pathloss_db + (u.shadow_fading_db or 0.0) for u in users], dtype=torch.float64),
+            scenario.radio,
+            num_subcarriers=prbs_per_user * 12,
+            subcarrier_spacing_hz=scenario.cell.subcarrier_spacing_hz,
+        ).tolist()
+        if users
+        else []
+    )
+    return [next(snr) if u.pathloss_db is not None else None for u in scenario.users]
+
+
+def cell_geometry(scenario: Scenario) -> CellGeometry | None:
+    """Where the (resolved) users and the BS are, for the 3GPP fading models; ``None`` if a user has no place."""
+    users = scenario.users
+    if any(u.position_m is None or u.indoor is None or u.los is None for u in users):
+        return None
+    return CellGeometry(
+        ut_positions_m=[list(u.position_m) for u in users],
+        bs_position_m=[0.0, 0.0, scenario.topology.bs_height_m],
+        indoor=[u.indoor for u in users],
+        los=[u.los for u in users],
+    )
+
+
+# ---------------------------------------------------------------- Sionna does the work
+
+
+def tr38901_defaults(scenario: str) -> dict[str, float]:
+    """TR 38.901 layout values of ``scenario`` as Sionna tabulates them (``set_3gpp_scenario_parameters``)."""
+    from sionna.phy.channel.utils import set_3gpp_scenario_parameters
+
+    min_distance, isd, bs_height, _, _, indoor_probability, _, _ = set_3gpp_scenario_parameters(
+        scenario, precision="double", device="cpu"
+    )
+    return {
+        "isd_m": float(isd),
+        "min_distance_m": float(min_distance),
+        "bs_height_m": float(bs_height),
+        "indoor_probability": float(indoor_probability),
+    }
+
+
+def drop_users(num_users: int, topology: TopologyConfig) -> torch.Tensor:
+    """Drop users uniformly in the one BS's cell with Sionna's :class:`~sionna.sys.HexGrid`.
+
+    ``drop: hex`` is the BS's hexagon in a layout of inter-site distance
+    ``isd_m``; ``drop: cell`` the disc of radius ``cell_radius_m``: a hexagon
+    whose inscribed circle is that disc, with the distance capped at the radius.
+    Users take the three sectors in turn. Draws from Sionna's generator.
+
+    :output: [num_users, 3], float64, positions in metres
+    """
+    from sionna.sys import HexGrid
+
+    if topology.drop == "cell":
+        isd, max_horizontal = 2 * topology.cell_radius_m, topology.cell_radius_m
+    else:
+        isd, max_horizontal = topology.isd_m, topology.isd_m / math.sqrt(3)
+    grid = HexGrid(num_rings=1, isd=isd, cell_height=topology.bs_height_m, precision="double", device="cpu")
+    height = topology.bs_height_m - topology.ut_height_m  # HexGrid takes 3D distances
+    ut_loc, _, _ = grid(
+        1,
+        math.ceil(num_users / 3),
+        min_bs_ut_dist=math.hypot(topology.min_distance_m, height),
+        max_bs_ut_dist=math.hypot(max_horizontal, height),
+        min_ut_height=topology.ut_height_m,
+        max_ut_height=topology.ut_height_m,
+    )
+    # [batch, num_cells, 3 sectors, per sector, 3]: cell 0 is ours, at the origin
+    return ut_loc[0, 0].transpose(0, 1).reshape(-1, 3)[:num_users]
+
+
+def tr38901_pathloss(
+    scenario: str,
+    ut_positions_m: torch.Tensor,
+    bs_position_m: list[float],
+    carrier_frequency_hz: float,
+    indoor: list[bool | None] | None = None,
+    los: list[bool | None] | None = None,
+    indoor_probability: float = 0.0,
+    o2i_model: str = "low",
+) -> dict[str, torch.Tensor]:
+    """TR 38.901 path loss and shadow fading of single-antenna uplinks to one BS, from Sionna's scenario classes.
+
+    States left ``None`` are drawn: indoor with ``indoor_probability``, LoS
+    with the scenario's LoS probability (7.4.2). Draws from Sionna's generator.
+
+    :param ut_positions_m: [num_users, 3], float
+    :output: dict of [num_users] tensors: ``"pathloss_db"`` (basic path loss
+        plus O2I loss, dB), ``"shadow_fading_db"`` (log-normal, a loss in dB:
+        add it to the path loss), ``"indoor"`` and ``"los"`` (bool; LoS of the
+        link's outdoor part, which sets the path loss of indoor users too).
+    """
+    import torch
+    from sionna.phy.channel.tr38901 import LSPGenerator, RMaScenario, UMaScenario, UMiScenario
+    from sionna.phy.utils import sample_bernoulli
+
+    num_users = ut_positions_m.shape[0]
+    indoor = indoor or [None] * num_users
+    los = los or [None] * num_users
+    arrays = {end: single_antenna_array(carrier_frequency_hz, "double", "cpu") for end in ("ut_array", "bs_array")}
+    common = dict(direction="uplink", precision="double", device="cpu", **arrays)
+    if scenario == "rma":  # RMa has only the low-loss O2I model
+        model = RMaScenario(carrier_frequency_hz, **common)
+    else:
+        model = {"umi": UMiScenario, "uma": UMaScenario}[scenario](carrier_frequency_hz, o2i_model, **common)
+
+    drawn = sample_bernoulli([num_users], indoor_probability, precision="double", device="cpu")
+    in_state = torch.tensor([d if g is None else g for d, g in zip(drawn.tolist(), indoor)], dtype=torch.bool)[None]
+    topology = dict(
+        ut_loc=ut_positions_m.to(torch.float64)[None],
+        bs_loc=torch.tensor(bs_position_m, dtype=torch.float64)[None, None],
+        ut_orientations=torch.zeros(1, num_users, 3, dtype=torch.float64),
+        bs_orientations=torch.zeros(1, 1, 3, dtype=torch.float64),
+        ut_velocities=torch.zeros(1, num_users, 3, dtype=torch.float64),
+        in_state=in_state,
+    )
+    if scenario == "rma":  # else Sionna puts every outdoor RMa user in a car, with ~9 dB penetration loss
+        topology["in_car"] = torch.zeros(1, num_users, dtype=torch.bool)
+    model.set_topology(**topology, los="random")  # TR 38.901 7.4.2 draws, then the states given override them
+    drawn_los = model.outdoor_los[0, 0].tolist()
+    model.set_topology(
+        los=torch.tensor([d if g is None else g for d, g in zip(drawn_los, los)], dtype=torch.bool)[None]
+    )
+    sampler = LSPGenerator(model)
+    sampler.topology_updated_callback()
+    lsp = sampler()
+    return {
+        "pathloss_db": lsp.pathloss[0, 0],
+        "shadow_fading_db": -10 * torch.log10(lsp.sf[0, 0]),  # Sionna's sf is a power gain
+        "indoor": in_state[0],
+        "los": model.outdoor_los[0, 0],
+    }
+
+
+def received_snr_db(
+    coupling_loss_db: torch.Tensor, radio: RadioConfig, num_subcarriers: int, subcarrier_spacing_hz: float
+) -> torch.Tensor:
+    """SNR per resource element at the BS of users with ``coupling_loss_db`` (path loss + shadow fading).
+
+    Transmit power by Sionna's ``open_loop_uplink_power_control`` (or full
+    power), the -174 dBm/Hz + noise figure arithmetic by Sionna's
+    ``geometry_sinr_db`` with one cell, so without interference.
+
+    :input coupling_loss_db: [num_users], float
+    :output: [num_users], float, dB
+    """
+    import torch
+    from sionna.phy.utils import db_to_lin, watt_to_dbm
+    from sionna.sys import geometry_sinr_db, open_loop_uplink_power_control
+
+    if radio.p0_dbm is None:
+        tx_power_dbm = torch.full_like(coupling_loss_db, radio.ut_max_power_dbm)
+    else:
+        tx_power_dbm = watt_to_dbm(
+            open_loop_uplink_power_control(
+                db_to_lin(coupling_loss_db, precision="double"),
+                torch.full(coupling_loss_db.shape, num_subcarriers),
+                alpha=radio.alpha,
+                p0_dbm=radio.p0_dbm,
+                ut_max_power_dbm=radio.ut_max_power_dbm,
+                precision="double",
+            ),
+            precision="double",
+        )
+    # Sionna spreads power over a scheduled grid (spread_across_subcarriers); every user here holds the same
+    # whole PRBs in every symbol, so that is an equal split, and one division says it.
+    per_subcarrier_dbm = tx_power_dbm - 10 * math.log10(num_subcarriers)
+    return geometry_sinr_db(
+        coupling_loss_db[:, None],
+        per_subcarrier_dbm[:, None],
+        bandwidth_hz=subcarrier_spacing_hz,
+        noise_figure_db=radio.bs_noise_figure_db,
+        precision="double",
+        device="cpu",
+    )
+
+
+def _round(value: float) -> float:
+    return round(value, DECIMALS) + 0.0  # + 0.0: no "-0.0" in the YAML
+
+
+def _default_scenario(s: Scenario) -> str:
+    return s.channel.model if s.channel.model in SCENARIOS else "umi"
+
+
+@contextmanager
+def _seeded_sionna(seed: int):
+    """Sionna's CPU generator seeded with ``seed``, and put back as it was afterwards.
+
+    The geometry then depends on the scenario seed alone and neither consumes
+    nor resets the stream the run seeds at its entry point.
+    """
+    from sionna.phy import config
+
+    generator = config.torch_rng("cpu")
+    state = generator.get_state()
+    generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        generator.set_state(state)

@@ -1,0 +1,111 @@
+"""The fast 5G NR TB decoder against Sionna's stock TBDecoder: exact on clean LLRs, CRC, BLER waterfall on AWGN."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sionna.phy.fec.ldpc import LDPC5GEncoder
+from sionna.phy.nr import TBEncoder
+
+from sim.phy.ldpc import (
+    DEFAULT_TB_DECODER,
+    TB_DECODERS,
+    AwgnTransportBlocks,
+    LayeredMinSumDecoder,
+    snr_db_at_bler,
+    tb_decoder,
+)
+
+# QPSK at rate 0.3 on 2 PRBs: a 168-bit TB in one 576-bit codeword, small enough for Sionna's stock decoder
+# to decode a few hundred TBs in seconds.
+SMALL_TB = {"target_tb_size": 168, "num_coded_bits": 576, "target_coderate": 0.3, "num_bits_per_symbol": 2}
+GAP_DB = 0.2  # the fast decoder's 10 % BLER point must lie within this of the stock decoder's
+# TBs per SNR, the same ones (bits and noise) for every decoder: their BLERs are compared pair-wise, which
+# cancels most of the sampling noise (BLER 0.1 +- 0.017 each on its own).
+NUM_TBS = 300
+NOISE_STD = 1.75  # about 40 of the 96 codewords fail
+
+
+@pytest.fixture(autouse=True)
+def one_intra_op_thread():
+    """Decoders compared with one intra-op thread: with two on a loaded 2-core machine torch's spinning
+    thread pool made Sionna's stock decoder 4x slower (and this file twice as long), for no other effect."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def small_encoder() -> TBEncoder:
+    return TBEncoder(**SMALL_TB)
+
+
+@pytest.fixture(scope="module")
+def small_tbs(small_encoder) -> AwgnTransportBlocks:
+    """TBs and noise shared by every decoder."""
+    return AwgnTransportBlocks(small_encoder, 2, NUM_TBS, seed=1)
+
+
+@pytest.fixture(scope="module")
+def stock_bler(small_encoder, small_tbs):
+    """BLER of Sionna's stock decoder on ``small_tbs`` at an SNR."""
+    decoder = tb_decoder(small_encoder, "sionna-bp")
+
+    return lambda snr_db: small_tbs.bler(decoder(small_tbs.llr(snr_db))[0])
+
+
+def snr_db_bler10(decoder, tbs: AwgnTransportBlocks) -> float:
+    return snr_db_at_bler(decoder, tbs, 0.1, -2.5, 0.7, resolution_db=0.03)
+
+
+def test_registry_names_the_reference_and_the_default(small_encoder):
+    assert {"sionna-bp", DEFAULT_TB_DECODER} <= set(TB_DECODERS)
+    with pytest.raises(KeyError, match="sionna-bp"):
+        tb_decoder(small_encoder, "belief-propagation")
+
+
+def test_fast_decoder_recovers_clean_tbs_and_its_crc_flags_a_corrupted_one():
+    # QPSK at rate 0.24 takes base graph 2, whose code blocks hold at most 3840 bits: two code blocks
+    encoder = TBEncoder(target_tb_size=4104, num_coded_bits=17280, target_coderate=0.24, num_bits_per_symbol=2)
+    assert encoder.num_cbs == 2
+    bits = torch.randint(0, 2, (3, 2, 4104), generator=torch.Generator().manual_seed(0)).float()
+    llr = 10.0 * (2.0 * encoder(bits) - 1.0)  # clean logits log p(1)/p(0): positive for a 1
+    llr[1, 0, ::2] *= -1.0  # every other coded bit of one TB confidently wrong
+    decoded, crc_ok = tb_decoder(encoder)(llr)
+
+    intact = torch.ones(3, 2, dtype=torch.bool)
+    intact[1, 0] = False
+    assert decoded.shape == bits.shape and decoded.dtype == torch.float32
+    assert crc_ok.dtype == torch.bool and torch.equal(crc_ok, intact)
+    assert torch.equal(decoded[intact], bits[intact])
+
+
+def test_fast_decoder_bits_do_not_depend_on_threads_or_working_set():
+    encoder = LDPC5GEncoder(k=500, n=1000)
+    bits = torch.randint(0, 2, (96, 500), generator=torch.Generator().manual_seed(0)).float()
+    noise = torch.randn(96, 1000, generator=torch.Generator().manual_seed(1))
+    llr = 2.0 * (2.0 * encoder(bits) - 1.0) + NOISE_STD * noise  # early stops and decoding failures both occur
+    whole = LayeredMinSumDecoder(encoder, max_messages=None)(llr)
+    split = LayeredMinSumDecoder(encoder)
+    split.max_messages = 10 * split.num_edges  # queues of 10 codewords side by side
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # two Python threads, one share of the codewords each
+        split_bits = split(llr)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(whole, split_bits)
+    assert 0 < int((whole != bits).any(-1).sum()) < 96
+
+
+def test_fast_decoder_waterfall_is_within_0p2_db_of_sionna_bp(small_encoder, small_tbs, stock_bler):
+    snr_db = snr_db_bler10(tb_decoder(small_encoder), small_tbs)
+    # Sionna's 10 % point lies in [snr_db - 0.2, snr_db + 0.2] iff its BLER crosses 0.1 in between.
+    assert stock_bler(snr_db - GAP_DB) > 0.1 > stock_bler(snr_db + GAP_DB)
+
+
+def test_waterfall_check_catches_a_decoder_0p4_db_worse(small_encoder, small_tbs, stock_bler):
+    weak = tb_decoder(small_encoder, num_iter=8)  # eight layered iterations are ~0.4 dB worse than the stock BP
+    snr_db = snr_db_bler10(weak, small_tbs)
+    assert stock_bler(snr_db - GAP_DB) < 0.1  # the check above fails for it
