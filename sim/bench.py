@@ -198,7 +198,7 @@ def _stock_digital_chain(link, model, device):
     from sionna.phy.nr import TBDecoder
     from sionna.phy.ofdm import LMMSEEqualizer, LSChannelEstimator, ResourceGridMapper
 
-    grid = link.ofdm_link(1).resource_grid
+    grid = link.stage.link(1).resource_grid
     mapper = Mapper("qam", link.bits_per_symbol, device=device)
     demapper = Demapper("app", "qam", link.bits_per_symbol, device=device)
     rg_mapper = ResourceGridMapper(grid, device=device)

@@ -229,7 +229,8 @@ def cmd_bench(args) -> int:
             repeats=args.repeats, channel=args.channel, num_prbs=args.num_prbs, seed=args.seed
         ),
         "decoders": lambda: bench_decoders(),
-        "abstraction": lambda: bench_abstraction(repeats=args.repeats, seed=args.seed),
+        # one thread: its tensors are small, and a second thread costs more than it gives (see the JSON's threads)
+        "abstraction": lambda: bench_abstraction(repeats=args.repeats, seed=args.seed, threads=1),
     }
     print(json.dumps({name: runs[name]() for name in only}, indent=2))
     return 0

@@ -37,6 +37,8 @@ class AnalogLink(Block):
         ``"tokens"``: [batch_size, num_values], float, the MMSE estimates;
         ``"symbols"``: [batch_size, num_values / 2], complex, the same as symbols;
         ``"h"``: [batch_size, num_values / 2], complex, the true channel at those symbols;
+        ``"h_hat"``: [batch_size, num_values / 2], complex, its estimate, and
+        ``"err_var"`` (float, same shape) the estimate's error variance;
         ``"sinr"``: [batch_size, num_values / 2], float, post-equalisation SINR of each
         symbol, :math:`|\hat h|^2 / (N_0 + \sigma^2_e)` (the digital link demaps with it).
 
@@ -96,5 +98,7 @@ class AnalogLink(Block):
             "tokens": torch.view_as_real(x_hat).reshape(batch, num_values),
             "symbols": x_hat,
             "h": h,
+            "h_hat": h_hat,
+            "err_var": torch.as_tensor(err_var, dtype=sinr.dtype, device=sinr.device).expand_as(sinr),
             "sinr": sinr,
         }

@@ -93,8 +93,16 @@ class OfdmStage(nn.Module):
 
     :input symbols: [batch_size, num_slots, num_data_res], complex.
     :input snr_db: [batch_size], float.
-    :output: dict with ``"x"`` (unbiased estimates, same shape as ``symbols``)
-        and ``"sinr"`` ([batch_size, num_slots, num_data_res], float, post-equalisation).
+    :output: dict with ``"x"`` (unbiased estimates, same shape as ``symbols``),
+        ``"sinr"`` ([batch_size, num_slots, num_data_res], float): the
+        receiver's post-equalisation SINR :math:`|\hat h|^2 / (N_0 + \sigma^2_e)`,
+        which the demapper uses, and ``"sinr_abstraction"`` (same shape), which
+        the PHY abstraction uses: the same for the MMSE channel estimate
+        :math:`c \hat h`, :math:`c = 1 / (1 + \sigma^2_e)` for unit-power
+        channels, with error variance :math:`c \sigma^2_e`. The two agree with
+        perfect CSI and at high SNR; at low SNR an LS estimate's
+        :math:`|\hat h|^2` is mostly noise, which would make the abstraction
+        deliver more than the channel's capacity.
     """
 
     def __init__(self, num_prbs, subcarrier_spacing_hz, pilot_ofdm_symbol_indices, channel_model, csi, device=None):
@@ -125,7 +133,11 @@ class OfdmStage(nn.Module):
         sinr = out["sinr"].reshape(batch, num_slots, num_res)
         # Unbiased (zero-forcing) estimate: the MMSE estimate times (1 + 1/SINR); its noise variance is 1/SINR.
         x = out["symbols"].reshape(batch, num_slots, num_res) * (1 + 1 / sinr.clamp_min(1e-12))
-        return {"x": x, "sinr": sinr}
+        h_hat, err_var = out["h_hat"], out["err_var"]
+        shrink = 1 / (1 + err_var)
+        gain = shrink.square() * (h_hat.real.square() + h_hat.imag.square())
+        sinr_mmse = gain / (shrink * err_var + torch.pow(10.0, -snr_db / 10)[:, None])
+        return {"x": x, "sinr": sinr, "sinr_abstraction": sinr_mmse.reshape(batch, num_slots, num_res)}
 
 
 class TransportBlockLink(Block):
@@ -395,7 +407,7 @@ class DigitalLink(nn.Module):
             on_air = symbols.gather(2, order[..., None].expand(-1, -1, -1, self._num_data_res))
             out = self.stage(on_air.reshape(batch * num_users, width, -1), snr_db.reshape(-1))
             x = out["x"].reshape(batch, num_users, width, -1)
-            sinr = out["sinr"].reshape(batch, num_users, width, -1)
+            sinr = out["sinr" if self.fidelity == "link" else "sinr_abstraction"].reshape(batch, num_users, width, -1)
             for m, group in groups.items():
                 self._receive(links[m], m, group, x, sinr, order, sent, ok, attempts)
             if attempt == 0:

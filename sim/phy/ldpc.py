@@ -3,9 +3,8 @@
 Sionna's ``TBDecoder`` runs ``LDPC5GDecoder``, a flooding decoder written for
 any parity-check matrix: each of its 20 iterations gathers the messages into
 ``[batch, num_checks, max_check_degree]`` tensors padded to the largest check
-degree and evaluates boxplus-phi (logs and exps) on every slot. On a 2-core CPU
-that decodes only a few hundred kbit/s of information bits, a tenth of what a
-full digital link needs.
+degree and evaluates boxplus-phi (logs and exps) on every slot. On this
+project's 2-core CPU that decodes 0.01-0.05 Mbit/s of information bits.
 
 :class:`LayeredMinSumDecoder` decodes the same pruned 5G graph with layered
 offset min-sum. The ``Z`` check rows lifted from one base-graph row touch
@@ -13,9 +12,13 @@ disjoint variables, so they form a layer that is updated at once, and each
 layer already sees the a-posteriori LLRs the layers before it refined: layered
 decoding converges in about half the iterations of flooding. Min-sum needs
 only the two smallest magnitudes of a check (no transcendental functions), a
-codeword leaves the batch as soon as its syndrome is zero, and every tensor
-keeps the batch innermost so gathers move contiguous rows. The offset
-(``beta = 0.5``) recovers most of what min-sum loses to boxplus.
+codeword leaves the batch as soon as its syndrome is zero (and a waiting one
+takes its place), and every tensor keeps the batch innermost so gathers move
+contiguous rows. The offset (``beta = 0.5``) recovers what min-sum loses to
+boxplus: with 16 iterations its 10 % BLER point is within 0.1 dB of the stock
+decoder's for QPSK, 16-QAM and 64-QAM codes, and it decodes 20-70x faster
+(about 0.5-2 Mbit/s at 10 % BLER and 1.5-5 Mbit/s 2 dB above it, measured on
+a shared, loaded 2-core machine; see :func:`bench_decoders`).
 
 Decoders are named in :data:`TB_DECODERS`; :func:`tb_decoder` builds one for a
 ``TBEncoder``; :func:`bench_decoders` measures their throughput and BLER on AWGN.

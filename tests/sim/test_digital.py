@@ -171,19 +171,22 @@ def test_harq_lowers_the_residual_block_error_rate():
     assert first > 0.05 and residual < first / 4, (first, residual)
 
 
-@pytest.mark.parametrize("channel", ["awgn", "rayleigh", "tdl-a"])
-def test_goodput_never_exceeds_the_shannon_capacity_of_the_granted_resource_elements(channel):
-    """Information bits delivered per data resource element <= log2(1 + SNR), at every SNR, with link adaptation."""
+@pytest.mark.parametrize("fidelity", ["link", "abstraction"])
+@pytest.mark.parametrize("channel, csi", [("awgn", "perfect"), ("rayleigh", "ls"), ("tdl-a", "ls")])
+def test_goodput_never_exceeds_the_shannon_capacity_of_the_granted_resource_elements(channel, csi, fidelity):
+    """Information bits delivered per data resource element <= log2(1 + SNR), at every SNR, MCS fixed or adapted.
+
+    With LS estimates at low SNR the receiver's own SINR estimate is optimistic; the abstraction must not
+    be (it judges the symbols against the channel's realisation).
+    """
     config.seed = 2
     model = channel_model(channel, carrier_frequency_hz=3.5e9, delay_spread_s=100e-9, speed_mps=1.0)
-    snrs = torch.tensor([-5.0, 0.0, 5.0, 10.0, 15.0, 20.0, 25.0])
-    for fixed in (None, 27):
-        mcs = "auto" if fixed is None else fixed
-        link = awgn_link(mcs, channel_model=model, csi="perfect", max_retx=1)
-        for snr in snrs:
-            out = link(payload(16), torch.full((16, 2), float(snr)))
+    for fixed in ("auto", 27):
+        link = awgn_link(fixed, channel_model=model, csi=csi, max_retx=3, fidelity=fidelity)
+        for snr in (-10.0, -5.0, 0.0, 10.0, 25.0):
+            out = link(payload(16), torch.full((16, 2), snr))
             goodput = out["information_bits"].sum(0).double() / out["channel_uses"].sum(0)
-            assert (goodput <= math.log2(1 + 10 ** (float(snr) / 10))).all(), (channel, fixed, float(snr), goodput)
+            assert (goodput <= math.log2(1 + 10 ** (snr / 10))).all(), (fixed, snr, goodput)
 
 
 def test_link_adaptation_delivers_most_blocks_where_a_fixed_mcs_falls_off_its_cliff():
