@@ -193,7 +193,7 @@ def _digital_counts(counts: dict[str, np.ndarray], shannon: np.ndarray, bits_per
             counts["erased_values"].sum() * bits_per_value / max(counts["payload_bits"].sum(), 1)
         ),
         "goodput_bits_per_channel_use": float(delivered / max(counts["channel_uses"].sum(), 1)),
-        "capacity_gap": float(shannon.sum() / delivered) if delivered else float("inf"),
+        "capacity_gap": float(shannon.sum() / delivered) if delivered else None,  # None: nothing got through
     }
 
 
