@@ -1,18 +1,21 @@
 """Digital token link: quantised tokens in 5G NR transport blocks (LDPC, QAM, OFDM, HARQ).
 
-Two blocks:
+Three blocks:
 
+- :class:`OfdmStage` carries QAM symbols over the OFDM stage of
+  :class:`~sim.phy.analog.AnalogLink` (resource grid, Sionna channel, LS or
+  perfect CSI, one-tap equaliser) and gives the demapper's and the
+  abstraction's SINRs.
 - :class:`TransportBlockLink` sends transport blocks of one MCS over one PRB
   allocation, one TB per slot: Sionna's ``TBEncoder`` (CRC, segmentation,
-  5G LDPC, rate matching, scrambling), ``Mapper`` (QAM), the OFDM stage of
-  :class:`~sim.phy.analog.AnalogLink` (resource grid, Sionna channel, LS or
-  perfect CSI, one-tap equaliser), ``Demapper`` and a TB decoder.
+  5G LDPC, rate matching, scrambling), ``Mapper`` (QAM), an :class:`OfdmStage`,
+  ``Demapper`` and a TB decoder of :mod:`sim.phy.ldpc`.
 - :class:`DigitalLink` carries every user's token payload: quantisation to
   bits, segmentation into TBs of each user's MCS, HARQ with Chase combining,
   erasure of the values of TBs that fail for good, and the accounting of
   slots, resource elements and coded bits. ``fidelity="abstraction"`` skips
   demapping and decoding and draws each TB's outcome from Sionna's
-  ``PHYAbstraction`` (BLER tables from the post-equalisation SINR).
+  ``PHYAbstraction`` (EESM and BLER tables, :mod:`sim.phy.abstraction`).
 """
 
 from __future__ import annotations
