@@ -307,8 +307,7 @@ class DigitalLink(nn.Module):
             "stage": self.stage,
             "device": device,
         }
-        self.mcs_table = mcs_table
-        self.num_prbs, self.num_pilot_symbols = num_prbs, len(pilot_ofdm_symbol_indices)
+        num_pilot_symbols = len(pilot_ofdm_symbol_indices)
         self.device = device
         self._links: dict[int, TransportBlockLink] = {}
         self.abstraction = TransportBlockAbstraction(mcs_table_index=mcs_table, device=device)
@@ -318,13 +317,13 @@ class DigitalLink(nn.Module):
             self.adaptation = LinkAdaptation(num_users, bler_target, mcs_table, olla=True, device=device)
             self._inner_loop = LinkAdaptation(num_users, bler_target, mcs_table, olla=False, device=device)
         sizes = [
-            transport_block_size(m, num_prbs, self.num_pilot_symbols, mcs_table)
+            transport_block_size(m, num_prbs, num_pilot_symbols, mcs_table)
             for m in range(MAX_MCS_INDEX[mcs_table] + 1)
         ]
         self._tb_sizes = torch.tensor([t["tb_size"] for t in sizes])  # indexed by MCS
         self._num_data_res = sizes[0]["num_data_res"]
         # MCSs Sionna can both code on these PRBs and abstract (BLER tables); link adaptation stays inside them.
-        usable = usable_mcs(num_prbs, self.num_pilot_symbols, mcs_table)
+        usable = usable_mcs(num_prbs, num_pilot_symbols, mcs_table)
         self._mcs_range = (min(usable), max(usable))
 
     def tb_link(self, mcs_index: int) -> TransportBlockLink:
@@ -393,7 +392,8 @@ class DigitalLink(nn.Module):
             users = torch.nonzero(mcs == m).squeeze(-1)
             tb_bits = nn.functional.pad(bits[:, users], (0, slots * link.tb_size - num_bits))
             tb_bits = tb_bits.reshape(batch, len(users), slots, link.tb_size)
-            symbols[:, users] = link.mapper(link.encoder(tb_bits)).to(symbols.dtype)
+            if self.fidelity == "link":  # the abstraction needs only the channel's SINRs, not the symbols
+                symbols[:, users] = link.mapper(link.encoder(tb_bits)).to(symbols.dtype)
             groups[m] = {"users": users, "bits": tb_bits, "decoded": torch.zeros_like(tb_bits), "soft": None}
         ok = torch.zeros(batch, num_users, slots, dtype=torch.bool, device=device)
         attempts = torch.zeros(batch, num_users, slots, dtype=torch.long, device=device)
