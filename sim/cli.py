@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from sim.errors import ScenarioError
@@ -51,6 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--out", type=Path, help="where the training log and figure go (default: results/<name>)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     scenario_command("validate", "check a scenario; print the resolved config with every default")
+    sweep = scenario_command(
+        "sweep", "run a scenario over a grid of keys (its sweep: block and --set key=v1,v2,...); resumable"
+    )
+    sweep.add_argument("--out", type=Path, help="sweep directory (default: results/<scenario name>)")
+    parallel = sweep.add_mutually_exclusive_group()
+    parallel.add_argument("--workers", type=int, default=1, help="run points on a local Dask cluster of N processes")
+    parallel.add_argument(
+        "--scheduler", metavar="ADDR", help="run points on a running Dask cluster, e.g. tcp://host:8786"
+    )
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar or lines")
+    plot = commands.add_parser("plot", help="figures of a run or sweep directory, as PNG and PDF into DIR/plots/")
+    plot.add_argument("directory", type=Path, help="a run directory (metrics.json) or a sweep directory (results.csv)")
     bench = commands.add_parser(
         "bench", help="PHY throughput against Sionna's stock chains (analog, digital, abstraction), printed as JSON"
     )
@@ -85,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     reproduce.add_argument("--quiet", action="store_true")
 
     args = parser.parse_args(argv)
-    _quiet_libraries()
+    quiet_libraries()
     try:
         return COMMANDS[args.command](args)
     except ScenarioError as err:
@@ -98,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Weight-loading bars and deprecation notes of the libraries would bury tokensim's own output."""
     import warnings
 
@@ -110,26 +121,49 @@ def _quiet_libraries() -> None:
 
 
 def _load(args):
-    from sim.scenario import load_scenario
+    """The scenario of ``args``; a sweep file's ``sweep:`` block is left out (``tokensim sweep`` runs it)."""
+    from sim.scenario import apply_override, validate_scenario
+    from sim.sweep import read_scenario_file
 
-    return load_scenario(args.scenario, args.overrides)
+    raw, block = read_scenario_file(args.scenario)
+    if block is not None:
+        print(
+            f"tokensim {args.command}: {args.scenario} has a sweep: block; this is its base scenario "
+            f"(tokensim sweep {args.scenario} runs every point)",
+            file=sys.stderr,
+        )
+    for item in args.overrides:
+        apply_override(raw, item)
+    return validate_scenario(raw)
 
 
 def cmd_validate(args) -> int:
     from sim.scenario import resolved_yaml
+    from sim.sweep import load_sweep, read_scenario_file
 
-    print(resolved_yaml(_load(args)), end="")
+    if read_scenario_file(args.scenario)[1] is None:
+        print(resolved_yaml(_load(args)), end="")
+        return 0
+    sweep = load_sweep(args.scenario, args.overrides)
+    points = sweep.points()
+    print(resolved_yaml(points[0].scenario), end="")
+    print(
+        f"tokensim validate: {args.scenario} sweeps {', '.join(sweep.keys) or 'nothing'}: all {len(points)} points "
+        "are valid; above is the first (tokensim sweep runs them)",
+        file=sys.stderr,
+    )
     return 0
 
 
 def cmd_train(args) -> int:
     from sim.engine import Simulation
+    from sim.sweep import write_training_log
 
     scenario = _load(args)
     sim = Simulation(scenario, progress=not args.quiet)
     summary = sim.train(force=args.force, stage=args.stage)
     out = args.out or Path("results") / scenario.name
-    _write_training_log(out, summary.pop("history"), scenario.name)
+    write_training_log(out, summary.pop("history"), scenario.name)
     if args.stage == "align":
         from models.checkpoints import checkpoint_path
         from sim.engine import checkpoint_key
@@ -141,47 +175,50 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _write_training_log(out: Path, history: list[dict], name: str) -> None:
-    """``training_log.csv`` (one row per step of every stage) and ``convergence.png``."""
-    from sim.plots import plot_convergence
-    from sim.results import write_csv
-
-    write_csv(out / "training_log.csv", history)
-    plot_convergence(history, out / "convergence.png", title=name)
-
-
 def cmd_run(args) -> int:
-    from sim.engine import Simulation
-    from sim.metrics import build_results
-    from sim.results import manifest, write_csv, write_json, write_text
-    from sim.scenario import resolved_yaml
+    from sim.sweep import write_run
 
-    started = time.perf_counter()
     scenario = _load(args)
     out = args.out or Path("results") / scenario.name
-    sim = Simulation(scenario, progress=not args.quiet)
-    summary = sim.train(force=args.retrain)
-    history = summary.pop("history", None)
-    metrics, per_user, per_task = build_results(scenario, sim.uplink, sim.evaluate())
-    metrics["training"] = summary
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "scenario.yaml", resolved_yaml(scenario))
-    write_json(out / "metrics.json", metrics)
-    write_csv(out / "per_user.csv", per_user)
-    write_csv(out / "per_task.csv", per_task)
-    _write_training_log(out, history, scenario.name)
-    write_json(
-        out / "manifest.json",
-        manifest(
-            scenario,
-            sim.device,
-            time.perf_counter() - started,
-            sim.checkpoint,
-            {"checkpoint_path": str(sim.checkpoint_path), "trained_now": not summary["loaded"]},
-        ),
-    )
+    metrics = write_run(scenario, out, progress=not args.quiet, retrain=args.retrain)
     if not args.quiet:
         _print_summary(metrics, out)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from sim.sweep import SweepFailed, load_sweep, run_sweep
+
+    if args.workers < 1:
+        print(f"tokensim sweep: --workers: {args.workers} is not allowed; allowed: 1 or more", file=sys.stderr)
+        return 2
+    sweep = load_sweep(args.scenario, args.overrides)
+    out = args.out or Path("results") / sweep.base.get("name", args.scenario.stem)
+    try:
+        report = run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+    except SweepFailed as err:
+        print(f"tokensim sweep: {err}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(
+            f"{report.points} points ({report.skipped} finished before, {len(report.ran)} run now, "
+            f"{sum(t['trained'] for t in report.trained)} checkpoints trained) in {report.wall_s:.0f} s; "
+            f"results in {out / 'results.csv'}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from sim.plots import plot_directory
+
+    try:
+        figures = plot_directory(args.directory)
+    except FileNotFoundError as err:
+        print(f"tokensim plot: {err}", file=sys.stderr)
+        return 2
+    for name in figures:
+        print(args.directory / "plots" / f"{name}.png")
     return 0
 
 
@@ -270,6 +307,8 @@ def cmd_reproduce(args) -> int:
 COMMANDS = {
     "reproduce": cmd_reproduce,
     "run": cmd_run,
+    "sweep": cmd_sweep,
+    "plot": cmd_plot,
     "train": cmd_train,
     "validate": cmd_validate,
     "bench": cmd_bench,

@@ -1,0 +1,630 @@
+"""``tokensim sweep``: a scenario over a grid of keys; resumable, sequential or on a Dask cluster.
+
+A sweep file is a scenario with a ``sweep:`` block (``tokensim run`` on it runs the base scenario and says
+so). The block names the keys to vary, by the same dotted keys as ``--set``:
+
+.. code-block:: yaml
+
+    sweep:
+      grid:                        # every combination of these keys' values
+        snr_db: -10:20:5           # a range start:stop[:step]: -10, -5, ..., 20 (stop included when it lands)
+        channel.model: [awgn, tdl-a]
+      zip:                         # these keys step together (lists of one length): one axis of the grid
+        tokens.text.length: [1, 2, 4]
+        tokens.image.length: [1, 2, 4]
+        tokens.audio.length: [1, 2, 4]
+
+A value is a list, a range ``start:stop[:step]`` (step 1 by default, numpy's ``arange`` plus ``stop`` if it
+lies on the step) or one scalar. ``snr_db`` (a scenario key) sets every user's SNR;
+``users.<id>.snr_db`` one user's. On the command line ``--set key=v1,v2`` (or ``key=start:stop:step``)
+adds a grid axis or replaces the file's values of that key; one value (``--set key=v``) is set on every
+point. Commas inside brackets do not split (``--set training.finetune.snr_db_range=[0,10],[-10,25]``).
+
+Points: the zip axis (outermost) times the grid axes in order. Each point is a run directory
+``OUT/points/<hash>/`` (what ``tokensim run`` writes), named by the hash of its resolved scenario; it is
+finished when its ``manifest.json``, written last and atomically, exists, so a rerun skips finished points
+and redoes a point killed half-way. ``OUT/sweep.yaml`` is the resolved spec (every point and its values),
+``OUT/results.csv`` one row per point and user plus an overall row (``user`` = ``all``) per point, the
+swept keys as columns.
+
+Checkpoints are shared: points are grouped by :func:`sim.engine.checkpoint_key`; each missing stage-1 and
+stage-2 checkpoint is trained by exactly one task (distinct keys in parallel) before its points are
+evaluated, after one task per distinct encoder setting has made the data and features.
+
+>>> sweep = load_sweep("scenarios/compression_sweep.yaml", ["snr_db=0,10"])
+>>> run_sweep(sweep, Path("results/compression_sweep"), workers=2)
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from models.paths import digest
+from sim.errors import ScenarioError
+
+SWEEP_KEYS = ("grid", "zip")
+FINISHED = "manifest.json"  # written last by write_run
+ALL_USERS = "all"
+RESULT_COLUMNS = (
+    "user",
+    "group",
+    "modalities",
+    "user_snr_db",
+    "accuracy",
+    "tasks",
+    "token_nmse",
+    "bits_per_task",
+    "bits_kind",
+    "channel_uses_per_task",
+    "compression_ratio",
+    "latency_mean_ms",
+    "latency_p95_ms",
+    "deadline_miss_rate",
+    "checkpoint",
+)
+_NUMBER = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_RANGE = re.compile(rf"^\s*({_NUMBER})\s*:\s*({_NUMBER})\s*(?::\s*({_NUMBER})\s*)?$")
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML, except that ``-10:20:5`` stays a string (a range), not YAML 1.1's base-60 integer."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _first in "-+0123456789.":
+    _Loader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, ("tag:yaml.org,2002:str", _RANGE))
+
+
+# --------------------------------------------------------------------------------------- the spec
+
+
+@dataclass
+class Point:
+    """One run of a sweep: its swept values, scenario mapping (sweep block stripped) and hash."""
+
+    values: dict
+    raw: dict
+    hash: str = ""
+    scenario: object = None  # the validated Scenario
+
+
+@dataclass
+class Sweep:
+    """A base scenario and the values to sweep. ``grid``/``zip``: key -> list of values; ``fixed``: overrides
+    set on every point."""
+
+    path: Path
+    base: dict
+    grid: dict = field(default_factory=dict)
+    zip: dict = field(default_factory=dict)
+    fixed: list = field(default_factory=list)
+
+    @property
+    def keys(self) -> list[str]:
+        return [*self.zip, *self.grid]
+
+    def points(self) -> list[Point]:
+        """Every point, validated (a bad one fails before anything runs, naming its values)."""
+        from sim.scenario import apply_override, validate_scenario
+
+        zipped = [dict(zip(self.zip, row)) for row in zip(*self.zip.values())] or [{}]
+        points = []
+        for row, combo in itertools.product(zipped, itertools.product(*self.grid.values())):
+            values = {**row, **dict(zip(self.grid, combo))}
+            raw = copy.deepcopy(self.base)
+            for item in [*self.fixed, *(f"{k}={json.dumps(v)}" for k, v in values.items())]:
+                apply_override(raw, item)
+            try:
+                scenario = validate_scenario(copy.deepcopy(raw))
+            except ScenarioError as err:
+                where = ", ".join(f"{k}={v}" for k, v in values.items())
+                raise ScenarioError(f"sweep point {where}", None, f"is not a valid scenario:\n{err}") from None
+            points.append(Point(values, raw, digest(scenario.model_dump(mode="json")), scenario))
+        return points
+
+    def resolved(self, points: list[Point]) -> dict:
+        """The spec as ``sweep.yaml`` records it: explicit values and every point's hash."""
+        return {
+            "scenario": str(self.path),
+            "set": list(self.fixed),
+            "grid": self.grid,
+            "zip": self.zip,
+            "points": [{"point": p.hash, **p.values} for p in points],
+        }
+
+
+def read_scenario_file(path: str | Path) -> tuple[dict, dict | None]:
+    """A scenario file's mapping without its ``sweep:`` block, and the block (``None`` if absent)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError("scenario", str(path), "is not a file")
+    try:
+        raw = yaml.load(path.read_text(), Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise ScenarioError("scenario", str(path), f"is not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError("scenario", str(path), "must be a mapping of keys to values")
+    from sim.scenario import relative_to_file
+
+    return relative_to_file(raw, path), raw.pop("sweep", None)
+
+
+def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
+    """The sweep of a scenario file's ``sweep:`` block and ``--set`` items (``key=v`` or ``key=v1,v2,...``)."""
+    base, block = read_scenario_file(path)
+    sweep = Sweep(Path(path), base)
+    if block is not None:
+        if not isinstance(block, dict):
+            raise ScenarioError("sweep", block, "must be a mapping", "grid, zip")
+        for key in block:
+            if key not in SWEEP_KEYS:
+                raise ScenarioError(f"sweep.{key}", None, "is not a known key", ", ".join(SWEEP_KEYS))
+        for section in SWEEP_KEYS:
+            axes = block.get(section) or {}
+            if not isinstance(axes, dict):
+                raise ScenarioError(f"sweep.{section}", axes, "must map dotted keys to values", "key: [v1, v2, ...]")
+            for key, spec in axes.items():
+                values = parse_values(f"sweep.{section}.{key}", spec)
+                getattr(sweep, section)[str(key)] = values
+        both = set(sweep.grid) & set(sweep.zip)
+        if both:
+            raise ScenarioError(f"sweep.zip.{sorted(both)[0]}", None, "is also in sweep.grid; a key sweeps once")
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ScenarioError("--set", item, "is not of the form dotted.key=value or dotted.key=v1,v2,...")
+        items = split_list(text)
+        values = parse_values(f"--set {key}", text if _RANGE.match(text) else [yaml.safe_load(v) for v in items])
+        if key in sweep.zip:
+            sweep.zip[key] = values
+        elif len(values) > 1 or key in sweep.grid:
+            sweep.grid[key] = values
+        else:
+            sweep.fixed.append(item)
+    lengths = {k: len(v) for k, v in sweep.zip.items()}
+    if len(set(lengths.values())) > 1:
+        first = next(iter(lengths))
+        odd = next(k for k, n in lengths.items() if n != lengths[first])
+        raise ScenarioError(
+            f"sweep.zip.{odd}",
+            sweep.zip[odd],
+            f"has {lengths[odd]} values but sweep.zip.{first} has {lengths[first]}",
+            "lists of one length in sweep.zip",
+        )
+    return sweep
+
+
+def parse_values(key: str, spec) -> list:
+    """A list, a range string ``start:stop[:step]`` or one scalar, as the list of values it stands for."""
+    if isinstance(spec, str) and _RANGE.match(spec):
+        values = _arange(key, spec)
+    elif isinstance(spec, list):
+        values = spec
+    elif isinstance(spec, dict):
+        raise ScenarioError(key, spec, "is a mapping", "a list [v1, v2, ...], a range start:stop[:step] or one value")
+    else:
+        values = [spec]
+    if not values:
+        raise ScenarioError(key, spec, "has no values", "a list [v1, v2, ...], a range start:stop[:step] or one value")
+    seen = [json.dumps(v, sort_keys=True) for v in values]
+    repeated = next((v for i, v in enumerate(values) if seen.index(seen[i]) != i), None)
+    if repeated is not None:
+        raise ScenarioError(key, values, f"repeats {repeated!r}", "distinct values")
+    return values
+
+
+def _arange(key: str, spec: str) -> list:
+    start, stop, step = (None if g is None else yaml.safe_load(g) for g in _RANGE.match(spec).groups())
+    step = 1 if step is None else step
+    if step <= 0:
+        raise ScenarioError(key, spec, f"has step {step}", "a positive step: start:stop:step with start <= stop")
+    if stop < start:
+        raise ScenarioError(key, spec, f"runs down from {start} to {stop}", "start <= stop")
+    count = math.floor((stop - start) / step + 1e-9) + 1
+    values = [start + i * step for i in range(count)]
+    integral = all(isinstance(v, int) for v in (start, stop, step))
+    return [int(v) if integral else round(float(v), 12) for v in values]
+
+
+def split_list(text: str) -> list[str]:
+    """``'1,2,[3,4]'`` -> ``['1', '2', '[3,4]']``: commas split unless inside brackets or braces."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    return [*items, current]
+
+
+# --------------------------------------------------------------------------------------- one run
+
+
+def write_run(scenario, out: Path, progress: bool = True, retrain: bool = False) -> dict:
+    """Train (or load the checkpoint), evaluate and write one run directory, as ``tokensim run`` does;
+    ``manifest.json`` goes last, so its presence marks a finished run. Returns the metrics."""
+    from sim.engine import Simulation
+    from sim.metrics import build_results
+    from sim.results import manifest, write_csv, write_json, write_text
+    from sim.scenario import resolved_yaml
+
+    started = time.perf_counter()
+    sim = Simulation(scenario, progress=progress)
+    summary = sim.train(force=retrain)
+    history = summary.pop("history", None)
+    metrics, per_user, per_task = build_results(scenario, sim.uplink, sim.evaluate())
+    metrics["training"] = summary
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "scenario.yaml", resolved_yaml(scenario))
+    write_json(out / "metrics.json", metrics)
+    write_csv(out / "per_user.csv", per_user)
+    write_csv(out / "per_task.csv", per_task)
+    write_training_log(out, history, scenario.name)
+    write_json(
+        out / FINISHED,
+        manifest(
+            scenario,
+            sim.device,
+            time.perf_counter() - started,
+            sim.checkpoint,
+            {"checkpoint_path": str(sim.checkpoint_path), "trained_now": not summary["loaded"]},
+        ),
+    )
+    return metrics
+
+
+def write_training_log(out: Path, history: list[dict], name: str) -> None:
+    """``training_log.csv`` (one row per step of every stage) and ``convergence.png``."""
+    from sim.plots import plot_convergence
+    from sim.results import write_csv
+
+    write_csv(Path(out) / "training_log.csv", history)
+    plot_convergence(history, Path(out) / "convergence.png", title=name)
+
+
+# --------------------------------------------------------------------------------------- tasks
+
+
+def _limit_threads(threads: int) -> None:
+    """A task's setup in a worker process: its torch threads, and the libraries' bars and notes off."""
+    from sim.cli import quiet_libraries
+
+    quiet_libraries()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def prepare_task(raw: dict, threads: int = 0, after=None) -> dict:
+    """Make the data and encoder features of a scenario (cached for every later task)."""
+    from sim.engine import Simulation
+    from sim.scenario import validate_scenario
+
+    _limit_threads(threads)
+    started = time.perf_counter()
+    sim = Simulation(validate_scenario(copy.deepcopy(raw)), progress=False)
+    sim.features("train"), sim.features("test")
+    return {"kind": "prepare", "seconds": time.perf_counter() - started}
+
+
+def train_task(raw: dict, stage: str, threads: int = 0, progress: bool = False, after=None) -> dict:
+    """Train the checkpoint of ``stage`` (``align`` or ``finetune``) unless it exists."""
+    from sim.engine import Simulation, checkpoint_key
+    from sim.scenario import validate_scenario
+
+    _limit_threads(threads)
+    scenario = validate_scenario(copy.deepcopy(raw))
+    started = time.perf_counter()
+    summary = Simulation(scenario, progress=progress).train(stage=stage)
+    return {
+        "kind": stage,
+        "key": checkpoint_key(scenario, stage)[0],
+        "trained": not summary["loaded"],
+        "pid": os.getpid(),
+        "started": time.time() - (time.perf_counter() - started),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def point_task(raw: dict, out: str, threads: int = 0, progress: bool = False, after=None) -> dict:
+    """Evaluate one point into its run directory (its checkpoint is there by now)."""
+    from sim.scenario import validate_scenario
+
+    _limit_threads(threads)
+    started = time.perf_counter()
+    metrics = write_run(validate_scenario(copy.deepcopy(raw)), Path(out), progress=progress)
+    return {"kind": "point", "accuracy": metrics["accuracy"], "seconds": time.perf_counter() - started}
+
+
+@dataclass
+class Task:
+    name: str
+    fn: object
+    args: tuple
+    after: str | None = None  # name of the task this one waits for
+    label: str = ""
+
+
+def plan_tasks(points: list[Point], out: Path) -> list[Task]:
+    """Tasks for the unfinished points, depth first by checkpoint: prepare data and features (one task per
+    encoder setting, chained so two never build one cache entry), train stage 1 and stage 2 where their
+    checkpoint is missing (one task per key), then evaluate each point."""
+    from models.checkpoints import checkpoint_path
+    from sim.engine import checkpoint_key
+
+    tasks: list[Task] = []
+    names: set[str] = set()
+    last_prepare = None
+    by_key: dict[str, list[Point]] = {}
+    for p in points:
+        by_key.setdefault(checkpoint_key(p.scenario)[0], []).append(p)
+    for key, group in by_key.items():
+        s = group[0].scenario
+        features = digest(
+            [s.seed, s.dataset.model_dump(mode="json"), s.models.model_dump(mode="json"), sorted(s.tokens)]
+            + [s.training.audio_encoder.model_dump(mode="json")]
+        )
+        after = last_prepare
+        if f"prepare-{features}" not in names:
+            tasks.append(Task(f"prepare-{features}", prepare_task, (group[0].raw,), last_prepare, "data and features"))
+            names.add(tasks[-1].name)
+            after = last_prepare = tasks[-1].name
+        label = _label(group[0].values, [q.values for q in group])
+        if not checkpoint_path(key).is_file():
+            if s.training.alignment.enabled:
+                align = checkpoint_key(s, "align")[0]
+                if f"align-{align}" not in names and not checkpoint_path(align).is_file():
+                    tasks.append(Task(f"align-{align}", train_task, (group[0].raw, "align"), after, f"align {label}"))
+                    names.add(tasks[-1].name)
+                if f"align-{align}" in names:
+                    after = f"align-{align}"
+            tasks.append(Task(f"finetune-{key}", train_task, (group[0].raw, "finetune"), after, f"fine-tune {label}"))
+            names.add(tasks[-1].name)
+            after = tasks[-1].name
+        for p in group:
+            label = ", ".join(f"{k}={v}" for k, v in p.values.items()) or "the base scenario"
+            tasks.append(Task(f"point-{p.hash}", point_task, (p.raw, str(out / "points" / p.hash)), after, label))
+    return tasks
+
+
+def _label(values: dict, others: list[dict]) -> str:
+    """The values a checkpoint's points share (what shapes it, among the swept keys)."""
+    shared = {k: v for k, v in values.items() if all(o.get(k) == v for o in others)}
+    return ", ".join(f"{k}={v}" for k, v in shared.items()) or "(one model)"
+
+
+# --------------------------------------------------------------------------------------- running
+
+
+@dataclass
+class SweepReport:
+    points: int
+    skipped: int
+    ran: list[str]  # hashes of the points evaluated now
+    trained: list[dict]  # what each training task returned
+    failed: dict[str, str]  # task name -> error
+    wall_s: float
+
+
+def run_sweep(
+    sweep: Sweep, out: Path, workers: int = 1, scheduler: str | None = None, progress: bool = True
+) -> SweepReport:
+    """Run every unfinished point of ``sweep`` into ``out`` and write ``out/results.csv``.
+
+    :param workers: >1: a local Dask cluster of that many processes, one thread each
+    :param scheduler: address of a running Dask scheduler (``tcp://host:port``) to use instead
+    """
+    from sim.results import write_text
+
+    started = time.perf_counter()
+    out = Path(out)
+    points = sweep.points()
+    write_text(out / "sweep.yaml", yaml.safe_dump(sweep.resolved(points), sort_keys=False))
+    distinct = list({p.hash: p for p in points}.values())
+    todo = [p for p in distinct if not (out / "points" / p.hash / FINISHED).is_file()]
+    tasks = plan_tasks(todo, out)
+    log = _Log(len(tasks), progress)
+    if todo and len(todo) < len(distinct):
+        log.line(
+            f"{len(distinct) - len(todo)} of {len(distinct)} points finished before; running the other {len(todo)}"
+        )
+    elif not todo:
+        log.line(f"all {len(distinct)} points finished before")
+    if scheduler or workers > 1:
+        done, failed = _run_dask(tasks, workers, scheduler, log)
+    else:
+        done, failed = _run_here(tasks, log, progress and log.interactive)
+    log.close()
+    write_results(out, points, sweep.keys)
+    report = SweepReport(
+        points=len(distinct),
+        skipped=len(distinct) - len(todo),
+        ran=[name.removeprefix("point-") for name in done if name.startswith("point-")],
+        trained=[r for r in done.values() if r["kind"] in ("align", "finetune")],
+        failed=failed,
+        wall_s=time.perf_counter() - started,
+    )
+    if failed:
+        lines = "\n".join(f"{name}: {error}" for name, error in failed.items())
+        raise SweepFailed(f"{len(failed)} of {len(tasks)} sweep tasks failed (results.csv has the others):\n{lines}")
+    return report
+
+
+class SweepFailed(RuntimeError):
+    """Some points could not run; the others' results are written."""
+
+
+def _run_here(tasks: list[Task], log, progress: bool) -> tuple[dict, dict]:
+    done, failed = {}, {}
+    for task in tasks:
+        if task.after in failed:
+            failed[task.name] = f"skipped: {task.after} failed"
+            log.done(task, None, failed[task.name])
+            continue
+        extra = {} if task.fn is prepare_task else {"progress": progress}
+        try:
+            done[task.name] = task.fn(*task.args, **extra)
+        except Exception as err:  # one bad point must not lose the others
+            failed[task.name] = f"{type(err).__name__}: {err}"
+        log.done(task, done.get(task.name), failed.get(task.name))
+    return done, failed
+
+
+def _run_dask(tasks: list[Task], workers: int, scheduler: str | None, log) -> tuple[dict, dict]:
+    import logging
+    from contextlib import ExitStack
+
+    from distributed import Client, LocalCluster, as_completed
+
+    done, failed = {}, {}
+    with ExitStack() as stack:
+        if scheduler:
+            client = stack.enter_context(Client(scheduler))
+        else:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.CRITICAL,
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+        futures = {}
+        for task in tasks:
+            after = futures.get(task.after)
+            futures[task.name] = client.submit(
+                task.fn, *task.args, threads=1, after=after, key=f"{task.name}-{time.time_ns()}", pure=False
+            )
+        name_of = {f.key: name for name, f in futures.items()}
+        by_name = {t.name: t for t in tasks}
+        for future in as_completed(futures.values()):
+            name = name_of[future.key]
+            try:
+                done[name] = future.result()
+            except Exception as err:
+                failed[name] = f"{type(err).__name__}: {err}"
+            log.done(by_name[name], done.get(name), failed.get(name))
+    return done, failed
+
+
+class _Log:
+    """A progress bar over the sweep's tasks on a terminal, else one plain line per finished task."""
+
+    def __init__(self, total: int, enabled: bool):
+        from models.progress import progress_bar
+
+        self.enabled = enabled
+        self.interactive = enabled and sys.stderr.isatty() and sys.stdout.isatty()
+        self.count, self.total = 0, total
+        self.bar = progress_bar(total=total, enabled=self.interactive, desc="sweep", unit="task")
+
+    def line(self, text: str) -> None:
+        if self.interactive:
+            self.bar.write(text, file=sys.stderr)
+        elif self.enabled:
+            print(text, file=sys.stderr, flush=True)
+
+    def done(self, task: Task, result: dict | None, error: str | None) -> None:
+        self.count += 1
+        self.bar.update(1)
+        if error:
+            what = f"FAILED {task.label}: {error.splitlines()[0]}"
+        elif result["kind"] == "point":
+            what = f"{task.label}: accuracy {result['accuracy']:.3f} ({result['seconds']:.0f} s)"
+        elif result["kind"] == "prepare":
+            what = f"{task.label} ready ({result['seconds']:.0f} s)"
+        else:
+            what = f"{task.label}: {'trained' if result['trained'] else 'loaded'} ({result['seconds']:.0f} s)"
+        if not self.interactive or error:
+            self.line(f"[{self.count}/{self.total}] {what}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# --------------------------------------------------------------------------------------- results
+
+
+def point_rows(run_dir: Path, values: dict) -> list[dict]:
+    """The tidy rows of one run directory: an overall row (``user`` = ``all``), then one per user;
+    ``values`` (the swept keys) lead every row."""
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    checkpoint = json.loads((Path(run_dir) / FINISHED).read_text())["checkpoint"]
+    common = {
+        "bits_kind": metrics["bits_kind"],
+        "compression_ratio": metrics["compression_ratio"],
+        "checkpoint": checkpoint,
+    }
+    latency = metrics["latency_ms"]
+    rows = [
+        {
+            **values,
+            "user": ALL_USERS,
+            "group": "",
+            "modalities": "",
+            "user_snr_db": "",
+            "accuracy": metrics["accuracy"],
+            "tasks": metrics["tasks"],
+            "token_nmse": metrics["token_nmse"],
+            "bits_per_task": metrics["bits_per_task"],
+            "channel_uses_per_task": metrics["channel_uses_per_task"],
+            "latency_mean_ms": latency["mean"],
+            "latency_p95_ms": latency["p95"],
+            "deadline_miss_rate": metrics["deadline_miss_rate"],
+            **common,
+        }
+    ]
+    for u in metrics["users"]:
+        rows.append(
+            {
+                **values,
+                "user": u["id"],
+                "group": u["group"],
+                "modalities": "+".join(u["modalities"]),
+                "user_snr_db": u["snr_db"],
+                "accuracy": u["accuracy"],
+                "tasks": u["tasks"],
+                "token_nmse": u["token_nmse"],
+                "bits_per_task": u["bits_per_task"],
+                "channel_uses_per_task": u["channel_uses_per_task"],
+                "latency_mean_ms": u["latency_ms"]["mean"],
+                "latency_p95_ms": u["latency_ms"]["p95"],
+                "deadline_miss_rate": "",
+                **common,
+            }
+        )
+    return [{k: row[k] for k in [*values, *RESULT_COLUMNS]} for row in rows]
+
+
+def write_results(out: Path, points: list[Point], keys: list[str]) -> None:
+    """``out/results.csv`` from every finished point, in the sweep's order; the swept keys lead."""
+    from sim.results import write_csv
+
+    clash = [k for k in keys if k in (*RESULT_COLUMNS, "point")]
+    if clash:
+        raise ScenarioError(f"sweep key {clash[0]}", None, "clashes with a results.csv column")
+    rows = []
+    for p in points:
+        run_dir = Path(out) / "points" / p.hash
+        if (run_dir / FINISHED).is_file():
+            rows += [{"point": p.hash, **row} for row in point_rows(run_dir, p.values)]
+    if rows:
+        write_csv(Path(out) / "results.csv", rows)

@@ -1,0 +1,165 @@
+"""`tokensim sweep`: the spec's syntax and errors, resuming after SIGKILL, a Dask cluster sharing checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sim.cli import main
+from sim.errors import ScenarioError
+from sim.sweep import load_sweep, parse_values, run_sweep, split_list
+
+ROOT = Path(__file__).resolve().parents[2]
+# two token lengths (two models) x two SNRs: four points
+SWEEP = {"grid": {"snr_db": "0:10:10"}, "zip": {"tokens.image.length": [1, 2], "tokens.audio.length": [1, 2]}}
+
+
+def _sweep_file(tiny, write_scenario, block=SWEEP):
+    return write_scenario({**tiny, "sweep": block}, "sweep.yaml")
+
+
+def test_ranges_lists_and_zip_make_the_points(tiny, write_scenario):
+    assert parse_values("k", "-5:20:5") == [-5, 0, 5, 10, 15, 20]  # stop lands on the step: included
+    assert parse_values("k", "0:1:0.3") == [0.0, 0.3, 0.6, 0.9]  # it does not: left out, like numpy's arange
+    assert parse_values("k", "1:3") == [1, 2, 3] and parse_values("k", "tdl-a") == ["tdl-a"]
+    assert split_list("1,[2,3],{a: 1, b: 2}") == ["1", "[2,3]", "{a: 1, b: 2}"]
+
+    path = _sweep_file(tiny, write_scenario, {**SWEEP, "grid": {"snr_db": "-10:0:5"}})
+    sweep = load_sweep(path, ["channel.model=awgn,tdl-a", "seed=5", "tokens.audio.length=2,1"])
+    assert sweep.keys == ["tokens.image.length", "tokens.audio.length", "snr_db", "channel.model"]
+    assert sweep.zip["tokens.audio.length"] == [2, 1] and sweep.fixed == ["seed=5"]
+    points = sweep.points()
+    assert len(points) == 2 * 3 * 2 and len({p.hash for p in points}) == 12
+    first, last = points[0], points[-1]
+    assert first.values == {"tokens.image.length": 1, "tokens.audio.length": 2, "snr_db": -10, "channel.model": "awgn"}
+    assert last.values == {"tokens.image.length": 2, "tokens.audio.length": 1, "snr_db": 0, "channel.model": "tdl-a"}
+    s = last.scenario
+    assert s.seed == 5 and s.channel.model == "tdl-a" and s.tokens["image"].length == 2
+    assert {u.snr_db for u in s.users} == {0.0}  # snr_db sets every user's
+    # the hash is the resolved scenario's: the same point from another spelling keeps its run directory
+    again = load_sweep(path, ["channel.model=awgn", "seed=5", "tokens.audio.length=2,1"]).points()
+    assert again[0].hash == first.hash
+
+
+@pytest.mark.parametrize(
+    ("block", "overrides", "message"),
+    [
+        ({"grid": {"snr_db": [0]}, "axes": {}}, [], "sweep.axes: is not a known key; allowed: grid, zip"),
+        (
+            {"zip": {"tokens.image.length": [1, 2], "tokens.audio.length": [1]}},
+            [],
+            "sweep.zip.tokens.audio.length: [1] has 1 values but sweep.zip.tokens.image.length has 2",
+        ),
+        (
+            {"grid": {"snr_db": "10:0:5"}},
+            [],
+            "sweep.grid.snr_db: '10:0:5' runs down from 10 to 0; allowed: start <= stop",
+        ),
+        ({"grid": {"snr_db": "0:10:-5"}}, [], "sweep.grid.snr_db: '0:10:-5' has step -5; allowed: a positive step"),
+        ({"grid": {"snr_db": [0, 5, 0]}}, [], "sweep.grid.snr_db: [0, 5, 0] repeats 0; allowed: distinct values"),
+        ({"grid": {"snr_db": []}}, [], "sweep.grid.snr_db: [] has no values"),
+        ({"grid": {"seed": [1]}, "zip": {"seed": [2]}}, [], "sweep.zip.seed: is also in sweep.grid"),
+        (
+            {},
+            ["tokens.image.length=1,9"],
+            "sweep point tokens.image.length=9: is not a valid scenario:\n"
+            "tokens.image.length: 9 is longer than the image encoder's output (4 tokens); allowed: 1..4",
+        ),
+        ({}, ["channel.model=awgn,tdl-z"], "channel.model: 'tdl-z' is not one of the choices"),
+    ],
+)
+def test_a_bad_sweep_fails_before_running_naming_key_value_and_allowed(tiny, write_scenario, block, overrides, message):
+    path = _sweep_file(tiny, write_scenario, block)
+    with pytest.raises(ScenarioError) as err:
+        load_sweep(path, overrides).points()
+    assert message in str(err.value)
+
+
+def test_run_and_validate_on_a_sweep_file(tiny, write_scenario, capsys):
+    path = _sweep_file(tiny, write_scenario)
+    assert main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "all 4 points are valid" in err and "sweeps tokens.image.length, tokens.audio.length, snr_db" in err
+    assert yaml.safe_load(out)["tokens"]["image"]["length"] == 1  # the first point, resolved
+    assert main(["validate", str(path), "--set", "tokens.image.length=1,7"]) == 2
+    assert "sweep point tokens.image.length=7, tokens.audio.length=2" in capsys.readouterr().err
+
+
+def _cache(tmp_path: Path, name: str) -> dict:
+    """A cache that shares the session's data and features but trains its own checkpoints."""
+    shared = Path(os.environ["TOKENSIM_CACHE"])
+    cache = tmp_path / name
+    cache.mkdir()
+    for part in ("data", "features", "encoders"):
+        (shared / part).mkdir(exist_ok=True)
+        (cache / part).symlink_to(shared / part)
+    return {**os.environ, "TOKENSIM_CACHE": str(cache)}
+
+
+def _sweep_command(path: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "sim.cli", "sweep", str(path), "--out", str(out)]
+
+
+def test_a_killed_sweep_reruns_only_missing_points_and_ends_as_an_uninterrupted_one(
+    tiny, write_scenario, tmp_path, monkeypatch
+):
+    path = _sweep_file(tiny, write_scenario)
+    reference = tmp_path / "reference"
+    with monkeypatch.context() as patch:  # in this process (as many torch threads as the subprocesses)
+        patch.setenv("TOKENSIM_CACHE", _cache(tmp_path, "cache-ref")["TOKENSIM_CACHE"])
+        assert main(["sweep", str(path), "--out", str(reference), "--quiet"]) == 0
+
+    env, out = _cache(tmp_path, "cache-killed"), tmp_path / "killed"
+    process = subprocess.Popen(_sweep_command(path, out), env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("points/*/manifest.json")) and time.monotonic() < deadline:
+        assert process.poll() is None, "the sweep ended before a point finished"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {p.parent.name: p.read_bytes() for p in out.glob("points/*/manifest.json")}
+    assert 1 <= len(finished) < 4, "kill it mid-way"
+    assert not (out / "results.csv").exists()  # written at the end only
+
+    rerun = subprocess.run(_sweep_command(path, out), env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert f"{len(finished)} of 4 points finished before; running the other {4 - len(finished)}" in rerun.stderr
+    assert rerun.stderr.count("accuracy ") == 4 - len(finished)  # one line per point evaluated now
+    for point, manifest in finished.items():
+        assert (out / "points" / point / "manifest.json").read_bytes() == manifest  # not run again
+    assert (out / "results.csv").read_text() == (reference / "results.csv").read_text()
+    assert (out / "sweep.yaml").read_text() == (reference / "sweep.yaml").read_text()
+
+
+def test_local_dask_cluster_trains_each_checkpoint_once_and_shares_it(tiny, write_scenario, tmp_path):
+    """Two learning rates share one stage-1 checkpoint; each of the three is trained by one task only."""
+    block = {"grid": {"training.finetune.lr": [0.001, 0.002], "snr_db": [0, 10]}}
+    tiny["training"]["alignment"]["temperature"] = 0.09  # a stage-1 checkpoint no other test trains
+    path = _sweep_file(tiny, write_scenario, block)
+    report = run_sweep(load_sweep(path), tmp_path / "dask", workers=2, progress=False)
+    assert report.points == 4 and len(report.ran) == 4 and not report.failed
+    trained = [(t["kind"], t["key"]) for t in report.trained if t["trained"]]
+    assert sorted(k for k, _ in trained) == ["align", "finetune", "finetune"] and len(set(trained)) == 3
+    assert len({t["pid"] for t in report.trained}) >= 1
+    points = sorted((tmp_path / "dask" / "points").iterdir())
+    manifests = [json.loads((p / "manifest.json").read_text()) for p in points]
+    assert not any(m["trained_now"] for m in manifests)  # every point loaded its checkpoint
+    assert len({m["checkpoint"] for m in manifests}) == 2
+    rows = (tmp_path / "dask" / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("point,training.finetune.lr,snr_db,user,") and len(rows) == 1 + 4 * (1 + 5)
+
+    # the same sweep with one more SNR on a running cluster (--scheduler): only the new points run
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        more = run_sweep(
+            load_sweep(path, ["snr_db=0,5,10"]), tmp_path / "dask", scheduler=cluster.scheduler_address, progress=False
+        )
+    assert more.points == 6 and more.skipped == 4 and len(more.ran) == 2 and not more.trained
