@@ -24,8 +24,9 @@ from models.paths import digest
 from models.system import SplitModel
 from models.training import TaskSampler, finetune_split_model, task_accuracy
 from sim.errors import ScenarioError
+from sim.mac.allocation import Calibration, TokenAwareAllocation
 from sim.runtime import apply_runtime, reseed
-from sim.scenario import Scenario
+from sim.scenario import Scenario, model_source
 from sim.uplink import Uplink
 
 EVALUATION_STREAM = 1 << 32  # offset of the evaluation's seed from the scenario's
@@ -87,6 +88,8 @@ class Evaluation:
     ``link``: the uplink's per-task counts, each [num_slots, num_users] (row
     ``slot`` of ``tasks``): ``airtime_slots``, ``channel_uses`` and, digital,
     the coded and information bits, MCS and TB outcomes (see :class:`~sim.uplink.Uplink`).
+    ``allocation``: the token-aware joint allocation, when the scenario asks for it;
+    ``values_per_user``: real values each user sent per task.
     """
 
     tasks: dict[str, np.ndarray]
@@ -95,6 +98,8 @@ class Evaluation:
     device_flops: dict[str, int]
     edge_flops: list[int]
     link: dict[str, np.ndarray]
+    allocation: dict | None = None
+    values_per_user: list[int] | None = None
 
 
 class Simulation:
@@ -111,7 +116,9 @@ class Simulation:
         self.dataset = DATASETS[scenario.dataset.name](scenario.dataset, scenario.seed)
         self._features: dict[str, SplitFeatures] = {}
         self._samplers: dict[tuple, TaskSampler] = {}
-        self.checkpoint, self.shaped_by = checkpoint_key(scenario)
+        # ``model_from``: another scenario trains (or has trained) the model this one evaluates
+        self.source = model_source(scenario)
+        self.checkpoint, self.shaped_by = checkpoint_key(self.source or scenario)
         self.uplink = Uplink(scenario, self.device)
         encoder_dims = {m: encoder_output_shape(m, scenario.models)[1] for m in scenario.tokens}
         self.model = SplitModel(scenario.tokens, encoder_dims, scenario.models, answers=list(ANSWERS)).to(self.device)
@@ -151,8 +158,14 @@ class Simulation:
         Each stage's checkpoint is keyed by what shapes it; ``force`` retrains
         the stage asked for (both for ``all``), never a stage it builds on.
         Returns the summary of the last stage, with the history of every stage run or loaded.
+        With ``model_from`` set, the source scenario trains (or loads) and this one takes its weights.
         """
         s = self.scenario
+        if self.source is not None:
+            summary = Simulation(self.source, self.progress).train(force, stage)
+            if stage != "align":
+                load_checkpoint(self.model, self.checkpoint)
+            return summary
         if stage not in (*STAGES, "all"):
             raise ValueError(f"stage: {stage!r} is not one of {', '.join(STAGES)}, all")
         if stage == "align" and not s.training.alignment.enabled:
@@ -225,17 +238,32 @@ class Simulation:
 
     @torch.no_grad()
     def evaluate(self, snr_db: float | None = None) -> Evaluation:
-        """Every group's test tasks through the uplink at the users' SNRs (every user at ``snr_db`` if given)."""
+        """Every group's test tasks through the uplink at the users' SNRs (every user at ``snr_db`` if given).
+
+        Under ``scheduler.policy: token-aware`` the joint allocation (:meth:`allocate`) first sets each
+        user's token length, PRBs and, through its power spread over them, SNR.
+        """
         s = self.scenario
         self.model.eval()
+        snr = np.array([u.snr_db if snr_db is None else snr_db for u in s.users], dtype=float)
+        uplink, allocation = self.uplink, None
+        if s.scheduler.policy == "token-aware":
+            allocation = self.allocate(snr)
+            snr = snr + np.array(allocation["snr_shift_db"])
+            uplink = Uplink(s, self.device, token_factor=allocation["token_factor"])
         # Its own random stream: the same channels and noise whether this run trained or loaded the checkpoint.
         reseed(s.seed + EVALUATION_STREAM)
-        sampler = self.sampler("test", s.evaluation.tasks_per_group)
-        snr_db = torch.tensor(
-            [u.snr_db if snr_db is None else snr_db for u in s.users], dtype=torch.float32, device=self.device
-        )
-        limit = torch.tensor(self.uplink.values_per_user, device=self.device)
-        used = torch.arange(self.uplink.num_values, device=self.device) < limit[:, None]  # [users, values]
+        evaluation = self._run_tasks(self.sampler("test", s.evaluation.tasks_per_group), uplink, snr)
+        evaluation.allocation = allocation
+        evaluation.values_per_user = uplink.values_per_user
+        return evaluation
+
+    def _run_tasks(self, sampler: TaskSampler, uplink: Uplink, snr_db: np.ndarray) -> Evaluation:
+        """Every task of ``sampler`` through ``uplink`` at per-user ``snr_db`` [num_users]."""
+        s = self.scenario
+        snr_db = torch.tensor(snr_db, dtype=torch.float32, device=self.device)
+        limit = torch.tensor(uplink.values_per_user, device=self.device)
+        used = torch.arange(uplink.num_values, device=self.device) < limit[:, None]  # [users, values]
         error = torch.zeros(len(s.users), dtype=torch.float64, device=self.device)
         power = torch.zeros_like(error)
         columns: dict[str, list] = {k: [] for k in ("group", "slot", "question_type", "answer", "predicted")}
@@ -244,7 +272,7 @@ class Simulation:
         for batch in sampler.in_order(s.evaluation.batch_size):
             tx = self.model.transmit(batch["features"])
             num_slots = batch["answer"].shape[0] // sampler.num_groups
-            link = self.uplink(tx, snr_db.expand(num_slots, -1))
+            link = uplink(tx, snr_db.expand(num_slots, -1))
             logits = self.model.answer(link["tokens"], batch["present"])
             sent, got = link["payload_tx"], link["payload_rx"]
             error += ((got - sent).square() * used).sum((0, 2)).double()
@@ -270,6 +298,60 @@ class Simulation:
             link={k: torch.cat(v).cpu().numpy() for k, v in link_counts.items()},
         )
 
+    def calibrate(self, snr_db: np.ndarray) -> Calibration:
+        """Accuracy per group and REs per user at every token factor and SNR offset of ``scheduler.allocation``,
+        on validation tasks (never the test tasks); a digital link is judged by its abstraction here."""
+        s = self.scenario
+        settings = s.scheduler.allocation
+        factors = sorted(set(settings.token_factors))
+        shifts = np.array(sorted(settings.calibration_snr_shifts_db), dtype=float)
+        probe = s
+        if s.link.mode == "digital":
+            probe = s.model_copy(update={"link": s.link.model_copy(update={"fidelity": "abstraction"})})
+        sampler = self.sampler("test", settings.calibration_tasks_per_group, seed_offset=VALIDATION_STREAM)
+        users, groups = len(s.users), len(s.groups)
+        accuracy = np.zeros((len(factors), len(shifts), groups))
+        res = np.zeros((len(factors), len(shifts), users))
+        wait = np.zeros_like(res)
+        for i, factor in enumerate(factors):
+            uplink = Uplink(probe, self.device, token_factor=[factor] * users)
+            for j, shift in enumerate(shifts):
+                reseed(s.seed + VALIDATION_STREAM + j)
+                run = self._run_tasks(sampler, uplink, snr_db + shift)
+                correct, group = run.tasks["correct"], run.tasks["group"]
+                accuracy[i, j] = np.bincount(group, correct, groups) / np.maximum(np.bincount(group, None, groups), 1)
+                res[i, j] = run.link["channel_uses"].mean(0)
+                if "attempts" in run.link:
+                    wait[i, j] = (run.link["airtime_slots"] - run.link["attempts"]).mean(0)
+        return Calibration(factors, shifts, accuracy, res, wait)
+
+    def allocate(self, snr_db: np.ndarray) -> dict:
+        """The token-aware joint allocation at per-user ``snr_db``: token factors, PRBs, SNR shifts."""
+        s = self.scenario
+        settings = s.scheduler.allocation
+        calibration = self.calibrate(snr_db)
+        index = {u.id: i for i, u in enumerate(s.users)}
+        group_of_user = np.zeros(len(s.users), dtype=int)
+        for g, group in enumerate(s.groups):
+            group_of_user[[index[uid] for uid in group.users]] = g
+        flops = self._device_flops()
+        device_s = [sum(flops[m] for m in u.modalities) / (u.device_gflops * 1e9) for u in s.users]
+        edge_s = np.array(self._edge_flops()) / (s.compute.edge_gflops * 1e9)
+        allocation = TokenAwareAllocation(
+            calibration,
+            group_of_user,
+            num_prbs=s.cell.num_prbs,
+            reference_prbs=self.uplink.share.prbs_per_user,
+            res_per_prb=self.uplink.share.data_symbols_per_slot // self.uplink.share.prbs_per_user,
+            slot_s=self.uplink.slot_seconds,
+            device_s=device_s,
+            edge_s=edge_s,
+            deadline_s=s.traffic.deadline_ms / 1e3,
+            latency_weight=settings.latency_weight,
+            loss_weight=settings.loss_weight,
+        )()
+        return allocation | {"calibration": calibration}
+
     def _device_flops(self) -> dict[str, int]:
         """FLOPs one device spends per task on each modality: encoder and transmitter."""
         features = self.features("test")
@@ -281,13 +363,17 @@ class Simulation:
 
     def _edge_flops(self) -> list[int]:
         """FLOPs the edge spends per task of each group: its receivers, backbone and head."""
-        flops = []
+        by_modalities: dict[tuple[str, ...], int] = {}  # counted once per set of modalities, not per group
         for g in self.scenario.groups:
-            sent = [m for m in self.model.modalities if m in self.scenario.group_modalities(g)]
-            rx = {m: torch.zeros(1, *self.uplink.token_shapes[m], device=self.device) for m in sent}
-            present = {m: torch.ones(1, dtype=torch.bool, device=self.device) for m in sent}
-            flops.append(count_flops(self.model.answer, rx, present))
-        return flops
+            sent = tuple(m for m in self.model.modalities if m in self.scenario.group_modalities(g))
+            if sent not in by_modalities:
+                rx = {m: torch.zeros(1, *self.uplink.token_shapes[m], device=self.device) for m in sent}
+                present = {m: torch.ones(1, dtype=torch.bool, device=self.device) for m in sent}
+                by_modalities[sent] = count_flops(self.model.answer, rx, present)
+        return [
+            by_modalities[tuple(m for m in self.model.modalities if m in self.scenario.group_modalities(g))]
+            for g in self.scenario.groups
+        ]
 
 
 def _tail_means(history: list[dict], keys: tuple[str, ...]) -> dict[str, float]:

@@ -1,12 +1,13 @@
 """From an evaluation to the results contract: ``metrics.json``, per-user and per-task rows.
 
-Latency of a task = the slowest sender of its group (device compute +
-queueing + airtime) + edge compute. Device compute is the FLOPs of the
-user's encoders and transmitters over its ``device_gflops``; airtime is the
-slots its payload takes on its equal share of PRBs (digital: with the
-retransmissions of that task's TBs); queueing is zero while
-every user owns its PRBs in every slot; edge compute is the FLOPs of the
-group's receivers, backbone and head over ``compute.edge_gflops``.
+Latency of a task = device compute + queueing + airtime + edge compute of
+its slowest sender (:class:`~sim.mac.cell.CellMac`): device compute is the
+FLOPs of the user's encoders and transmitters over its ``device_gflops``;
+queueing is the wait for a slot boundary, for PRBs the scheduler gives to
+others, and for the edge; airtime runs from the first to the last slot that
+carries the task's tokens (digital: every TB attempt and the HARQ round
+trips between them); edge compute is the FLOPs of the group's receivers,
+backbone and head over ``compute.edge_gflops``, first come first served.
 
 Bits per task are the coded bits put on air (digital) or the Shannon bits of
 the channel uses at the user's SNR (analog).
@@ -22,6 +23,7 @@ import numpy as np
 from models.data.fashion_avqa import ANSWERS, QUESTION_TYPES
 from models.encoders import encoder_output_shape
 from sim.engine import Evaluation
+from sim.mac.cell import CellMac
 
 MS = 1e3
 BREAKDOWN = ("device_compute", "queueing", "airtime", "edge_compute")
@@ -36,37 +38,36 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
     user_index = {u.id: i for i, u in enumerate(s.users)}
     counts = evaluation.link  # each [num_slots, num_users]
     digital = s.link.mode == "digital"
-    snr_db = np.array([u.snr_db for u in s.users])
-    airtime_ms = counts["airtime_slots"] * uplink.slot_seconds * MS
-    device_ms = np.array(
-        [sum(evaluation.device_flops[m] for m in u.modalities) / (u.device_gflops * 1e9) * MS for u in s.users]
-    )
-    uplink_ms = device_ms + airtime_ms  # [num_slots, num_users]; queueing is zero with equal shares
+    allocation = evaluation.allocation  # token-aware: each user's PRBs, token factor and SNR on its PRBs
+    snr_db = np.array([u.snr_db for u in s.users]) + (np.array(allocation["snr_shift_db"]) if allocation else 0)
     channel_uses = counts["channel_uses"].astype(float)
     shannon = shannon_bits(channel_uses, snr_db)
     bits = counts["coded_bits"].astype(float) if digital else shannon
     nmse = evaluation.nmse_error / np.maximum(evaluation.nmse_power, 1e-30)
 
+    device_s = np.array(
+        [sum(evaluation.device_flops[m] for m in u.modalities) / (u.device_gflops * 1e9) for u in s.users]
+    )
+    edge_s = np.array(evaluation.edge_flops) / (s.compute.edge_gflops * 1e9)
+    # digital: slots a payload spends waiting on HARQ round trips beyond its own attempts
+    harq_wait = counts["airtime_slots"] - counts["attempts"] if digital else np.zeros_like(channel_uses)
+    shares = allocation["prbs"] if allocation else None
+    mac = CellMac(s, uplink.slot_seconds).run(channel_uses, harq_wait, device_s, edge_s, shares=shares)
+    values_per_user = evaluation.values_per_user or uplink.values_per_user
+
     g_of_task, slot_of_task = tasks["group"], tasks["slot"]
-    latency = np.zeros(len(g_of_task))
-    task_breakdown = np.zeros((len(g_of_task), 4))
+    latency = mac["latency_s"][g_of_task, slot_of_task] * MS
+    task_breakdown = np.stack([mac[f"{k}_s"][g_of_task, slot_of_task] * MS for k in BREAKDOWN], 1)
     task_bits, task_uses = np.zeros(len(g_of_task)), np.zeros(len(g_of_task))
     groups = []
     for g, group in enumerate(s.groups):
         members = np.array([user_index[uid] for uid in group.users])
         mine = g_of_task == g
         rows = slot_of_task[mine]
-        critical = members[np.argmax(uplink_ms[rows][:, members], axis=1)]  # slowest sender of each task
-        edge_ms = evaluation.edge_flops[g] / (s.compute.edge_gflops * 1e9) * MS
-        latency[mine] = uplink_ms[rows, critical] + edge_ms
-        task_breakdown[mine] = np.stack(
-            [device_ms[critical], np.zeros(len(rows)), airtime_ms[rows, critical], np.full(len(rows), edge_ms)], 1
-        )
         task_bits[mine] = bits[rows][:, members].sum(1)
         task_uses[mine] = channel_uses[rows][:, members].sum(1)
-        sent = s.group_modalities(group)
-        encoded = sum(np.prod(encoder_output_shape(m, s.models)) for m in sent)
-        transmitted = sum(s.tokens[m].length * s.tokens[m].dim for m in sent)
+        encoded = sum(np.prod(encoder_output_shape(m, s.models)) for m in s.group_modalities(group))
+        transmitted = sum(values_per_user[u] for u in members)
         groups.append(
             {
                 "id": group.id,
@@ -78,6 +79,8 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
                 "compression_ratio": float(encoded / transmitted),
             }
         )
+    # bits per second while the user had something queued
+    throughput_bps = mac["throughput_units_per_s"] * bits.sum(0) / np.maximum(channel_uses.sum(0), 1e-30)
 
     per_task = [
         {
@@ -105,18 +108,22 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
             "id": u.id,
             "modalities": list(u.modalities),
             "group": u.group,
-            "snr_db": u.snr_db,
+            "snr_db": float(snr_db[i]),
             "accuracy": _mean(tasks["correct"][mine]),
             "tasks": int(mine.sum()),
             "token_nmse": float(nmse[i]),
             "bits_per_task": _mean(bits[:, i]),
             "channel_uses_per_task": _mean(channel_uses[:, i]),
-            "num_prbs": uplink.share.prbs_per_user,
+            "num_prbs": shares[i] if shares else uplink.share.prbs_per_user,
             "latency_ms": {"mean": _mean(group_latency), "p95": _pct(group_latency, 95)},
-            "uplink_ms": _mean(uplink_ms[:, i]),
+            "uplink_ms": _mean(mac["uplink_s"][i]) * MS,
+            "throughput_bps": float(throughput_bps[i]),
+            "granted_prbs_per_task": float(mac["granted_prbs"][i] / len(channel_uses)),
         }
         # where geometry set the SNR: the user's place and its TR 38.901 losses
         record |= {k: getattr(u, k) for k in PLACEMENT if getattr(u, k) is not None}
+        if allocation:
+            record["token_factor"] = allocation["token_factor"][i]
         if digital:
             record |= _digital_counts({k: v[:, i] for k, v in counts.items()}, shannon[:, i], s.link.bits_per_value)
         users.append(record)
@@ -146,7 +153,11 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
             "p99": _pct(latency, 99),
             "breakdown": breakdown,
         },
-        "deadline_miss_rate": _mean(latency > s.latency.deadline_ms),
+        "deadline_miss_rate": _mean(latency > s.traffic.deadline_ms),
+        "scheduler": s.scheduler.policy,
+        "traffic": s.traffic.arrival,
+        "jain_fairness": jain_fairness(throughput_bps),
+        "prb_utilisation": mac["prb_utilisation"],
         "majority_answer_rate": float(answers.max() / answers.sum()),
         "majority_answer": ANSWERS[int(answers.argmax())],
         "accuracy_by_question_type": {
@@ -169,6 +180,8 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
         ],
         "users": users,
     }
+    if allocation:
+        metrics["allocation"] = {k: v for k, v in allocation.items() if k != "calibration"}
     if digital:
         metrics["link"] = {"mode": "digital", "fidelity": s.link.fidelity} | _digital_counts(
             counts, shannon, s.link.bits_per_value
@@ -195,6 +208,12 @@ def _digital_counts(counts: dict[str, np.ndarray], shannon: np.ndarray, bits_per
         "goodput_bits_per_channel_use": float(delivered / max(counts["channel_uses"].sum(), 1)),
         "capacity_gap": float(shannon.sum() / delivered) if delivered else None,  # None: nothing got through
     }
+
+
+def jain_fairness(x) -> float:
+    """Jain's index (sum x)^2 / (n sum x^2): 1 when all are equal, 1/n when one takes everything."""
+    x = np.asarray(x, dtype=float)
+    return float(x.sum() ** 2 / (len(x) * np.square(x).sum())) if np.square(x).sum() > 0 else float("nan")
 
 
 def shannon_bits(channel_uses, snr_db):

@@ -9,6 +9,7 @@ is allowed.
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from pathlib import Path
@@ -27,7 +28,9 @@ from models.config import (
 )
 from models.data import FashionAVQAConfig
 from sim.errors import ScenarioError, ScenarioErrors
-from sim.mac.allocation import EqualShare
+from sim.mac import SCHEDULER_POLICIES
+from sim.mac.allocation import AllocationConfig, EqualShare
+from sim.mac.traffic import TrafficConfig
 from sim.phy.channels import CHANNEL_MODELS
 from sim.phy.numerology import (
     MAX_NUM_PRBS,
@@ -144,8 +147,12 @@ class ComputeConfig(Strict):
     edge_gflops: float = Field(5000.0, gt=0, description="edge server throughput, GFLOP/s")
 
 
-class LatencyConfig(Strict):
-    deadline_ms: float = Field(20.0, gt=0)
+class SchedulerConfig(Strict):
+    """Who gets which PRBs in which slot (:mod:`sim.mac.scheduler`)."""
+
+    policy: Literal[SCHEDULER_POLICIES] = "equal-share"  # type: ignore[valid-type]
+    pf_beta: float = Field(0.98, gt=0, lt=1, description="proportional-fair: discount of the average rate")
+    allocation: AllocationConfig = Field(default_factory=AllocationConfig, description="token-aware: the objective")
 
 
 class EvaluationConfig(Strict):
@@ -164,13 +171,20 @@ class Scenario(Strict):
     topology: TopologyConfig = Field(default_factory=TopologyConfig)
     radio: RadioConfig = Field(default_factory=RadioConfig)
     snr_db: float | None = Field(None, description="if set, every user's snr_db")
+    replicas: int = Field(
+        1, ge=1, description="users and groups repeated this many times (ids get .1, .2, ...); dropped anew"
+    )
+    model_from: str | None = Field(
+        None, description="scenario file (relative to this one) whose trained model this scenario evaluates"
+    )
     users: list[UserConfig] = Field(min_length=1)
     groups: list[GroupConfig] = Field(min_length=1)
     tokens: TokensConfig
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
-    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    traffic: TrafficConfig = Field(default_factory=TrafficConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     def user(self, user_id: str) -> UserConfig:
@@ -196,7 +210,14 @@ def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
         raise ScenarioError("scenario", str(path), "must be a mapping of keys to values")
     for item in overrides:
         apply_override(raw, item)
-    return validate_scenario(raw)
+    return validate_scenario(relative_to_file(raw, path))
+
+
+def relative_to_file(raw: dict, path: Path) -> dict:
+    """Make the scenario's file references (``model_from``) absolute, from the directory of the file at ``path``."""
+    if isinstance(raw.get("model_from"), str):
+        raw["model_from"] = str((Path(path).parent / raw["model_from"]).resolve())
+    return raw
 
 
 def validate_scenario(raw: dict) -> Scenario:
@@ -369,6 +390,7 @@ def _cross_check(s: Scenario) -> list[ScenarioError]:
             errors.append(ScenarioError(f"models.{key}", getattr(s.models, key), str(err)))
 
     cell = s.cell
+    num_prbs = cell.num_prbs or 24
     if cell.bandwidth_hz is not None:
         try:
             prbs = num_prbs_for_bandwidth(cell.bandwidth_hz, cell.subcarrier_spacing_hz)
@@ -387,14 +409,49 @@ def _cross_check(s: Scenario) -> list[ScenarioError]:
                 errors.append(
                     ScenarioError("cell.num_prbs", cell.num_prbs, f"disagrees with cell.bandwidth_hz ({prbs} PRBs)")
                 )
-    num_prbs = cell.num_prbs or 24
-    if num_prbs < len(s.users):
+            num_prbs = prbs
+    num_users = len(s.users) * s.replicas
+    if s.scheduler.policy in ("equal-share", "token-aware") and num_prbs < num_users:
+        others = ", ".join(p for p in SCHEDULER_POLICIES if p not in ("equal-share", "token-aware"))
         errors.append(
-            ScenarioError("cell.num_prbs", num_prbs, f"is fewer than the {len(s.users)} users sharing it equally")
+            ScenarioError(
+                "scheduler.policy",
+                s.scheduler.policy,
+                f"needs a PRB per user ({num_prbs} PRBs, {num_users} users)",
+                f"more PRBs (cell.bandwidth_hz), or a policy that shares PRBs over slots: {others}",
+            )
         )
-    elif s.link.mode == "digital":
-        errors += _check_digital_link(s.link, num_prbs // len(s.users), len(cell.pilot_ofdm_symbol_indices))
+    errors += _check_model_source(s)
+    if s.traffic.arrival == "poisson" and s.traffic.rate_per_s is None:
+        errors.append(ScenarioError("traffic.rate_per_s", None, "is required with traffic.arrival: poisson"))
+    if s.link.mode == "digital":
+        share = EqualShare(num_prbs, num_users, len(cell.pilot_ofdm_symbol_indices))
+        errors += _check_digital_link(s.link, share.prbs_per_user, len(cell.pilot_ofdm_symbol_indices))
     return errors
+
+
+def _check_model_source(s: Scenario) -> list[ScenarioError]:
+    """``model_from`` must name a scenario that trains the same model on the same data, and not borrow one itself."""
+    if s.model_from is None:
+        return []
+    try:
+        source = load_scenario(s.model_from)
+    except ScenarioError as err:
+        return [ScenarioError("model_from", s.model_from, f"does not load ({err})")]
+    if source.model_from is not None:
+        return [ScenarioError("model_from", s.model_from, "borrows its model too", "a scenario that trains its own")]
+    errors = []
+    for key in ("dataset", "models", "link.mode", "link.bits_per_value"):
+        mine, theirs = (functools.reduce(getattr, key.split("."), x) for x in (s, source))
+        if mine != theirs:
+            errors.append(ScenarioError(key, _short(mine), f"differs from that of model_from {s.model_from}"))
+    if set(s.tokens) - set(source.tokens) or any(s.tokens[m] != source.tokens[m] for m in s.tokens):
+        errors.append(ScenarioError("tokens", None, f"differ from those of model_from {s.model_from}"))
+    return errors
+
+
+def _short(value):
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
 def _check_digital_link(link: LinkConfig, prbs_per_user: int, num_pilot_symbols: int) -> list[ScenarioError]:
@@ -420,7 +477,8 @@ def _check_digital_link(link: LinkConfig, prbs_per_user: int, num_pilot_symbols:
 
 
 def _resolve(s: Scenario) -> Scenario:
-    """Fill in what follows from other keys: PRBs, groups and SNRs of users."""
+    """Fill in what follows from other keys: copies of the cell, PRBs, groups and SNRs of users."""
+    _replicate(s)
     if s.cell.num_prbs is None:
         s.cell.num_prbs = (
             num_prbs_for_bandwidth(s.cell.bandwidth_hz, s.cell.subcarrier_spacing_hz)
@@ -441,6 +499,28 @@ def _resolve(s: Scenario) -> Scenario:
     sent = {m for u in s.users for m in u.modalities}
     s.tokens = {m: s.tokens[m] for m in MODALITIES if m in sent}  # nothing else is encoded or trained
     return s
+
+
+def _replicate(s: Scenario) -> None:
+    """``replicas: n`` -> n copies of every user and group, ids suffixed ``.1`` .. ``.n``; then ``replicas: 1``.
+
+    The resolved scenario lists every copy, so it loads again as it is.
+    Copies share explicit SNRs and positions; dropped users are dropped anew.
+    """
+    if s.replicas == 1:
+        return
+    users, groups = [], []
+    for r in range(1, s.replicas + 1):
+        users += [u.model_copy(update={"id": f"{u.id}.{r}"}) for u in s.users]
+        groups += [
+            g.model_copy(update={"id": f"{g.id}.{r}", "users": [f"{uid}.{r}" for uid in g.users]}) for g in s.groups
+        ]
+    s.users, s.groups, s.replicas = users, groups, 1
+
+
+def model_source(s: Scenario) -> Scenario | None:
+    """The scenario named by ``model_from`` (validated), whose checkpoint this one uses; ``None`` if unset."""
+    return load_scenario(s.model_from) if s.model_from else None
 
 
 # ---------------------------------------------------------------- pydantic errors

@@ -18,6 +18,7 @@ import torch
 from sionna.phy.ofdm import ResourceGrid
 from torch import nn
 
+from models.compression import sliding_window_pool
 from models.config import MODALITIES
 from sim.mac.allocation import EqualShare
 from sim.phy.analog import AnalogLink
@@ -37,6 +38,8 @@ class Uplink(nn.Module):
 
     :param scenario: a validated :class:`~sim.scenario.Scenario`
     :param device: torch device of the link
+    :param token_factor: per user, how many times fewer tokens it sends than ``tokens.<modality>.length``
+        (pooled on the device, repeated back at the edge); ``None``: every user sends them all
 
     :input tokens: ``{modality: [num_slots * num_groups, length, dim]}``, float.
     :input snr_db: [num_slots, num_users], float.
@@ -47,31 +50,35 @@ class Uplink(nn.Module):
         information bits, MCS, TB attempts and failures of :class:`DigitalLink`).
     """
 
-    def __init__(self, scenario, device: torch.device):
+    def __init__(self, scenario, device: torch.device, token_factor: list[int] | None = None):
         super().__init__()
         self.user_ids = [u.id for u in scenario.users]
         self.num_groups = len(scenario.groups)
-        token_values = {m: t.length * t.dim for m, t in scenario.tokens.items()}
         user_index = {uid: i for i, uid in enumerate(self.user_ids)}
+        # tokens a user sends of each modality: the scenario's length over its factor (at least one)
+        self.token_factor = list(token_factor or [1] * len(self.user_ids))
+        self.token_shapes = {m: (t.length, t.dim) for m, t in scenario.tokens.items()}
 
-        # Where each (group, modality) sits in its sender's payload.
+        # Where each (group, modality) sits in its sender's payload, by the length it is sent at.
         self.values_per_user = [0] * len(self.user_ids)
-        placement: dict[str, list[tuple[int, int, int]]] = {m: [] for m in MODALITIES}
+        placement: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
         for g, group in enumerate(scenario.groups):
             for uid in group.users:
                 u = user_index[uid]
                 for m in (m for m in MODALITIES if m in scenario.user(uid).modalities):
-                    placement[m].append((g, u, self.values_per_user[u]))
-                    self.values_per_user[u] += token_values[m]
+                    length, dim = self.token_shapes[m]
+                    sent = max(1, length // self.token_factor[u])
+                    placement.setdefault((m, sent), []).append((g, u, self.values_per_user[u]))
+                    self.values_per_user[u] += sent * dim
         self.num_values = max(self.values_per_user)
-        self.token_shapes = {m: (t.length, t.dim) for m, t in scenario.tokens.items()}
         self._groups, self._indices = {}, {}
-        for m, places in placement.items():
-            if places:
-                groups, users, offsets = (torch.tensor(c) for c in zip(*places))
-                flat = (users * self.num_values + offsets)[:, None] + torch.arange(token_values[m])
-                self._groups[m] = groups.to(device)
-                self._indices[m] = flat.flatten().to(device)
+        for (m, sent), places in placement.items():
+            groups, users, offsets = (torch.tensor(c) for c in zip(*places))
+            flat = (users * self.num_values + offsets)[:, None] + torch.arange(sent * self.token_shapes[m][1])
+            self._groups[(m, sent)] = groups.to(device)
+            self._indices[(m, sent)] = flat.flatten().to(device)
+        reduced = torch.tensor([f > 1 for f in self.token_factor], device=device)
+        self.register_buffer("_reduced", reduced, persistent=False)
 
         cell = scenario.cell
         self.slot_seconds = slot_duration_s(cell.subcarrier_spacing_hz)
@@ -123,7 +130,7 @@ class Uplink(nn.Module):
 
     def forward(self, tokens: dict[str, torch.Tensor], snr_db: torch.Tensor) -> dict:
         num_slots, num_users = snr_db.shape
-        payload = self.pack(tokens)
+        payload, gain = self.normalise(self.pack(tokens))
         if self.digital is None:
             received = self.link(payload.reshape(num_slots * num_users, self.num_values), snr_db.flatten())["tokens"]
             received = received.reshape(payload.shape)
@@ -134,28 +141,59 @@ class Uplink(nn.Module):
         else:
             stats = self.digital(payload, snr_db)
             received = stats.pop("values")
-        return {"tokens": self.unpack(received, tokens), "payload_tx": payload, "payload_rx": received, "stats": stats}
+        received = received / gain
+        return {
+            "tokens": self.unpack(received, tokens),
+            "payload_tx": payload / gain,
+            "payload_rx": received,
+            "stats": stats,
+        }
+
+    def normalise(self, payload: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Payloads of users sending fewer tokens back to mean power 1/2 per value (pooling lowers it).
+
+        The gain [num_slots, num_users, 1] rides along as side information (one number per payload,
+        negligible next to the tokens) and the edge divides it out.
+        """
+        if not bool(self._reduced.any()):
+            return payload, torch.ones_like(payload[..., :1])
+        used = torch.arange(self.num_values, device=payload.device) < torch.tensor(
+            self.values_per_user, device=payload.device
+        ).unsqueeze(-1)
+        power = (payload.square() * used).sum(-1, keepdim=True) / used.sum(-1, keepdim=True)
+        gain = torch.where(self._reduced[:, None], torch.sqrt(0.5 / power.clamp(min=1e-12)), 1.0)
+        return payload * gain, gain
 
     def pack(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``{modality: [num_slots * num_groups, length, dim]}`` -> payloads [num_slots, num_users, num_values]."""
+        """``{modality: [num_slots * num_groups, length, dim]}`` -> payloads [num_slots, num_users, num_values].
+
+        A user with a token factor above 1 sends its tokens pooled to fewer
+        (the transmitter's own sliding-window pooling, over its output tokens).
+        """
         first = next(iter(tokens.values()))
         num_slots = first.shape[0] // self.num_groups
         payload = first.new_zeros(num_slots, len(self.user_ids) * self.num_values)
-        for m, index in self._indices.items():
-            sent = tokens[m].reshape(num_slots, self.num_groups, -1)[:, self._groups[m]]
-            payload = payload.index_copy(1, index, sent.flatten(1))
+        for (m, sent), index in self._indices.items():
+            pooled = tokens[m] if sent == tokens[m].shape[1] else sliding_window_pool(tokens[m], sent)
+            chosen = pooled.reshape(num_slots, self.num_groups, -1)[:, self._groups[(m, sent)]]
+            payload = payload.index_copy(1, index, chosen.flatten(1))
         return payload.reshape(num_slots, len(self.user_ids), self.num_values)
 
     def unpack(self, payload: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Payloads [num_slots, num_users, num_values] -> tokens in the layout of ``like``."""
+        """Payloads [num_slots, num_users, num_values] -> tokens in the layout of ``like``.
+
+        Pooled tokens are repeated over the positions of their window, so the edge sees the full length.
+        """
         num_slots = payload.shape[0]
         flat = payload.reshape(num_slots, -1)
         out = {}
         for m, (length, dim) in self.token_shapes.items():
-            rx = like[m].new_zeros(num_slots, self.num_groups, length * dim)
-            if m in self._indices:
-                got = flat.index_select(1, self._indices[m]).reshape(num_slots, -1, length * dim)
-                rx = rx.index_copy(1, self._groups[m], got)
+            rx = like[m].new_zeros(num_slots, self.num_groups, length, dim)
+            for (modality, sent), index in self._indices.items():
+                if modality == m:
+                    got = flat.index_select(1, index).reshape(num_slots, -1, sent, dim)
+                    window = torch.arange(length, device=payload.device) * sent // length  # window of each position
+                    rx = rx.index_copy(1, self._groups[(m, sent)], got[:, :, window])
             out[m] = rx.reshape(num_slots * self.num_groups, length, dim)
         return out
 

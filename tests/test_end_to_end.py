@@ -109,6 +109,29 @@ def test_digital_run_reports_coded_bits_and_capacity_gap(tiny, write_scenario, t
     assert abs(sum(latency["breakdown"].values()) - latency["mean"]) < 1e-6
 
 
+def test_token_aware_allocation_runs_end_to_end_and_beats_equal_shares_by_its_objective(tiny, write_scenario, tmp_path):
+    """Calibration on validation tasks, the joint allocation, evaluation with per-user token lengths and PRBs."""
+    tiny["cell"] = {"num_prbs": 12}
+    tiny["scheduler"] = {
+        "policy": "token-aware",
+        "allocation": {"token_factors": [1, 2], "calibration_tasks_per_group": 8, "calibration_snr_shifts_db": [-6, 6]},
+    }
+    path = write_scenario(tiny)
+    metrics = _run(path, tmp_path / "token-aware")
+    equal = _run(path, tmp_path / "equal", "--set", "scheduler.policy=equal-share")
+    allocation = metrics["allocation"]
+    assert allocation["objective"] <= allocation["equal_objective"] + 1e-12
+    assert sum(allocation["prbs"]) <= 12 and min(allocation["prbs"]) >= 1
+    for user, prbs, factor in zip(metrics["users"], allocation["prbs"], allocation["token_factor"]):
+        assert user["num_prbs"] == prbs and user["token_factor"] == factor in (1, 2)
+        reference = next(u for u in equal["users"] if u["id"] == user["id"])
+        assert math.isclose(user["snr_db"], reference["snr_db"] - 10 * math.log10(prbs / 2))  # 2: equal share
+        assert user["channel_uses_per_task"] == reference["channel_uses_per_task"] / factor
+    assert metrics["compression_ratio"] >= equal["compression_ratio"]
+    latency = metrics["latency_ms"]
+    assert abs(sum(latency["breakdown"].values()) - latency["mean"]) < 1e-6
+
+
 def test_bench_chains_agree_on_the_same_tensors():
     from sim.bench import run_bench
 

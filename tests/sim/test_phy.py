@@ -146,3 +146,28 @@ def test_uplink_airtime_is_whole_nr_slots(tiny):
     uplink = Uplink(validate_scenario(tiny), torch.device("cpu"))
     assert uplink.share.prbs_per_user == 1 and uplink.slots_per_user == [1] * 5
     assert uplink.airtime_s() == pytest.approx([0.5e-3] * 5)
+
+
+def test_uplink_sends_pooled_tokens_for_a_token_factor_and_repeats_them_at_the_edge(tiny):
+    """A user with token factor 2 puts half the values on air: each received token is the mean of its window."""
+    from models.compression import sliding_window_pool
+    from sim.scenario import validate_scenario
+    from sim.uplink import Uplink
+
+    tiny["tokens"] = {m: {"length": 4, "dim": 8} for m in ("text", "image", "audio")}
+    scenario = validate_scenario(tiny | {"channel": {"model": "awgn", "csi": "perfect"}})
+    full = Uplink(scenario, torch.device("cpu"))
+    half = Uplink(scenario, torch.device("cpu"), token_factor=[1, 2, 1, 1, 2])
+    assert half.values_per_user == [full.values_per_user[u] // (2 if u in (1, 4) else 1) for u in range(5)]
+    tokens = {m: torch.randn(3 * 2, 4, 8) for m in ("text", "image", "audio")}  # 3 slots x 2 groups
+    out = half.unpack(half.pack(tokens), tokens)
+    pooled = sliding_window_pool(tokens["image"], 2).repeat_interleave(2, dim=1)
+    torch.testing.assert_close(out["image"], pooled)  # cam1 (group a) and both2 (group b) send images at factor 2
+    torch.testing.assert_close(out["text"], tokens["text"])  # q1 and q2 send all their tokens
+    # the pooled payload goes on air at full power (1/2 per value), and the edge undoes the gain
+    on_air, gain = half.normalise(half.pack(tokens))
+    for u in (1, 4):
+        torch.testing.assert_close(on_air[:, u, : half.values_per_user[u]].square().mean(-1), torch.full((3,), 0.5))
+    assert torch.equal(gain[:, [0, 2, 3]], torch.ones(3, 3, 1))
+    link = half(tokens, torch.full((3, 5), 60.0))
+    torch.testing.assert_close(link["tokens"]["image"], pooled, atol=5e-3, rtol=0)
