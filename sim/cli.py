@@ -168,7 +168,7 @@ def cmd_train(args) -> int:
         from models.checkpoints import checkpoint_path
         from sim.engine import checkpoint_key
 
-        path = checkpoint_path(checkpoint_key(scenario, "align")[0])
+        path = checkpoint_path(checkpoint_key(sim.source or scenario, "align")[0])
     else:
         path = sim.checkpoint_path
     print(json.dumps({"checkpoint": str(path), **summary, "training_log": str(out)}, indent=2))

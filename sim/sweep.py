@@ -326,7 +326,7 @@ def prepare_task(raw: dict, threads: int = 0, after=None) -> dict:
 def train_task(raw: dict, stage: str, threads: int = 0, progress: bool = False, after=None) -> dict:
     """Train the checkpoint of ``stage`` (``align`` or ``finetune``) unless it exists."""
     from sim.engine import Simulation, checkpoint_key
-    from sim.scenario import validate_scenario
+    from sim.scenario import model_source, validate_scenario
 
     _limit_threads(threads)
     scenario = validate_scenario(copy.deepcopy(raw))
@@ -334,7 +334,7 @@ def train_task(raw: dict, stage: str, threads: int = 0, progress: bool = False, 
     summary = Simulation(scenario, progress=progress).train(stage=stage)
     return {
         "kind": stage,
-        "key": checkpoint_key(scenario, stage)[0],
+        "key": checkpoint_key(model_source(scenario) or scenario, stage)[0],
         "trained": not summary["loaded"],
         "pid": os.getpid(),
         "started": time.time() - (time.perf_counter() - started),
@@ -367,15 +367,16 @@ def plan_tasks(points: list[Point], out: Path) -> list[Task]:
     checkpoint is missing (one task per key), then evaluate each point."""
     from models.checkpoints import checkpoint_path
     from sim.engine import checkpoint_key
+    from sim.scenario import model_source
 
     tasks: list[Task] = []
     names: set[str] = set()
     last_prepare = None
     by_key: dict[str, list[Point]] = {}
-    for p in points:
-        by_key.setdefault(checkpoint_key(p.scenario)[0], []).append(p)
+    for p in points:  # a point with model_from uses (and trains) its source scenario's checkpoint
+        by_key.setdefault(checkpoint_key(model_source(p.scenario) or p.scenario)[0], []).append(p)
     for key, group in by_key.items():
-        s = group[0].scenario
+        s = model_source(group[0].scenario) or group[0].scenario
         features = digest(
             [s.seed, s.dataset.model_dump(mode="json"), s.models.model_dump(mode="json"), sorted(s.tokens)]
             + [s.training.audio_encoder.model_dump(mode="json")]
