@@ -8,8 +8,10 @@ Three blocks:
   abstraction's SINRs.
 - :class:`TransportBlockLink` sends transport blocks of one MCS over one PRB
   allocation, one TB per slot: Sionna's ``TBEncoder`` (CRC, segmentation,
-  5G LDPC, rate matching, scrambling), ``Mapper`` (QAM), an :class:`OfdmStage`,
-  ``Demapper`` and a TB decoder of :mod:`sim.phy.ldpc`.
+  5G LDPC, rate matching, scrambling; :class:`TransportBlockEncoder` computes
+  only the parity bits it sends), ``Mapper`` (QAM), an :class:`OfdmStage`,
+  :class:`QamDemapper` (Sionna's APP demapper, one PAM per dimension) and a TB
+  decoder of :mod:`sim.phy.ldpc`.
 - :class:`DigitalLink` carries every user's token payload: quantisation to
   bits, segmentation into TBs of each user's MCS, HARQ with Chase combining,
   erasure of the values of TBs that fail for good, and the accounting of
@@ -22,7 +24,8 @@ from __future__ import annotations
 
 import torch
 from sionna.phy import Block
-from sionna.phy.mapping import Demapper, Mapper
+from sionna.phy.fec.ldpc import LDPC5GEncoder
+from sionna.phy.mapping import Constellation, Mapper, SymbolLogits2LLRs
 from sionna.phy.nr import TBEncoder
 from sionna.phy.nr.utils import calculate_tb_size, decode_mcs_index
 from sionna.phy.ofdm import ResourceGrid
@@ -143,6 +146,98 @@ class OfdmStage(nn.Module):
         return {"x": x, "sinr": sinr, "sinr_abstraction": sinr_mmse.reshape(batch, num_slots, num_res)}
 
 
+class SentParityLDPC5GEncoder(LDPC5GEncoder):
+    r"""Sionna's ``LDPC5GEncoder`` that computes only the parity bits rate matching sends.
+
+    Sionna encodes the whole mother codeword (``68 Z`` or ``52 Z`` bits) and
+    rate matching (redundancy version 0) then keeps the ``n`` bits after the
+    first ``2 Z``: at code rates above about 1/3 most of the last parity part
+    is computed to be dropped. This encoder gathers only the rows of that part
+    that are sent; the rest of the mother codeword is left zero, which rate
+    matching never reads. Same arguments and outputs as ``LDPC5GEncoder``;
+    ``rv`` (the other redundancy versions) is not supported.
+
+    :input bits: [..., k], float 0/1.
+    :output: [..., n], float 0/1. The rate-matched codeword bits.
+    """
+
+    def __init__(self, k: int, n: int, **kwargs):
+        super().__init__(k, n, **kwargs)
+        # The mother codeword is [k_ldpc systematic, 4Z parity, the rest]; rate matching reads it up to
+        # 2Z + n bits past the fillers.
+        num_sent_rest = min(max(self.n - self.k - 2 * self.z, 0), self._pcm_c1_ind.shape[0])
+        self._pcm_c1_ind = self._pcm_c1_ind[:num_sent_rest]
+        self._pcm_c2_ind = self._pcm_c2_ind[:num_sent_rest]
+
+    def _encode_fast(self, s: torch.Tensor) -> torch.Tensor:
+        c = super()._encode_fast(s)  # [batch, k_ldpc + 4Z + num_sent_rest, 1]
+        return nn.functional.pad(c, (0, 0, 0, self._n_ldpc - c.shape[1]))
+
+    def call(self, bits: torch.Tensor, /, *, rv=None) -> torch.Tensor:
+        if rv is not None:
+            raise ValueError("SentParityLDPC5GEncoder computes the bits of redundancy version 0 only; rv must be None")
+        return super().call(bits)
+
+
+class TransportBlockEncoder(TBEncoder):
+    r"""Sionna's ``TBEncoder`` with :class:`SentParityLDPC5GEncoder` as its LDPC stage: the same bits, faster.
+
+    Same arguments, inputs and outputs as ``TBEncoder``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._encoder = SentParityLDPC5GEncoder(
+            self._cb_size,
+            self._cw_lengths_max,
+            num_bits_per_symbol=1,  # as TBEncoder: its own interleaver spans the code blocks
+            precision=self._encoder.precision,
+            device=self._encoder.device,
+        )
+
+
+class QamDemapper(Block):
+    r"""Sionna's ``Demapper("app", "qam", num_bits_per_symbol)``, one PAM per dimension.
+
+    Sionna's QAM labels the real part with the even bits and the imaginary part
+    with the odd bits, each a Gray-labelled PAM, and the noise is circular, so
+    the APP LLRs of the square QAM factor exactly into those of two PAMs
+    (points ``sqrt(2)`` times larger, noise variance ``no / 2`` per dimension):
+    ``2 * 2**(m/2)`` real distances per symbol instead of Sionna's ``2**m``
+    complex ones, then Sionna's ``SymbolLogits2LLRs`` on each dimension. The
+    LLRs equal Sionna's to float rounding; on a CPU this is 3.5x (16-QAM) to
+    16x (256-QAM) faster.
+
+    :param num_bits_per_symbol: bits per QAM symbol (even)
+
+    :input y: [..., n], complex. Received symbols (unbiased estimates).
+    :input no: [..., n], float (or broadcastable). Noise variance of each symbol.
+    :output: [..., n * num_bits_per_symbol], float. LLRs log p(b=1)/p(b=0) (Sionna's sign).
+
+    >>> demapper = QamDemapper(4)
+    >>> llr = demapper(y, no)  # y [64, 3456] -> llr [64, 13824]
+    """
+
+    def __init__(self, num_bits_per_symbol: int, precision=None, device=None):
+        super().__init__(precision=precision, device=device)
+        if num_bits_per_symbol % 2:
+            raise ValueError(f"a square QAM has an even number of bits per symbol, not {num_bits_per_symbol}")
+        bits_per_dimension = num_bits_per_symbol // 2
+        pam = Constellation("pam", bits_per_dimension, precision=precision, device=device).points.real
+        self.register_buffer("_pam", pam, persistent=False)
+        self._logits_to_llrs = SymbolLogits2LLRs("app", bits_per_dimension, precision=precision, device=device)
+
+    def call(self, y: torch.Tensor, no: torch.Tensor) -> torch.Tensor:
+        # [..., n, 2 (real, imaginary), num_points]: distances in units of the PAM's points
+        distance = torch.view_as_real(y).mul(2**0.5).unsqueeze(-1) - self._pam
+        no = torch.as_tensor(no, dtype=distance.dtype, device=distance.device).clamp_min(
+            torch.finfo(distance.dtype).tiny
+        )
+        logits = distance.square_().mul_((-0.5 / no)[..., None, None])
+        # [..., n, 2, bits_per_dimension] -> bits in the order b0 (real), b1 (imaginary), b2 (real), ...
+        return self._logits_to_llrs(logits).transpose(-1, -2).flatten(-3)
+
+
 class TransportBlockLink(Block):
     r"""Transport blocks of one MCS on ``num_prbs`` PRBs, one TB per slot, folded links in the batch.
 
@@ -194,17 +289,18 @@ class TransportBlockLink(Block):
             )
         self.tb_size, self.num_coded_bits = tb["tb_size"], tb["num_coded_bits"]
         self.num_data_res, self.bits_per_symbol = tb["num_data_res"], tb["bits_per_symbol"]
-        self.encoder = TBEncoder(
+        self.code_rate = tb["code_rate"]  # target
+        self.encoder = TransportBlockEncoder(
             target_tb_size=self.tb_size,
             num_coded_bits=self.num_coded_bits,
-            target_coderate=tb["code_rate"],
+            target_coderate=self.code_rate,
             num_bits_per_symbol=self.bits_per_symbol,
             precision=precision,
             device=device,
         )
         self.decoder = tb_decoder(self.encoder, **_given(algorithm=decoder, num_iter=num_bp_iter))
         self.mapper = Mapper("qam", self.bits_per_symbol, precision=precision, device=device)
-        self.demapper = Demapper("app", "qam", self.bits_per_symbol, precision=precision, device=device)
+        self.demapper = QamDemapper(self.bits_per_symbol, precision=precision, device=device)
         self.stage = stage or OfdmStage(
             num_prbs, subcarrier_spacing_hz, pilot_ofdm_symbol_indices, channel_model, csi, device=self.device
         )
@@ -317,8 +413,7 @@ class DigitalLink(nn.Module):
             self.adaptation = LinkAdaptation(num_users, bler_target, mcs_table, olla=True, device=device)
             self._inner_loop = LinkAdaptation(num_users, bler_target, mcs_table, olla=False, device=device)
         sizes = [
-            transport_block_size(m, num_prbs, num_pilot_symbols, mcs_table)
-            for m in range(MAX_MCS_INDEX[mcs_table] + 1)
+            transport_block_size(m, num_prbs, num_pilot_symbols, mcs_table) for m in range(MAX_MCS_INDEX[mcs_table] + 1)
         ]
         self._tb_sizes = torch.tensor([t["tb_size"] for t in sizes])  # indexed by MCS
         self._num_data_res = sizes[0]["num_data_res"]

@@ -11,14 +11,15 @@ offset min-sum. The ``Z`` check rows lifted from one base-graph row touch
 disjoint variables, so they form a layer that is updated at once, and each
 layer already sees the a-posteriori LLRs the layers before it refined: layered
 decoding converges in about half the iterations of flooding. Min-sum needs
-only the two smallest magnitudes of a check (no transcendental functions), a
-codeword leaves the batch as soon as its syndrome is zero (and a waiting one
-takes its place), and every tensor keeps the batch innermost so gathers move
-contiguous rows. The offset (``beta = 0.5``) recovers what min-sum loses to
-boxplus: with 16 iterations its 10 % BLER point is within 0.1 dB of the stock
-decoder's for QPSK, 16-QAM and 64-QAM codes, and it decodes 20-70x faster
-(about 0.5-2 Mbit/s at 10 % BLER and 1.5-5 Mbit/s 2 dB above it, measured on
-a shared, loaded 2-core machine; see :func:`bench_decoders`).
+only the two smallest magnitudes of a check (no transcendental functions), and
+a codeword stops as soon as its syndrome is zero. The offset (``beta = 0.5``)
+recovers what min-sum loses to boxplus: with 16 iterations its 10 % BLER point
+is within 0.1 dB of the stock decoder's for QPSK, 16-QAM and 64-QAM codes.
+
+On a CPU the decoder is a numba kernel: one codeword at a time, in cache, each
+lifted edge's ``Z`` rows a run of consecutive variables (a cyclic shift) that
+LLVM vectorises. On a GPU it is the same algorithm in torch ops, batched over
+codewords. Both give the same bits; see :func:`bench_decoders` for throughput.
 
 Decoders are named in :data:`TB_DECODERS`; :func:`tb_decoder` builds one for a
 ``TBEncoder``; :func:`bench_decoders` measures their throughput and BLER on AWGN.
@@ -26,11 +27,13 @@ Decoders are named in :data:`TB_DECODERS`; :func:`tb_decoder` builds one for a
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -43,6 +46,128 @@ from sionna.phy.nr import TBDecoder, TBEncoder
 _KNOWN_BIT_LLR = 1e4
 # Added to the magnitude at a check's minimum so that the second-smallest one can be read with amin.
 _EXCLUDED = 1e30
+# Codewords one CPU thread takes from the queue at a time: small enough to balance early stops across threads.
+_CODEWORDS_PER_TASK = 4
+
+# The CPU kernel below is hand-written because no maintained library decodes batches of 5G LDPC codewords fast on
+# a CPU: Sionna's decoder is the flooding BP above, and the PyPI `ldpc` package's C++ BpDecoder takes one codeword
+# per call and was measured slower than the torch layered decoder. Its loops index with unsigned integers: numba
+# then drops its negative-index wrap-around, whose branch otherwise keeps LLVM from vectorising them.
+
+
+@numba.njit(cache=True, nogil=True)
+def _minimum_pass(app, c2v, min1, min2, sign, at_min, app_start, edge_start, first_row, end_row, edge):
+    """Rows [first_row, end_row) of one lifted edge: variable-to-check messages (into ``c2v``), and each row's
+    smallest and second-smallest magnitude, the edge at the smallest, and the product of signs so far."""
+    one = np.float32(1.0)
+    for i in range(first_row, end_row):
+        row = np.uintp(i)
+        v = app[np.uintp(app_start + i)] - c2v[np.uintp(edge_start + i)]
+        c2v[np.uintp(edge_start + i)] = v
+        magnitude = abs(v)
+        smallest = min1[row]
+        at_min[row] = edge if magnitude < smallest else at_min[row]
+        min2[row] = smallest if magnitude < smallest else (magnitude if magnitude < min2[row] else min2[row])
+        min1[row] = magnitude if magnitude < smallest else smallest
+        # copysign, not a comparison: a zero message (punctured bits) counts as +1, as in Sionna
+        sign[row] *= math.copysign(one, v)
+
+
+@numba.njit(cache=True, nogil=True)
+def _message_pass(app, c2v, min1, min2, at_min, app_start, edge_start, first_row, end_row, edge):
+    """Rows [first_row, end_row) of one lifted edge: new check-to-variable messages (``min1``/``min2`` hold the
+    rows' offset magnitudes times their sign products) and the variables' a-posteriori LLRs."""
+    one = np.float32(1.0)
+    for i in range(first_row, end_row):
+        row = np.uintp(i)
+        v = c2v[np.uintp(edge_start + i)]
+        # The edge at the minimum gets the second minimum, every other edge the minimum; the product of the
+        # other edges' signs is the row's product times the edge's own.
+        message = (min2[row] if at_min[row] == edge else min1[row]) * math.copysign(one, v)
+        c2v[np.uintp(edge_start + i)] = message
+        app[np.uintp(app_start + i)] = v + message
+
+
+@numba.njit(cache=True, nogil=True)
+def _parity_pass(app, parity, app_start, first_row, end_row):
+    """Rows [first_row, end_row) of one lifted edge: multiply each row's parity (+1 even, -1 odd) by its variable's
+    hard decision (-1 where app < 0)."""
+    one = np.float32(1.0)
+    for i in range(first_row, end_row):
+        parity[np.uintp(i)] *= math.copysign(one, app[np.uintp(app_start + i)] + np.float32(0.0))
+
+
+@numba.njit(cache=True, nogil=True)
+def _layered_oms_kernel(channel, bits, layers, edge_column, edge_shift, z, offset, num_iter):
+    """Layered offset min-sum of every codeword of ``channel``, one after the other.
+
+    :param channel: [num_codewords, num_vns], float32. LLRs log p(0)/p(1) of the pruned mother codeword.
+    :param bits: [num_codewords, k], float32. Output: hard decisions (0/1) of the first ``k`` variables.
+    :param layers: [num_layers, 3], int64. First edge, degree and rows of each layer; layer ``l``'s edge ``e``
+        of row ``r`` is message ``layers[l, 0] + e * layers[l, 2] + r``.
+    :param edge_column: [num_lifted_edges], int64. First variable of each lifted edge's ``Z``-column block,
+        layer by layer, edge by edge.
+    :param edge_shift: [num_lifted_edges], int64. Its cyclic shift: row ``r`` touches variable
+        ``edge_column + (edge_shift + r) % z``.
+    """
+    offset = np.float32(offset)
+    zero, one = np.float32(0.0), np.float32(1.0)
+    num_edges = layers[-1, 0] + layers[-1, 1] * layers[-1, 2]
+    max_rows = layers[:, 2].max()
+    c2v = np.empty(num_edges, np.float32)
+    min1, min2 = np.empty(max_rows, np.float32), np.empty(max_rows, np.float32)
+    sign, at_min = np.empty(max_rows, np.float32), np.empty(max_rows, np.float32)
+    for codeword in range(channel.shape[0]):
+        app = channel[codeword].copy()
+        c2v[:] = zero
+        for _ in range(num_iter):
+            lifted_edge = 0
+            for layer in range(layers.shape[0]):
+                start, degree, rows = layers[layer, 0], layers[layer, 1], layers[layer, 2]
+                min1[:rows] = np.inf
+                min2[:rows] = np.inf
+                sign[:rows] = one
+                at_min[:rows] = zero
+                # Each lifted edge's rows touch two runs of consecutive variables: before and after the wrap.
+                for e in range(degree):
+                    column, shift = edge_column[lifted_edge + e], edge_shift[lifted_edge + e]
+                    wrap = min(rows, z - shift)
+                    edge_start, edge = start + e * rows, np.float32(e)
+                    _minimum_pass(app, c2v, min1, min2, sign, at_min, column + shift, edge_start, 0, wrap, edge)
+                    _minimum_pass(app, c2v, min1, min2, sign, at_min, column + shift - z, edge_start, wrap, rows, edge)
+                for i in range(rows):
+                    row = np.uintp(i)
+                    min1[row] = max(min1[row] - offset, zero) * sign[row]
+                    min2[row] = max(min2[row] - offset, zero) * sign[row]
+                for e in range(degree):
+                    column, shift = edge_column[lifted_edge + e], edge_shift[lifted_edge + e]
+                    wrap = min(rows, z - shift)
+                    edge_start, edge = start + e * rows, np.float32(e)
+                    _message_pass(app, c2v, min1, min2, at_min, column + shift, edge_start, 0, wrap, edge)
+                    _message_pass(app, c2v, min1, min2, at_min, column + shift - z, edge_start, wrap, rows, edge)
+                lifted_edge += degree
+            if _syndrome_is_zero(app, layers, edge_column, edge_shift, z, sign):
+                break
+        for i in range(bits.shape[1]):
+            bits[codeword, i] = one if app[i] < zero else zero
+
+
+@numba.njit(cache=True, nogil=True)
+def _syndrome_is_zero(app, layers, edge_column, edge_shift, z, parity):
+    """True where the hard decisions of ``app`` satisfy every check (``parity`` is scratch, [max_rows])."""
+    lifted_edge = 0
+    for layer in range(layers.shape[0]):
+        degree, rows = layers[layer, 1], layers[layer, 2]
+        parity[:rows] = np.float32(1.0)
+        for e in range(degree):
+            column, shift = edge_column[lifted_edge + e], edge_shift[lifted_edge + e]
+            wrap = min(rows, z - shift)
+            _parity_pass(app, parity, column + shift, 0, wrap)
+            _parity_pass(app, parity, column + shift - z, wrap, rows)
+        lifted_edge += degree
+        if parity[:rows].min() < 0:
+            return False
+    return True
 
 
 def _layer_update(app: torch.Tensor, c2v: torch.Tensor, index: torch.Tensor, offset: float, one: torch.Tensor) -> None:
@@ -86,17 +211,17 @@ class LayeredMinSumDecoder(Block):
     filler bits known) and its pruned parity-check matrix. One iteration updates
     every layer (the ``Z`` rows lifted from one base-graph row) once, in order.
     After each iteration the codewords whose hard decisions satisfy every check
-    are done and leave the batch; the rest go on up to ``num_iter`` iterations.
+    are done; the rest go on up to ``num_iter`` iterations.
+
+    CPU tensors are decoded by a numba kernel, shares of the codewords on
+    ``torch.get_num_threads()`` threads; other devices by torch ops over all
+    codewords at once (``implementation`` forces one or the other).
 
     :param encoder: the code's ``LDPC5GEncoder``
     :param num_iter: iterations at most (16 matches the BLER of Sionna's 20 flooding iterations)
     :param offset: offset subtracted from every check-to-variable magnitude
     :param llr_max: channel LLRs are clipped to +-``llr_max`` (Sionna's default)
-    :param max_messages: on a CPU, check-to-variable messages held at once by one thread, i.e.
-        codewords decoded side by side times edges (``None``: all codewords at once, as on a GPU).
-        About 4M keeps a layer's tensors in cache yet amortises the per-op overhead (~110
-        codewords of 3840 information bits, ~1000 of 300); more codewords queue and enter as
-        others finish.
+    :param implementation: ``"auto"`` (numba on CPU, torch elsewhere), ``"numba"`` (CPU only) or ``"torch"``
 
     :input llr: [..., n], float. Channel logits log p(b=1)/p(b=0) of the
         rate-matched codeword bits (Sionna's sign, as its ``Demapper`` outputs).
@@ -113,36 +238,51 @@ class LayeredMinSumDecoder(Block):
         num_iter: int = 16,
         offset: float = 0.5,
         llr_max: float = 20.0,
-        max_messages: int | None = 2**22,
+        implementation: str = "auto",
         precision=None,
         device=None,
     ):
         super().__init__(precision=precision, device=device)
         if num_iter < 1:
             raise ValueError(f"num_iter must be at least 1, not {num_iter}")
+        if implementation not in ("auto", "numba", "torch"):
+            raise ValueError(f"implementation must be one of auto, numba, torch, not {implementation!r}")
         self.encoder = encoder
         self.num_iter = num_iter
         self.offset = float(offset)
         self.llr_max = float(llr_max)
-        self.max_messages = max_messages
+        self.implementation = implementation
         # Sionna's stock decoder prunes the degree-1 parity bits that rate matching never sends (and
         # their checks, which carry nothing); its pruned matrix is the graph decoded here.
         pcm = sp.csr_matrix(LDPC5GDecoder(encoder, num_iter=0, device=self.device).pcm, dtype=np.float32)
         pcm.sort_indices()
         self.num_vns = pcm.shape[1]
-        layers, edge_vn, start = [], [], 0
-        for first_row in range(0, pcm.shape[0], encoder.z):
-            rows = pcm[first_row : first_row + encoder.z]
+        z = encoder.z
+        layers, edge_vn, edge_column, edge_shift, start = [], [], [], [], 0
+        for first_row in range(0, pcm.shape[0], z):
+            rows = pcm[first_row : first_row + z]
             degrees = np.diff(rows.indptr)
             if np.any(degrees != degrees[0]):
                 raise ValueError(f"rows {first_row}.. of the lifted 5G parity-check matrix differ in degree")
             degree, num_rows = int(degrees[0]), rows.shape[0]
             # Sorted columns put each row's edges in base-graph column order, the same for all Z rows.
-            edge_vn.append(rows.indices.reshape(num_rows, degree).T.reshape(-1))
+            vn = rows.indices.reshape(num_rows, degree).T  # [degree, num_rows]
+            # The numba kernel reads each lifted edge as a Z-column block and a cyclic shift (row r touches
+            # variable block + (shift + r) % Z), so that its rows touch two runs of consecutive variables.
+            shift = vn[:, 0] % z
+            column = vn[:, 0] - shift
+            if not np.array_equal(vn, column[:, None] + (shift[:, None] + np.arange(num_rows)) % z):
+                raise ValueError(f"rows {first_row}.. of the pruned 5G parity-check matrix are not cyclic shifts")
+            edge_vn.append(vn.reshape(-1))
+            edge_column.append(column)
+            edge_shift.append(shift)
             layers.append((start, degree, num_rows))
             start += degree * num_rows
         self._layers = layers
         self.num_edges = start
+        self._edge_column = np.concatenate(edge_column).astype(np.int64)
+        self._edge_shift = np.concatenate(edge_shift).astype(np.int64)
+        self._layer_array = np.array(layers, dtype=np.int64)
         self.register_buffer("_one", torch.ones((), dtype=self.dtype, device=self.device), persistent=False)
         self.register_buffer("_edge_vn", torch.from_numpy(np.concatenate(edge_vn)).long().to(self.device))
         coo = pcm.tocoo()
@@ -163,9 +303,9 @@ class LayeredMinSumDecoder(Block):
             raise ValueError(f"the last dimension of llr must be n={self.encoder.n}, not {input_shape[-1]}")
 
     def _rate_recover(self, llr: torch.Tensor) -> torch.Tensor:
-        """[batch, n] channel logits -> [num_vns, batch] LLRs log p(0)/p(1) of the pruned mother codeword.
+        """[batch, n] channel logits -> [batch, num_vns] LLRs log p(0)/p(1) of the pruned mother codeword.
 
-        The non-HARQ branch of ``LDPC5GDecoder.call``, with the batch moved innermost.
+        The non-HARQ branch of ``LDPC5GDecoder.call``.
         """
         enc = self.encoder
         batch = llr.shape[0]
@@ -184,7 +324,7 @@ class LayeredMinSumDecoder(Block):
             ],
             dim=1,
         )
-        return logits.T.neg().contiguous()
+        return logits.neg()
 
     def _hard(self, app: torch.Tensor) -> torch.Tensor:
         """LLRs -> bits, 1.0 where app < 0 (float ops throughout: no bool cast)."""
@@ -196,82 +336,83 @@ class LayeredMinSumDecoder(Block):
 
     @torch.no_grad()
     def call(self, llr: torch.Tensor) -> torch.Tensor:
-        if llr.device.type != "cpu":
-            return self._decode_llr(llr)
-        # On CPU the ops run with one intra-op thread, and torch's intra-op threads decode shares of the
-        # codewords in Python threads instead. A layer's ops are small (tens to hundreds of kB), and with
-        # intra-op threads each of the hundreds of ops per iteration is a fork/join: on a loaded 2-core
-        # machine a join that waits for a descheduled thread made decoding 100x slower. Codewords are
-        # decoded independently, so the split does not change any bit.
-        intra_op_threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return self._decode_llr(llr, intra_op_threads)
-        finally:
-            torch.set_num_threads(intra_op_threads)
-
-    def _decode_llr(self, llr: torch.Tensor, num_threads: int = 1) -> torch.Tensor:
-        """[..., n] channel logits -> [..., k] information bits, on ``num_threads`` Python threads."""
         leading_shape = llr.shape[:-1]
         channel = self._rate_recover(llr.reshape(-1, self.encoder.n).to(self.dtype))
-        # No more threads than working sets: on small codes the ops are so short that two threads only
-        # take turns at the GIL (measured slower than one).
-        num_working_sets = -(-channel.shape[1] // self._width(channel.shape[1]))
-        shares = channel.tensor_split(min(num_threads, num_working_sets), dim=1)
-        if len(shares) == 1:
-            info_bits = self._decode(channel)
+        if self.implementation == "numba" or (self.implementation == "auto" and llr.device.type == "cpu"):
+            info_bits = self._decode_numba(channel)
+        elif llr.device.type == "cpu":
+            # The torch ops of a layer are small; with intra-op threads each of the hundreds of ops per iteration
+            # is a fork/join, and on a loaded 2-core machine a join that waits for a descheduled thread made
+            # decoding 100x slower.
+            intra_op_threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                info_bits = self._decode_torch(channel.T.contiguous()).T
+            finally:
+                torch.set_num_threads(intra_op_threads)
         else:
-            with ThreadPoolExecutor(len(shares)) as pool:
-                info_bits = torch.cat(list(pool.map(self._decode_single_threaded, shares)), dim=1)
-        return info_bits.T.reshape(*leading_shape, self.encoder.k)
+            info_bits = self._decode_torch(channel.T.contiguous()).T
+        return info_bits.reshape(*leading_shape, self.encoder.k)
 
-    def _decode_single_threaded(self, channel: torch.Tensor) -> torch.Tensor:
-        torch.set_num_threads(1)  # a new thread starts with the process default
-        return self._decode(channel)
+    def _decode_numba(self, channel: torch.Tensor) -> torch.Tensor:
+        """[num_codewords, num_vns] LLRs log p(0)/p(1) on the CPU -> [num_codewords, k] float 0/1 information bits.
 
-    def _width(self, num_codewords: int) -> int:
-        """Codewords decoded side by side by one thread."""
-        if self.max_messages is None or self._edge_vn.device.type != "cpu":
-            return num_codewords
-        return max(1, min(num_codewords, self.max_messages // self.num_edges))
+        Threads take ``_CODEWORDS_PER_TASK`` codewords at a time, so one that drew the codewords that need every
+        iteration does not keep the others waiting; codewords are decoded independently, so no bit depends on
+        the thread count.
+        """
+        if channel.device.type != "cpu":
+            raise ValueError(f"the numba layered decoder runs on CPU tensors, not {channel.device.type}")
+        channel = channel.float().contiguous().numpy()
+        bits = np.empty((channel.shape[0], self.encoder.k), dtype=np.float32)
 
-    def _decode(self, channel: torch.Tensor) -> torch.Tensor:
-        """[num_vns, num_codewords] LLRs log p(0)/p(1) -> [k, num_codewords] float 0/1 information bits."""
+        def decode(first: int) -> None:
+            tasks = slice(first, first + _CODEWORDS_PER_TASK)
+            _layered_oms_kernel(
+                channel[tasks],
+                bits[tasks],
+                self._layer_array,
+                self._edge_column,
+                self._edge_shift,
+                self.encoder.z,
+                self.offset,
+                self.num_iter,
+            )
+
+        firsts = range(0, channel.shape[0], _CODEWORDS_PER_TASK)
+        num_threads = min(torch.get_num_threads(), len(firsts))
+        if num_threads <= 1:
+            for first in firsts:
+                decode(first)
+        else:
+            with ThreadPoolExecutor(num_threads) as pool:
+                list(pool.map(decode, firsts))
+        return torch.from_numpy(bits).to(self.dtype)
+
+    def _decode_torch(self, channel: torch.Tensor) -> torch.Tensor:
+        """[num_vns, num_codewords] LLRs log p(0)/p(1) -> [k, num_codewords] float 0/1 information bits.
+
+        All codewords side by side (batch innermost, so gathers move contiguous rows); a codeword that is
+        done leaves the batch.
+        """
         num_codewords = channel.shape[1]
         info_bits = channel.new_empty(self.encoder.k, num_codewords)
-        # A working set of `width` codewords is decoded side by side; a codeword that is done (zero
-        # syndrome or num_iter iterations) hands its column to the next waiting one, so the set stays
-        # wide (cheap per codeword) until the queue is empty, and only then shrinks.
-        width = self._width(num_codewords)
-        app = channel[:, :width].clone()
-        c2v = channel.new_zeros(self.num_edges, width)
-        codeword = torch.arange(width, device=channel.device)  # codeword decoded in each column
-        iterations = torch.zeros(width, dtype=torch.int32, device=channel.device)
-        num_entered = width
-        while codeword.numel():
+        app = channel.clone()
+        c2v = channel.new_zeros(self.num_edges, num_codewords)
+        codeword = torch.arange(num_codewords, device=channel.device)  # codeword decoded in each column
+        for iteration in range(1, self.num_iter + 1):
             for start, degree, num_rows in self._layers:
                 end = start + degree * num_rows
                 c2v_layer = c2v[start:end].view(degree, num_rows * codeword.numel())
                 _layer_update(app, c2v_layer, self._edge_vn[start:end], self.offset, self._one)
-            iterations += 1
-            done = self._satisfied(app) | (iterations >= self.num_iter)
+            done = self._satisfied(app) if iteration < self.num_iter else torch.ones_like(codeword, dtype=torch.bool)
             if not bool(done.any()):
                 continue
-            columns = done.nonzero().squeeze(1)
-            info_bits[:, codeword[columns]] = self._hard(app[: self.encoder.k].index_select(1, columns))
-            num_refilled = min(columns.numel(), num_codewords - num_entered)
-            if num_refilled:
-                refilled = columns[:num_refilled]
-                entering = torch.arange(num_entered, num_entered + num_refilled, device=channel.device)
-                app[:, refilled] = channel[:, entering]
-                c2v.index_fill_(1, refilled, 0.0)
-                codeword[refilled], iterations[refilled] = entering, 0
-                num_entered += num_refilled
-                done[refilled] = False
-            if num_refilled < columns.numel():
-                kept = (~done).nonzero().squeeze(1)
-                app, c2v = app.index_select(1, kept), c2v.index_select(1, kept)
-                codeword, iterations = codeword[kept], iterations[kept]
+            info_bits[:, codeword[done]] = self._hard(app[: self.encoder.k][:, done])
+            kept = ~done
+            app, c2v, codeword = app[:, kept], c2v[:, kept], codeword[kept]
+            if not codeword.numel():
+                break
         return info_bits
 
 
@@ -285,6 +426,7 @@ class LayeredTBDecoder(TBDecoder):
     :param encoder: the ``TBEncoder`` of the transport blocks
     :param num_iter: layered min-sum iterations at most
     :param offset: min-sum offset
+    :param implementation: :class:`LayeredMinSumDecoder`'s (``"auto"``, ``"numba"`` or ``"torch"``)
 
     :input llr: [..., encoder.n], float. Channel logits log p(b=1)/p(b=0) (Sionna's sign).
     :output bits: [..., encoder.tb_size], float 0/1. Decoded information bits.
@@ -294,10 +436,23 @@ class LayeredTBDecoder(TBDecoder):
     >>> bits, crc_ok = decoder(llr)
     """
 
-    def __init__(self, encoder: TBEncoder, num_iter: int = 16, offset: float = 0.5, precision=None, device=None):
+    def __init__(
+        self,
+        encoder: TBEncoder,
+        num_iter: int = 16,
+        offset: float = 0.5,
+        implementation: str = "auto",
+        precision=None,
+        device=None,
+    ):
         super().__init__(encoder, num_bp_iter=num_iter, precision=precision, device=device)
         self._decoder = LayeredMinSumDecoder(
-            encoder.ldpc_encoder, num_iter=num_iter, offset=offset, precision=precision, device=device
+            encoder.ldpc_encoder,
+            num_iter=num_iter,
+            offset=offset,
+            implementation=implementation,
+            precision=precision,
+            device=device,
         )
 
 

@@ -11,10 +11,16 @@ from scipy.special import erfc
 from sionna.phy import config
 from sionna.phy.channel import AWGN
 from sionna.phy.mapping import Demapper, Mapper
-from sionna.phy.nr import TBDecoder
+from sionna.phy.nr import TBDecoder, TBEncoder
 
 from sim.phy.channels import channel_model
-from sim.phy.digital import DigitalLink, TransportBlockLink, transport_block_size
+from sim.phy.digital import (
+    DigitalLink,
+    QamDemapper,
+    TransportBlockEncoder,
+    TransportBlockLink,
+    transport_block_size,
+)
 from sim.phy.quantization import UniformQuantizer, gaussian_uniform_step
 
 PILOTS = [2, 11]
@@ -84,6 +90,28 @@ def _snr_at_bler(snrs, blers, target=0.1):
             f = (np.log(blers[i]) - np.log(target)) / (np.log(blers[i]) - np.log(blers[i + 1]))
             return snrs[i] + f * (snrs[i + 1] - snrs[i])
     raise AssertionError(f"BLER {blers} never crosses {target} over {snrs}")
+
+
+@pytest.mark.parametrize("bits_per_symbol", [2, 4, 6, 8])
+def test_per_dimension_demapper_gives_sionnas_app_llrs(bits_per_symbol):
+    generator = torch.Generator().manual_seed(bits_per_symbol)
+    bits = torch.randint(0, 2, (8, 300 * bits_per_symbol), generator=generator).float()
+    no = torch.rand(8, 300, generator=generator) * 0.3 + 1e-3
+    noise = torch.complex(torch.randn(8, 300, generator=generator), torch.randn(8, 300, generator=generator))
+    y = Mapper("qam", bits_per_symbol)(bits) + (no / 2).sqrt() * noise
+    reference = Demapper("app", "qam", bits_per_symbol)(y, no)
+    torch.testing.assert_close(QamDemapper(bits_per_symbol)(y, no), reference, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("mcs, num_prbs", [(5, 24), (16, 2), (16, 24), (27, 24)])
+def test_transport_block_encoder_gives_sionnas_bits(mcs, num_prbs):
+    tb = transport_block_size(mcs, num_prbs, len(PILOTS))
+    args = (tb["tb_size"], tb["num_coded_bits"], tb["code_rate"], tb["bits_per_symbol"])
+    bits = torch.randint(0, 2, (4, 2, tb["tb_size"]), generator=torch.Generator().manual_seed(mcs)).float()
+    encoder = TransportBlockEncoder(*args)
+    assert torch.equal(encoder(bits), TBEncoder(*args)(bits))
+    with pytest.raises(ValueError, match="rv must be None"):  # other redundancy versions send unsent parity
+        encoder.ldpc_encoder(torch.zeros(1, encoder.ldpc_encoder.k), rv=[1])
 
 
 @pytest.mark.parametrize("mcs", [5, 14])
