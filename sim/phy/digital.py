@@ -517,8 +517,10 @@ class DigitalLink(nn.Module):
         for m, group in groups.items():
             size = links[m].tb_size
             users = group["users"]
-            bits_hat[:, users] = group["decoded"].flatten(-2)[..., :num_bits]
-            value_ok[:, users] = ok[:, users].repeat_interleave(size, -1)[..., :num_bits]
+            # a user's TBs may hold fewer bits than the longest payload (others' values, unused for it)
+            carried = min(num_bits, slots * size)
+            bits_hat[:, users, :carried] = group["decoded"].flatten(-2)[..., :carried]
+            value_ok[:, users, :carried] = ok[:, users].repeat_interleave(size, -1)[..., :carried]
         value_ok = value_ok.reshape(batch, num_users, num_values, -1).all(-1)
         received = self.quantizer.from_bits(bits_hat) * value_ok
         if not isinstance(self.mcs, int):

@@ -173,6 +173,20 @@ def test_clean_link_delivers_the_quantised_payload_and_counts_its_blocks():
     assert int(out["erased_values"].sum()) == 0 and int(out["failed_tbs"].sum()) == 0
 
 
+def test_a_short_payload_in_small_blocks_beside_a_long_one_in_large_blocks():
+    """One TB each: the far user's small TB holds less than the near user's payload, and that is fine."""
+    config.seed = 0
+    link = awgn_link("auto", num_prbs=8, max_retx=3)
+    values = payload(4)
+    out = link(values, torch.tensor([[30.0, 5.0]]).expand(4, -1))
+    assert torch.equal(out["tbs"], torch.ones(4, 2, dtype=torch.long))  # both payloads fit one TB
+    assert out["mcs"][0, 0] > out["mcs"][0, 1]
+    delivered = out["failed_tbs"] == 0
+    expected = link.quantizer(values)
+    for u, n in ((0, 256), (1, 64)):
+        torch.testing.assert_close(out["values"][delivered[:, u], u, :n], expected[delivered[:, u], u, :n])
+
+
 @pytest.mark.parametrize("fidelity", ["link", "abstraction"])
 def test_failed_blocks_are_retransmitted_then_erased(fidelity):
     """Far below MCS 27's waterfall every TB fails: 1 + max_retx attempts each, every value erased."""
