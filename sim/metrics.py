@@ -100,9 +100,11 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
 
     needs = [QUESTION_TYPES[q].needs | {"text"} for q in qtypes]  # every question needs its text
     users, per_user = [], []
+    group_index = {uid: k for k, group in enumerate(s.groups) for uid in group.users}
     for i, u in enumerate(s.users):
-        g = next(k for k, group in enumerate(s.groups) if u.id in group.users)
-        mine = (g_of_task == g) & np.array([bool(needs[q] & set(u.modalities)) for q in tasks["question_type"]])
+        g = group_index[u.id]
+        concerns = np.array([bool(need & set(u.modalities)) for need in needs])  # per question type
+        mine = (g_of_task == g) & concerns[tasks["question_type"]]
         group_latency = latency[g_of_task == g]
         record = {
             "id": u.id,
