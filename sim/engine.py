@@ -25,6 +25,7 @@ from models.system import SplitModel
 from models.training import TaskSampler, finetune_split_model, task_accuracy
 from sim.errors import ScenarioError
 from sim.mac.allocation import Calibration, TokenAwareAllocation
+from sim.mac.cell import group_of_user
 from sim.runtime import apply_runtime, reseed
 from sim.scenario import Scenario, model_source
 from sim.uplink import Uplink
@@ -330,16 +331,12 @@ class Simulation:
         s = self.scenario
         settings = s.scheduler.allocation
         calibration = self.calibrate(snr_db)
-        index = {u.id: i for i, u in enumerate(s.users)}
-        group_of_user = np.zeros(len(s.users), dtype=int)
-        for g, group in enumerate(s.groups):
-            group_of_user[[index[uid] for uid in group.users]] = g
         flops = self._device_flops()
         device_s = [sum(flops[m] for m in u.modalities) / (u.device_gflops * 1e9) for u in s.users]
         edge_s = np.array(self._edge_flops()) / (s.compute.edge_gflops * 1e9)
         allocation = TokenAwareAllocation(
             calibration,
-            group_of_user,
+            group_of_user(s),
             num_prbs=s.cell.num_prbs,
             reference_prbs=self.uplink.share.prbs_per_user,
             res_per_prb=self.uplink.share.data_symbols_per_slot // self.uplink.share.prbs_per_user,
@@ -364,16 +361,15 @@ class Simulation:
     def _edge_flops(self) -> list[int]:
         """FLOPs the edge spends per task of each group: its receivers, backbone and head."""
         by_modalities: dict[tuple[str, ...], int] = {}  # counted once per set of modalities, not per group
+        flops = []
         for g in self.scenario.groups:
             sent = tuple(m for m in self.model.modalities if m in self.scenario.group_modalities(g))
             if sent not in by_modalities:
                 rx = {m: torch.zeros(1, *self.uplink.token_shapes[m], device=self.device) for m in sent}
                 present = {m: torch.ones(1, dtype=torch.bool, device=self.device) for m in sent}
                 by_modalities[sent] = count_flops(self.model.answer, rx, present)
-        return [
-            by_modalities[tuple(m for m in self.model.modalities if m in self.scenario.group_modalities(g))]
-            for g in self.scenario.groups
-        ]
+            flops.append(by_modalities[sent])
+        return flops
 
 
 def _tail_means(history: list[dict], keys: tuple[str, ...]) -> dict[str, float]:

@@ -90,6 +90,12 @@ def run_slots(scheduler, ready_slot, demand, capacity, rate, group_of_user, max_
     }
 
 
+def group_of_user(scenario) -> np.ndarray:
+    """[num_users] int64: the index of each user's group."""
+    group_index = {uid: g for g, group in enumerate(scenario.groups) for uid in group.users}
+    return np.array([group_index[u.id] for u in scenario.users], dtype=np.int64)
+
+
 class WidebandFading:
     """Per-slot wideband channel power gain of each user: Rayleigh, correlated in time.
 
@@ -139,10 +145,7 @@ class CellMac:
         self.scenario, self.slot_s = s, slot_s
         self.num_prbs = s.cell.num_prbs
         self.res_per_prb = NUM_SUBCARRIERS_PER_PRB * (NUM_OFDM_SYMBOLS_PER_SLOT - len(s.cell.pilot_ofdm_symbol_indices))
-        index = {u.id: i for i, u in enumerate(s.users)}
-        self.group_of_user = torch.zeros(len(s.users), dtype=torch.long)
-        for g, group in enumerate(s.groups):
-            self.group_of_user[[index[uid] for uid in group.users]] = g
+        self.group_of_user = torch.as_tensor(group_of_user(s))
 
     def run(self, demand_res, extra_slots, device_s, edge_s, shares=None) -> dict:
         """Latency of every evaluated task.
@@ -165,7 +168,6 @@ class CellMac:
         g_of_u = self.group_of_user.numpy()
         arrival = arrival_times_s(s.traffic, groups, tasks, s.seed)[g_of_u]  # [users, tasks]
         ready_s = arrival + np.asarray(device_s)[:, None]
-        demand = torch.as_tensor(np.asarray(demand_res, dtype=np.float64).T)  # [users, tasks]
         extra = np.asarray(extra_slots).T
         snapshot = s.traffic.arrival == "snapshot"
         # snapshots: one timeline per task index; poisson: one timeline for all
@@ -192,7 +194,7 @@ class CellMac:
         out = run_slots(
             scheduler,
             ready_slot,
-            to_batch_t(demand, snapshot),
+            torch.as_tensor(to_batch(np.asarray(demand_res, dtype=np.float64).T)),
             capacity,
             lambda slot: self.res_per_prb * torch.log2(1 + snr * fading(slot)),
             self.group_of_user,
@@ -226,11 +228,6 @@ class CellMac:
             "granted_prbs": out["granted_prbs"].sum(0).numpy(),
             "prb_utilisation": float(out["granted_prbs"].sum() / max(out["active_slots"] * self.num_prbs * batch, 1)),
         }
-
-
-def to_batch_t(per_user_task: torch.Tensor, snapshot: bool) -> torch.Tensor:
-    """[users, tasks] -> [batch, users, tasks_per_timeline]."""
-    return per_user_task.T[..., None] if snapshot else per_user_task[None]
 
 
 def from_batch(per_batch: np.ndarray, snapshot: bool) -> np.ndarray:

@@ -34,6 +34,22 @@ from sionna.sys import PFSchedulerSUMIMO
 from torch import nn
 
 
+def prbs_needed(backlog: torch.Tensor, capacity: torch.Tensor) -> torch.Tensor:
+    """Whole PRBs that carry ``backlog`` at ``capacity`` units per PRB (int64, same shape)."""
+    return torch.ceil(backlog / capacity).clamp(min=0).to(torch.long)
+
+
+def fixed_shares(shares, num_users: int, num_prbs: int) -> torch.Tensor:
+    """[num_users] int64 PRBs per user (``None``: ``num_prbs // num_users`` each); one at least, within the carrier."""
+    if shares is None:
+        if num_prbs < num_users:
+            raise ValueError(f"equal shares need a PRB per user: {num_prbs} PRBs, {num_users} users")
+        shares = [num_prbs // num_users] * num_users
+    if sum(shares) > num_prbs or min(shares) < 1:
+        raise ValueError(f"shares {shares} do not fit {num_prbs} PRBs with one at least each")
+    return torch.as_tensor(shares, dtype=torch.long)
+
+
 class Scheduler(nn.Module):
     """Common part: fill grants in a priority order.
 
@@ -60,7 +76,7 @@ class Scheduler(nn.Module):
         raise NotImplementedError
 
     def forward(self, backlog, capacity, rate, group_backlog=None) -> torch.Tensor:
-        need = torch.ceil(backlog / capacity).clamp(min=0).to(torch.long)
+        need = prbs_needed(backlog, capacity)
         waiting = need > 0
         rank = self.priority(backlog, capacity, rate, group_backlog).masked_fill(~waiting, -torch.inf)
         prbs = self.fill(need, rank)
@@ -90,18 +106,11 @@ class StaticShareScheduler(Scheduler):
 
     def __init__(self, num_users: int, num_prbs: int, batch_size: int = 1, shares=None):
         super().__init__(num_users, num_prbs, batch_size)
-        if shares is None:
-            if num_prbs < num_users:
-                raise ValueError(f"equal shares need a PRB per user: {num_prbs} PRBs, {num_users} users")
-            shares = [num_prbs // num_users] * num_users
-        if sum(shares) > num_prbs or min(shares) < 1:
-            raise ValueError(f"shares {shares} do not fit {num_prbs} PRBs with one at least each")
-        self.register_buffer("shares", torch.as_tensor(shares, dtype=torch.long), persistent=False)
+        self.register_buffer("shares", fixed_shares(shares, num_users, num_prbs), persistent=False)
 
     def forward(self, backlog, capacity, rate, group_backlog=None) -> torch.Tensor:
-        need = torch.ceil(backlog / capacity).clamp(min=0).to(torch.long)
         self.slot += 1
-        return need.minimum(self.shares)
+        return prbs_needed(backlog, capacity).minimum(self.shares)
 
 
 class RoundRobinScheduler(Scheduler):
@@ -184,13 +193,10 @@ class AllocatedShareScheduler(TaskAwareScheduler):
 
     def __init__(self, num_users: int, num_prbs: int, batch_size: int = 1, shares=None):
         super().__init__(num_users, num_prbs, batch_size)
-        shares = [num_prbs // num_users] * num_users if shares is None else shares
-        if sum(shares) > num_prbs or min(shares) < 1:
-            raise ValueError(f"shares {shares} do not fit {num_prbs} PRBs with one at least each")
-        self.register_buffer("shares", torch.as_tensor(shares, dtype=torch.long), persistent=False)
+        self.register_buffer("shares", fixed_shares(shares, num_users, num_prbs), persistent=False)
 
     def forward(self, backlog, capacity, rate, group_backlog=None) -> torch.Tensor:
-        need = torch.ceil(backlog / capacity).clamp(min=0).to(torch.long)
+        need = prbs_needed(backlog, capacity)
         planned = need.minimum(self.shares)
         more = need - planned
         rank = self.priority(backlog, capacity, rate, group_backlog).masked_fill(more == 0, -torch.inf)
