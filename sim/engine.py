@@ -24,8 +24,11 @@ from models.paths import digest
 from models.system import SplitModel
 from models.training import TaskSampler, finetune_split_model, task_accuracy
 from sim.errors import ScenarioError
-from sim.mac.allocation import Calibration, TokenAwareAllocation
-from sim.mac.cell import group_of_user
+from sim.cell import CellLoop, CellRecords
+from sim.mac.allocation import Calibration, EqualShare, TokenAwareAllocation
+from sim.mac.power import UplinkPower
+from sim.mac.traffic import arrival_times_s
+from sim.phy.numerology import slot_duration_s
 from sim.runtime import apply_runtime, reseed
 from sim.scenario import Scenario, model_source
 from sim.uplink import Uplink
@@ -78,19 +81,17 @@ def checkpoint_key(scenario: Scenario, stage: str = "finetune") -> tuple[str, di
 
 @dataclass
 class Evaluation:
-    """Raw outcome of evaluating every group's test tasks.
+    """Raw outcome of evaluating every group's test tasks through the cell loop.
 
-    ``tasks``: column arrays, one row per task (``group``, ``slot``,
-    ``question_type``, ``answer``, ``predicted``, ``correct``).
-    ``nmse_error`` / ``nmse_power``: [num_users] sums of squared token error
-    and of token power over everything each user sent.
-    ``device_flops``: FLOPs per task on a device, per modality (encoder and
-    transmitter); ``edge_flops``: FLOPs per task at the edge, per group.
-    ``link``: the uplink's per-task counts, each [num_slots, num_users] (row
-    ``slot`` of ``tasks``): ``airtime_slots``, ``channel_uses`` and, digital,
-    the coded and information bits, MCS and TB outcomes (see :class:`~sim.uplink.Uplink`).
+    ``tasks``: column arrays, one row per task (``group``, ``timeline``, ``job``: where the task sits in the
+    loop's records; ``question_type``, ``answer``, ``predicted``, ``correct``).
+    ``nmse_error`` / ``nmse_power``: [num_users] sums of squared token error and of token power over
+    everything each user sent.
+    ``device_flops``: FLOPs per task on a device, per modality (encoder and transmitter); ``edge_flops``:
+    FLOPs per task at the edge, per group.
+    ``records``: the cell loop's :class:`~sim.cell.CellRecords` (timelines of every batch stacked).
     ``allocation``: the token-aware joint allocation, when the scenario asks for it;
-    ``values_per_user``: real values each user sent per task.
+    ``values_per_user``: real values each user sent per task; ``snr_db``: the users' reference SNRs.
     """
 
     tasks: dict[str, np.ndarray]
@@ -98,9 +99,10 @@ class Evaluation:
     nmse_power: np.ndarray
     device_flops: dict[str, int]
     edge_flops: list[int]
-    link: dict[str, np.ndarray]
+    records: CellRecords
+    values_per_user: list[int]
+    snr_db: list[float]
     allocation: dict | None = None
-    values_per_user: list[int] | None = None
 
 
 class Simulation:
@@ -239,91 +241,137 @@ class Simulation:
 
     @torch.no_grad()
     def evaluate(self, snr_db: float | None = None) -> Evaluation:
-        """Every group's test tasks through the uplink at the users' SNRs (every user at ``snr_db`` if given).
+        """Every group's test tasks through the cell loop at the users' SNRs (every user at ``snr_db`` if given).
 
         Under ``scheduler.policy: token-aware`` the joint allocation (:meth:`allocate`) first sets each
-        user's token length, PRBs and, through its power spread over them, SNR.
+        user's token length and PRB share.
         """
         s = self.scenario
         self.model.eval()
         snr = np.array([u.snr_db if snr_db is None else snr_db for u in s.users], dtype=float)
-        uplink, allocation = self.uplink, None
+        allocation = None
         if s.scheduler.policy == "token-aware":
             allocation = self.allocate(snr)
-            snr = snr + np.array(allocation["snr_shift_db"])
-            uplink = Uplink(s, self.device, token_factor=allocation["token_factor"])
+        uplink = Uplink(s, self.device, token_factor=allocation and allocation["token_factor"])
         # Its own random stream: the same channels and noise whether this run trained or loaded the checkpoint.
         reseed(s.seed + EVALUATION_STREAM)
-        evaluation = self._run_tasks(self.sampler("test", s.evaluation.tasks_per_group), uplink, snr)
+        shares = allocation and allocation["prbs"]
+        evaluation = self._run_cell(self.sampler("test", s.evaluation.tasks_per_group), uplink, s, snr, shares)
         evaluation.allocation = allocation
-        evaluation.values_per_user = uplink.values_per_user
         return evaluation
 
-    def _run_tasks(self, sampler: TaskSampler, uplink: Uplink, snr_db: np.ndarray) -> Evaluation:
-        """Every task of ``sampler`` through ``uplink`` at per-user ``snr_db`` [num_users]."""
-        s = self.scenario
-        snr_db = torch.tensor(snr_db, dtype=torch.float32, device=self.device)
+    def _run_cell(self, sampler: TaskSampler, uplink: Uplink, scenario, snr_db, shares=None) -> Evaluation:
+        """Every task of ``sampler`` through the cell loop of ``scenario`` (its scheduler, traffic and link) at
+        reference SNRs ``snr_db`` [num_users]; the answers from the tokens as the loop delivered them.
+
+        Snapshots run ``evaluation.batch_size`` timelines at a time; the outer loop's back-offs of one batch
+        are where the next starts, and a first pass over the first batch (discarded) warms them up, since a
+        snapshot is a slot of a cell that has been running. Poisson traffic is one timeline of every task.
+        """
+        s = scenario
+        flops = self._device_flops()
+        device_s = [sum(flops[m] for m in u.modalities) / (u.device_gflops * 1e9) for u in s.users]
+        edge_s = (np.array(self._edge_flops()) / (s.compute.edge_gflops * 1e9)).tolist()
         limit = torch.tensor(uplink.values_per_user, device=self.device)
         used = torch.arange(uplink.num_values, device=self.device) < limit[:, None]  # [users, values]
         error = torch.zeros(len(s.users), dtype=torch.float64, device=self.device)
         power = torch.zeros_like(error)
-        columns: dict[str, list] = {k: [] for k in ("group", "slot", "question_type", "answer", "predicted")}
-        link_counts: dict[str, list] = {}
-        slot = 0
-        for batch in sampler.in_order(s.evaluation.batch_size):
-            tx = self.model.transmit(batch["features"])
-            num_slots = batch["answer"].shape[0] // sampler.num_groups
-            link = uplink(tx, snr_db.expand(num_slots, -1))
-            logits = self.model.answer(link["tokens"], batch["present"])
-            sent, got = link["payload_tx"], link["payload_rx"]
+        columns: dict[str, list] = {k: [] for k in ("group", "timeline", "job", "question_type", "answer", "predicted")}
+        parts: list[CellRecords] = []
+
+        def loop(num_timelines, olla_offset_db=None):
+            return CellLoop(s, uplink.values_per_user, device_s, edge_s, num_timelines, self.device, snr_db=snr_db,
+                            shares=shares, olla_offset_db=olla_offset_db)  # fmt: skip
+
+        def answer(batch, tx, payload, gain, received, timeline, job):
+            nonlocal error, power
+            sent, got = payload / gain, received / gain
             error += ((got - sent).square() * used).sum((0, 2)).double()
             power += (sent.square() * used).sum((0, 2)).double()
+            logits = self.model.answer(uplink.unpack(got, tx), batch["present"])
             columns["group"].append(batch["group"])
-            columns["slot"].append(
-                torch.arange(slot, slot + num_slots, device=self.device).repeat_interleave(sampler.num_groups)
-            )
+            columns["timeline"].append(timeline)
+            columns["job"].append(job)
             columns["question_type"].append(batch["question_type"])
             columns["answer"].append(batch["answer"])
             columns["predicted"].append(logits.argmax(-1))
-            for k, v in link["stats"].items():
-                link_counts.setdefault(k, []).append(v)
-            slot += num_slots
+
+        num_groups = sampler.num_groups
+        if s.traffic.arrival == "snapshot":
+            offset = None
+            if s.link.mode == "digital" and s.link.mcs == "auto":
+                first = next(iter(sampler.in_order(s.evaluation.batch_size)))
+                payload, _ = uplink.normalise(uplink.pack(self.model.transmit(first["features"])))
+                offset = loop(payload.shape[0])(_snapshot_arrivals(payload, num_groups), payload[:, :, None]).olla_offset_db
+            start = 0
+            for batch in sampler.in_order(s.evaluation.batch_size):
+                tx = self.model.transmit(batch["features"])
+                payload, gain = uplink.normalise(uplink.pack(tx))  # [timelines, users, values]
+                records = loop(payload.shape[0], offset)(_snapshot_arrivals(payload, num_groups), payload[:, :, None])
+                offset = records.olla_offset_db
+                parts.append(records)
+                timelines = torch.arange(start, start + payload.shape[0], device=self.device)
+                answer(batch, tx, payload, gain, records.received[:, :, 0], timelines.repeat_interleave(num_groups),
+                       torch.zeros_like(batch["group"]))  # fmt: skip
+                start += payload.shape[0]
+        else:
+            batches = list(sampler.in_order(s.evaluation.batch_size))
+            sent = [uplink.normalise(uplink.pack(self.model.transmit(b["features"]))) for b in batches]
+            payload = torch.cat([p for p, _ in sent])  # [tasks, users, values]
+            arrival = arrival_times_s(s.traffic, num_groups, payload.shape[0], s.seed)
+            records = loop(1)(torch.as_tensor(arrival, device=self.device)[None], payload.transpose(0, 1)[None])
+            parts.append(records)
+            received = records.received[0].transpose(0, 1)  # [tasks, users, values]
+            job = 0
+            for batch, (p, gain) in zip(batches, sent):
+                n = p.shape[0]
+                tx = self.model.transmit(batch["features"])
+                jobs = torch.arange(job, job + n, device=self.device).repeat_interleave(num_groups)
+                answer(batch, tx, p, gain, received[job : job + n], torch.zeros_like(jobs), jobs)
+                job += n
         tasks = {k: torch.cat(v).cpu().numpy() for k, v in columns.items()}
         tasks["correct"] = tasks["answer"] == tasks["predicted"]
         return Evaluation(
             tasks=tasks,
             nmse_error=error.cpu().numpy(),
             nmse_power=power.cpu().numpy(),
-            device_flops=self._device_flops(),
+            device_flops=flops,
             edge_flops=self._edge_flops(),
-            link={k: torch.cat(v).cpu().numpy() for k, v in link_counts.items()},
+            records=CellRecords.concat(parts),
+            values_per_user=list(uplink.values_per_user),
+            snr_db=[float(x) for x in snr_db],
         )
 
     def calibrate(self, snr_db: np.ndarray) -> Calibration:
         """Accuracy per group and REs per user at every token factor and SNR offset of ``scheduler.allocation``,
-        on validation tasks (never the test tasks); a digital link is judged by its abstraction here."""
+        on validation tasks (never the test tasks), through the cell loop with equal shares and snapshots; a
+        digital link is judged by its abstraction here."""
         s = self.scenario
         settings = s.scheduler.allocation
         factors = sorted(set(settings.token_factors))
         shifts = np.array(sorted(settings.calibration_snr_shifts_db), dtype=float)
-        probe = s
-        if s.link.mode == "digital":
-            probe = s.model_copy(update={"link": s.link.model_copy(update={"fidelity": "abstraction"})})
+        probe = s.model_copy(
+            update={
+                "scheduler": s.scheduler.model_copy(update={"policy": "equal-share"}),
+                "traffic": s.traffic.model_copy(update={"arrival": "snapshot"}),
+                "link": s.link.model_copy(update={"fidelity": "abstraction"}) if s.link.mode == "digital" else s.link,
+            }
+        )
         sampler = self.sampler("test", settings.calibration_tasks_per_group, seed_offset=VALIDATION_STREAM)
         users, groups = len(s.users), len(s.groups)
         accuracy = np.zeros((len(factors), len(shifts), groups))
         res = np.zeros((len(factors), len(shifts), users))
         wait = np.zeros_like(res)
         for i, factor in enumerate(factors):
-            uplink = Uplink(probe, self.device, token_factor=[factor] * users)
+            uplink = Uplink(s, self.device, token_factor=[factor] * users)
             for j, shift in enumerate(shifts):
                 reseed(s.seed + VALIDATION_STREAM + j)
-                run = self._run_tasks(sampler, uplink, snr_db + shift)
+                run = self._run_cell(sampler, uplink, probe, snr_db + shift)
                 correct, group = run.tasks["correct"], run.tasks["group"]
                 accuracy[i, j] = np.bincount(group, correct, groups) / np.maximum(np.bincount(group, None, groups), 1)
-                res[i, j] = run.link["channel_uses"].mean(0)
-                if "attempts" in run.link:
-                    wait[i, j] = (run.link["airtime_slots"] - run.link["attempts"]).mean(0)
+                jobs = run.records.jobs
+                res[i, j] = jobs["res"].mean((0, 2)).cpu().numpy()
+                wait[i, j] = jobs["harq_slots"].double().mean((0, 2)).cpu().numpy()
         return Calibration(factors, shifts, accuracy, res, wait)
 
     def allocate(self, snr_db: np.ndarray) -> dict:
@@ -334,13 +382,14 @@ class Simulation:
         flops = self._device_flops()
         device_s = [sum(flops[m] for m in u.modalities) / (u.device_gflops * 1e9) for u in s.users]
         edge_s = np.array(self._edge_flops()) / (s.compute.edge_gflops * 1e9)
+        share = EqualShare(s.cell.num_prbs, len(s.users), len(s.cell.pilot_ofdm_symbol_indices))
         allocation = TokenAwareAllocation(
             calibration,
-            group_of_user(s),
+            _group_of_user(s),
             num_prbs=s.cell.num_prbs,
-            reference_prbs=self.uplink.share.prbs_per_user,
-            res_per_prb=self.uplink.share.data_symbols_per_slot // self.uplink.share.prbs_per_user,
-            slot_s=self.uplink.slot_seconds,
+            power=UplinkPower(s, share.prbs_per_user),
+            res_per_prb=share.data_symbols_per_slot // share.prbs_per_user,
+            slot_s=slot_duration_s(s.cell.subcarrier_spacing_hz),
             device_s=device_s,
             edge_s=edge_s,
             deadline_s=s.traffic.deadline_ms / 1e3,
@@ -370,6 +419,17 @@ class Simulation:
                 by_modalities[sent] = count_flops(self.model.answer, rx, present)
             flops.append(by_modalities[sent])
         return flops
+
+
+def _group_of_user(scenario) -> np.ndarray:
+    """[num_users] int64: the index of each user's group."""
+    group_index = {uid: g for g, group in enumerate(scenario.groups) for uid in group.users}
+    return np.array([group_index[u.id] for u in scenario.users], dtype=np.int64)
+
+
+def _snapshot_arrivals(payload: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """[timelines, groups, 1] zeros: in a snapshot every group's one task arrives at t = 0."""
+    return torch.zeros(payload.shape[0], num_groups, 1, dtype=torch.float64, device=payload.device)
 
 
 def _tail_means(history: list[dict], keys: tuple[str, ...]) -> dict[str, float]:

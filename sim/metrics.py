@@ -1,19 +1,30 @@
-"""From an evaluation to the results contract: ``metrics.json``, per-user and per-task rows.
+"""From an evaluation to the results contract: ``metrics.json``, per-user, per-task and per-TB rows.
 
-Latency of a task = device compute + queueing + airtime + edge compute of
-its slowest sender (:class:`~sim.mac.cell.CellMac`): device compute is the
-FLOPs of the user's encoders and transmitters over its ``device_gflops``;
-queueing is the wait for a slot boundary, for PRBs the scheduler gives to
-others, and for the edge; airtime runs from the first to the last slot that
-carries the task's tokens (digital: every TB attempt and the HARQ round
-trips between them); edge compute is the FLOPs of the group's receivers,
-backbone and head over ``compute.edge_gflops``, first come first served.
+A pure function of what the cell loop recorded (:class:`~sim.cell.CellRecords`)
+and of the answers: no MAC or PHY runs here. A task's latency is the time
+from its arrival to the edge's answer, and every term of its breakdown is
+a difference of recorded timestamps or a count of recorded slots of its
+slowest sender (the user whose tokens came in last):
+
+- ``device_queueing``: arrival to the start of encoding (the device was busy
+  with earlier tasks); ``device_compute``: the encoding itself (FLOPs of the
+  user's encoders and transmitters over its ``device_gflops``);
+- ``uplink_queueing``: from the end of encoding to the next slot boundary,
+  plus the slots in which its tokens were queued and not granted PRBs;
+- ``airtime``: the slots in which its tokens (first attempts or
+  retransmissions) were on air;
+- ``harq_wait``: the slots in which everything was sent and it waited for
+  HARQ feedback;
+- ``edge_queueing``: from its last tokens to the edge server starting on it;
+  ``edge_compute``: the group's receivers, backbone and head over ``compute.edge_gflops``.
+
+The terms sum to the latency because the loop gives each slot exactly one
+state; ``tests/sim/test_cell.py`` checks that they do.
 
 Bits per task are the coded bits put on air (digital) or the Shannon bits of
-the channel uses at the user's SNR (analog).
-
-Per-user accuracy is over the tasks of the user's group whose question needs
-something the user sends (the question text is needed by every task).
+the channel uses at the user's SNR per RE (analog). Per-user accuracy is
+over the tasks of the user's group whose question needs something the user
+sends (the question text is needed by every task).
 """
 
 from __future__ import annotations
@@ -22,126 +33,184 @@ import numpy as np
 
 from models.data.fashion_avqa import ANSWERS, QUESTION_TYPES
 from models.encoders import encoder_output_shape
-from sim.engine import Evaluation
-from sim.mac.cell import CellMac
 
 MS = 1e3
-BREAKDOWN = ("device_compute", "queueing", "airtime", "edge_compute")
+BREAKDOWN = (
+    "device_compute",
+    "device_queueing",
+    "uplink_queueing",
+    "airtime",
+    "harq_wait",
+    "edge_queueing",
+    "edge_compute",
+)
 PLACEMENT = ("distance_m", "indoor", "los", "pathloss_db", "shadow_fading_db")
 
 
-def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[dict], list[dict]]:
-    """``(metrics, per_user_rows, per_task_rows)`` of one evaluated scenario."""
+def task_latencies(records, group, timeline, job) -> dict[str, np.ndarray]:
+    """Latency of the tasks at ``(group, timeline, job)`` (1-D each) and its breakdown, seconds.
+
+    :output: dict of 1-D arrays: ``latency`` (answer minus arrival), every key of :data:`BREAKDOWN`,
+        and ``critical_user`` (the user whose tokens came in last).
+    """
+    T = records.slot_s
+    tasks = {k: v.cpu().numpy() for k, v in records.tasks.items()}
+    jobs = {k: v.cpu().numpy() for k, v in records.jobs.items()}
+    critical = tasks["critical_user"][timeline, group, job]
+    at = (timeline, critical, job)
+    encode_end = jobs["encode_end_s"][at]
+    uplink_done = tasks["uplink_done_s"][timeline, group, job]
+    return {
+        "latency": tasks["edge_end_s"][timeline, group, job] - tasks["arrival_s"][timeline, group, job],
+        "device_queueing": jobs["encode_start_s"][at] - jobs["arrival_s"][at],
+        "device_compute": encode_end - jobs["encode_start_s"][at],
+        "uplink_queueing": jobs["ready_slot"][at] * T - encode_end + jobs["waiting_slots"][at] * T,
+        "airtime": jobs["on_air_slots"][at] * T,
+        "harq_wait": jobs["harq_slots"][at] * T,
+        "edge_queueing": tasks["edge_start_s"][timeline, group, job] - uplink_done,
+        "edge_compute": tasks["edge_end_s"][timeline, group, job] - tasks["edge_start_s"][timeline, group, job],
+        "critical_user": critical,
+    }
+
+
+def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], list[dict]]:
+    """``(metrics, per_user_rows, per_task_rows, per_tb_rows)`` of one evaluated scenario."""
     s = scenario
+    records = evaluation.records
+    T = records.slot_s
     tasks = evaluation.tasks
     qtypes = s.dataset.question_types
-    user_index = {u.id: i for i, u in enumerate(s.users)}
-    counts = evaluation.link  # each [num_slots, num_users]
     digital = s.link.mode == "digital"
-    allocation = evaluation.allocation  # token-aware: each user's PRBs, token factor and SNR on its PRBs
-    snr_db = np.array([u.snr_db for u in s.users]) + (np.array(allocation["snr_shift_db"]) if allocation else 0)
-    channel_uses = counts["channel_uses"].astype(float)
-    shannon = shannon_bits(channel_uses, snr_db)
-    bits = counts["coded_bits"].astype(float) if digital else shannon
-    nmse = evaluation.nmse_error / np.maximum(evaluation.nmse_power, 1e-30)
+    allocation = evaluation.allocation
+    num_users = len(s.users)
+    g_of_task, b_of_task, j_of_task = tasks["group"], tasks["timeline"], tasks["job"]
+    jobs = {k: v.cpu().numpy() for k, v in records.jobs.items()}
+    users_rec = {k: v.cpu().numpy().sum(0) for k, v in records.users.items()}  # summed over timelines
+    group_index = {uid: k for k, group in enumerate(s.groups) for uid in group.users}
+    g_of_user = np.array([group_index[u.id] for u in s.users])
 
-    device_s = np.array(
-        [sum(evaluation.device_flops[m] for m in u.modalities) / (u.device_gflops * 1e9) for u in s.users]
-    )
-    edge_s = np.array(evaluation.edge_flops) / (s.compute.edge_gflops * 1e9)
-    # digital: slots a payload spends waiting on HARQ round trips beyond its own attempts
-    harq_wait = counts["airtime_slots"] - counts["attempts"] if digital else np.zeros_like(channel_uses)
-    shares = allocation["prbs"] if allocation else None
-    mac = CellMac(s, uplink.slot_seconds).run(channel_uses, harq_wait, device_s, edge_s, shares=shares)
-    values_per_user = evaluation.values_per_user or uplink.values_per_user
+    # SNR per RE after the power is spread over the grant, averaged over the slots the user was granted
+    snr_re_db = users_rec["snr_re_db_sum"] / np.maximum(users_rec["granted_slots"], 1)
+    # per job of every user [timelines, users, jobs]: REs on air and bits (coded, or Shannon at the SNR per RE)
+    job_res = jobs["res"]
+    job_bits = jobs["coded_bits"] if digital else shannon_bits(job_res, snr_re_db[None, :, None])
 
-    g_of_task, slot_of_task = tasks["group"], tasks["slot"]
-    latency = mac["latency_s"][g_of_task, slot_of_task] * MS
-    task_breakdown = np.stack([mac[f"{k}_s"][g_of_task, slot_of_task] * MS for k in BREAKDOWN], 1)
-    task_bits, task_uses = np.zeros(len(g_of_task)), np.zeros(len(g_of_task))
+    latency = task_latencies(records, g_of_task, b_of_task, j_of_task)
+    latency_ms = latency["latency"] * MS
+    breakdown = {k: latency[k] * MS for k in BREAKDOWN}
+    members = [np.flatnonzero(g_of_user == g) for g in range(len(s.groups))]
+    task_bits = np.zeros(len(g_of_task))
+    task_uses = np.zeros(len(g_of_task))
+    for g, users in enumerate(members):  # a loop over groups, vectorised over tasks
+        mine = g_of_task == g
+        task_bits[mine] = job_bits[b_of_task[mine][:, None], users[None, :], j_of_task[mine][:, None]].sum(1)
+        task_uses[mine] = job_res[b_of_task[mine][:, None], users[None, :], j_of_task[mine][:, None]].sum(1)
+
+    values_per_user = evaluation.values_per_user
     groups = []
     for g, group in enumerate(s.groups):
-        members = np.array([user_index[uid] for uid in group.users])
         mine = g_of_task == g
-        rows = slot_of_task[mine]
-        task_bits[mine] = bits[rows][:, members].sum(1)
-        task_uses[mine] = channel_uses[rows][:, members].sum(1)
         encoded = sum(np.prod(encoder_output_shape(m, s.models)) for m in s.group_modalities(group))
-        transmitted = sum(values_per_user[u] for u in members)
         groups.append(
             {
                 "id": group.id,
                 "users": list(group.users),
-                "latency_ms": _mean(latency[mine]),
-                "breakdown": dict(zip(BREAKDOWN, map(float, task_breakdown[mine].mean(0)))),
+                "accuracy": _mean(tasks["correct"][mine]),
+                "accuracy_ci95": wilson_interval(tasks["correct"][mine]),
+                "latency_ms": _mean(latency_ms[mine]),
+                "breakdown": {k: _mean(v[mine]) for k, v in breakdown.items()},
                 "bits_per_task": _mean(task_bits[mine]),
                 "channel_uses_per_task": _mean(task_uses[mine]),
-                "compression_ratio": float(encoded / transmitted),
+                "compression_ratio": float(encoded / sum(values_per_user[u] for u in members[g])),
             }
         )
+
+    num_tasks_per_user = jobs["res"].shape[0] * jobs["res"].shape[2]
+    delivered = users_rec["delivered_bits"] if digital else shannon_bits(users_rec["res"], snr_re_db)
     # bits per second while the user had something queued
-    throughput_bps = mac["throughput_units_per_s"] * bits.sum(0) / np.maximum(channel_uses.sum(0), 1e-30)
+    throughput_bps = delivered / np.maximum(users_rec["backlogged_slots"] * T, 1e-30)
+    tb = {k: v.cpu().numpy() for k, v in records.tbs.items()}
+    user_ids = [u.id for u in s.users]
 
     per_task = [
         {
             "task": i,
             "group": s.groups[g].id,
-            "slot": int(slot_of_task[i]),
+            "timeline": int(b_of_task[i]),
+            "job": int(j_of_task[i]),
             "question_type": qtypes[tasks["question_type"][i]],
             "answer": ANSWERS[tasks["answer"][i]],
             "predicted": ANSWERS[tasks["predicted"][i]],
             "correct": bool(tasks["correct"][i]),
-            "latency_ms": float(latency[i]),
+            "latency_ms": float(latency_ms[i]),
+            **{f"{k}_ms": float(v[i]) for k, v in breakdown.items()},
+            "critical_user": user_ids[latency["critical_user"][i]],
             "bits": float(task_bits[i]),
             "channel_uses": float(task_uses[i]),
         }
         for i, g in enumerate(g_of_task)
     ]
 
+    nmse = evaluation.nmse_error / np.maximum(evaluation.nmse_power, 1e-30)
     needs = [QUESTION_TYPES[q].needs | {"text"} for q in qtypes]  # every question needs its text
+    shares = allocation["prbs"] if allocation else None
+    reference_prbs = max(1, s.cell.num_prbs // num_users)
     users, per_user = [], []
-    group_index = {uid: k for k, group in enumerate(s.groups) for uid in group.users}
     for i, u in enumerate(s.users):
-        g = group_index[u.id]
+        g = g_of_user[i]
         concerns = np.array([bool(need & set(u.modalities)) for need in needs])  # per question type
         mine = (g_of_task == g) & concerns[tasks["question_type"]]
-        group_latency = latency[g_of_task == g]
+        group_latency = latency_ms[g_of_task == g]
+        user_jobs = {k: v[:, i] for k, v in jobs.items()}
         record = {
             "id": u.id,
             "modalities": list(u.modalities),
             "group": u.group,
-            "snr_db": float(snr_db[i]),
+            "snr_db": float(evaluation.snr_db[i]),
+            "snr_re_db": float(snr_re_db[i]) if users_rec["granted_slots"][i] else float("nan"),
             "accuracy": _mean(tasks["correct"][mine]),
+            "accuracy_ci95": wilson_interval(tasks["correct"][mine]),
             "tasks": int(mine.sum()),
             "token_nmse": float(nmse[i]),
-            "bits_per_task": _mean(bits[:, i]),
-            "channel_uses_per_task": _mean(channel_uses[:, i]),
-            "num_prbs": shares[i] if shares else uplink.share.prbs_per_user,
+            "bits_per_task": _mean(job_bits[:, i].ravel()),
+            "channel_uses_per_task": _mean(job_res[:, i].ravel()),
+            "num_prbs": shares[i] if shares else reference_prbs,
+            "prbs_per_slot": float(users_rec["granted_prb_slots"][i] / max(users_rec["backlogged_slots"][i], 1)),
+            "granted_prbs_per_task": float(users_rec["granted_prb_slots"][i] / num_tasks_per_user),
+            "device_compute_ms": _mean((user_jobs["encode_end_s"] - user_jobs["encode_start_s"]).ravel() * MS),
+            "device_queueing_ms": _mean((user_jobs["encode_start_s"] - user_jobs["arrival_s"]).ravel() * MS),
             "latency_ms": {"mean": _mean(group_latency), "p95": _pct(group_latency, 95)},
-            "uplink_ms": _mean(mac["uplink_s"][i]) * MS,
+            "uplink_ms": _mean(((user_jobs["done_slot"] + 1) * T - user_jobs["arrival_s"]).ravel() * MS),
             "throughput_bps": float(throughput_bps[i]),
-            "granted_prbs_per_task": float(mac["granted_prbs"][i] / len(channel_uses)),
         }
         # where geometry set the SNR: the user's place and its TR 38.901 losses
         record |= {k: getattr(u, k) for k in PLACEMENT if getattr(u, k) is not None}
         if allocation:
             record["token_factor"] = allocation["token_factor"][i]
         if digital:
-            record |= _digital_counts({k: v[:, i] for k, v in counts.items()}, shannon[:, i], s.link.bits_per_value)
+            record["link"] = digital_counts(
+                {k: v[tb["user"] == i] for k, v in tb.items()},
+                erased=user_jobs["erased_values"].sum(),
+                payload_bits=values_per_user[i] * s.link.bits_per_value * num_tasks_per_user,
+                shannon=float(shannon_bits(users_rec["res"][i], snr_re_db[i])),
+                channel_uses=users_rec["res"][i],
+                max_attempts=1 + s.link.harq.max_retx,
+            )
         users.append(record)
+        flat = {k: v for k, v in record.items() if k not in ("latency_ms", "accuracy_ci95", "link")}
         per_user.append(
-            {
-                k: (v["mean"] if k == "latency_ms" else "+".join(v) if isinstance(v, list) else v)
-                for k, v in record.items()
-            }
-            | {"latency_p95_ms": record["latency_ms"]["p95"]}
+            {k: "+".join(v) if isinstance(v, list) else v for k, v in flat.items()}
+            | {"latency_ms": record["latency_ms"]["mean"], "latency_p95_ms": record["latency_ms"]["p95"]}
+            | {"accuracy_ci95_low": record["accuracy_ci95"][0], "accuracy_ci95_high": record["accuracy_ci95"][1]}
+            | {f"link_{k}": v for k, v in record.get("link", {}).items()}
         )
 
-    breakdown = dict(zip(BREAKDOWN, map(float, task_breakdown.mean(0))))
     answers = np.bincount(tasks["answer"], minlength=len(ANSWERS))
+    granted_total = users_rec["granted_prb_slots"].sum()
     metrics = {
         "scenario": s.name,
         "accuracy": _mean(tasks["correct"]),
+        "accuracy_ci95": wilson_interval(tasks["correct"]),
         "tasks": int(len(g_of_task)),
         "bits_per_task": _mean(task_bits),
         "bits_kind": "coded" if digital else "shannon-equivalent",
@@ -149,17 +218,17 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
         "compression_ratio": _mean(np.array([gr["compression_ratio"] for gr in groups])[g_of_task]),
         "token_nmse": float(evaluation.nmse_error.sum() / max(evaluation.nmse_power.sum(), 1e-30)),
         "latency_ms": {
-            "mean": _mean(latency),
-            "p50": _pct(latency, 50),
-            "p95": _pct(latency, 95),
-            "p99": _pct(latency, 99),
-            "breakdown": breakdown,
+            "mean": _mean(latency_ms),
+            "p50": _pct(latency_ms, 50),
+            "p95": _pct(latency_ms, 95),
+            "p99": _pct(latency_ms, 99),
+            "breakdown": {k: _mean(v) for k, v in breakdown.items()},
         },
-        "deadline_miss_rate": _mean(latency > s.traffic.deadline_ms),
+        "deadline_miss_rate": _mean(latency_ms > s.traffic.deadline_ms),
         "scheduler": s.scheduler.policy,
         "traffic": s.traffic.arrival,
         "jain_fairness": jain_fairness(throughput_bps),
-        "prb_utilisation": mac["prb_utilisation"],
+        "prb_utilisation": float(granted_total / max(records.active_slots.sum().item() * s.cell.num_prbs, 1)),
         "majority_answer_rate": float(answers.max() / answers.sum()),
         "majority_answer": ANSWERS[int(answers.argmax())],
         "accuracy_by_question_type": {
@@ -167,49 +236,70 @@ def build_results(scenario, uplink, evaluation: Evaluation) -> tuple[dict, list[
             for k, q in enumerate(qtypes)
             if (tasks["question_type"] == k).any()
         },
-        "groups": [
-            {
-                "id": gr["id"],
-                "users": gr["users"],
-                "accuracy": _mean(tasks["correct"][g_of_task == k]),
-                "latency_ms": gr["latency_ms"],
-                "breakdown": gr["breakdown"],
-                "bits_per_task": gr["bits_per_task"],
-                "channel_uses_per_task": gr["channel_uses_per_task"],
-                "compression_ratio": gr["compression_ratio"],
-            }
-            for k, gr in enumerate(groups)
-        ],
+        "groups": groups,
         "users": users,
     }
     if allocation:
         metrics["allocation"] = {k: v for k, v in allocation.items() if k != "calibration"}
     if digital:
-        metrics["link"] = {"mode": "digital", "fidelity": s.link.fidelity} | _digital_counts(
-            counts, shannon, s.link.bits_per_value
+        metrics["link"] = {"mode": "digital", "fidelity": s.link.fidelity} | digital_counts(
+            tb,
+            erased=jobs["erased_values"].sum(),
+            payload_bits=sum(values_per_user) * s.link.bits_per_value * num_tasks_per_user,
+            shannon=float(shannon_bits(users_rec["res"], snr_re_db).sum()),
+            channel_uses=users_rec["res"].sum(),
+            max_attempts=1 + s.link.harq.max_retx,
         )
-    return metrics, per_user, per_task
+    per_tb = [
+        {
+            "slot": int(tb["slot"][k]),
+            "timeline": int(tb["timeline"][k]),
+            "user": user_ids[tb["user"][k]],
+            "mcs": int(tb["mcs"][k]),
+            "prbs": int(tb["prbs"][k]),
+            "tbs": int(tb["tbs"][k]),
+            "payload_bits": int(tb["payload_bits"][k]),
+            "attempt": int(tb["attempt"][k]),
+            "ack": bool(tb["ack"][k]),
+            "sinr_eff_db": round(float(tb["sinr_eff_db"][k]), 3),
+        }
+        for k in range(len(tb.get("slot", [])))
+    ]
+    return metrics, per_user, per_task, per_tb
 
 
-def _digital_counts(counts: dict[str, np.ndarray], shannon: np.ndarray, bits_per_value: int) -> dict:
-    """Transport-block statistics of the digital link over the given counts (any shape, summed).
+def digital_counts(tb: dict[str, np.ndarray], erased, payload_bits, shannon, channel_uses, max_attempts) -> dict:
+    """Transport-block statistics of the digital link from TB attempt records (any subset of them).
 
-    ``capacity_gap``: Shannon bits of the data resource elements used at the
-    user's SNR over the information bits delivered; 1 would be a
-    capacity-achieving link, and no real one goes below it.
+    ``capacity_gap``: Shannon bits of the data REs used at the SNR per RE over the information bits
+    delivered; 1 would be a capacity-achieving link, and no real one goes below it.
     """
-    tbs, attempts = counts["tbs"].sum(), counts["attempts"].sum()
-    delivered = counts["information_bits"].sum()
+    attempt = tb.get("attempt", np.zeros(0, dtype=np.int64))
+    first = attempt == 1
+    num_tbs = int(first.sum())
+    ack = tb.get("ack", np.zeros(0, dtype=bool))
+    delivered = float((tb["tbs"] * ack).sum()) if num_tbs else 0.0
     return {
-        "mcs": float(counts["mcs"].mean()),
-        "tb_attempts_per_tb": float(attempts / max(tbs, 1)),
-        "tb_residual_bler": float(counts["failed_tbs"].sum() / max(tbs, 1)),
-        "erased_value_rate": float(
-            counts["erased_values"].sum() * bits_per_value / max(counts["payload_bits"].sum(), 1)
-        ),
-        "goodput_bits_per_channel_use": float(delivered / max(counts["channel_uses"].sum(), 1)),
-        "capacity_gap": float(shannon.sum() / delivered) if delivered else None,  # None: nothing got through
+        "mcs": _mean(tb["mcs"][first]) if num_tbs else float("nan"),
+        "tb_first_attempt_bler": float(1 - ack[first].mean()) if num_tbs else float("nan"),
+        "tb_attempts_per_tb": float(len(attempt) / max(num_tbs, 1)),
+        "tb_residual_bler": float(((~ack) & (attempt == max_attempts)).sum() / max(num_tbs, 1)),
+        "erased_value_rate": float(erased) / max(payload_bits, 1),
+        "information_bits": delivered,
+        "goodput_bits_per_channel_use": delivered / max(float(channel_uses), 1.0),
+        "capacity_gap": float(shannon / delivered) if delivered else None,  # None: nothing got through
     }
+
+
+def wilson_interval(correct, z: float = 1.959964) -> list[float]:
+    """Wilson score 95 % interval of a success rate from boolean outcomes (``[nan, nan]`` if there are none)."""
+    n = len(correct)
+    if n == 0:
+        return [float("nan"), float("nan")]
+    p = float(np.mean(correct))
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(centre - half), float(centre + half)]
 
 
 def jain_fairness(x) -> float:

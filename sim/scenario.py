@@ -152,6 +152,9 @@ class SchedulerConfig(Strict):
 
     policy: Literal[SCHEDULER_POLICIES] = "equal-share"  # type: ignore[valid-type]
     pf_beta: float = Field(0.98, gt=0, lt=1, description="proportional-fair: discount of the average rate")
+    cqi_delay_slots: int = Field(
+        0, ge=0, le=1000, description="slots between the channel the CQI reports and the slot it schedules"
+    )
     allocation: AllocationConfig = Field(default_factory=AllocationConfig, description="token-aware: the objective")
 
 

@@ -266,7 +266,7 @@ def write_run(scenario, out: Path, progress: bool = True, retrain: bool = False)
     sim = Simulation(scenario, progress=progress)
     summary = sim.train(force=retrain)
     history = summary.pop("history", None)
-    metrics, per_user, per_task = build_results(scenario, sim.uplink, sim.evaluate())
+    metrics, per_user, per_task, per_tb = build_results(scenario, sim.evaluate())
     metrics["training"] = summary
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -274,6 +274,8 @@ def write_run(scenario, out: Path, progress: bool = True, retrain: bool = False)
     write_json(out / "metrics.json", metrics)
     write_csv(out / "per_user.csv", per_user)
     write_csv(out / "per_task.csv", per_task)
+    if per_tb:
+        write_csv(out / "tbs.csv", per_tb)
     write_training_log(out, history, scenario.name)
     write_json(
         out / FINISHED,

@@ -1,15 +1,16 @@
-"""The cell's uplink: every user's tokens in one batched PHY call.
+"""Every user's tokens as one payload, and the channel training goes through.
 
 Tasks arrive as per-modality token tensors, ``[num_slots * num_groups, length,
 dim]`` (slot-major). The uplink packs each user's modalities into one payload
-``[num_slots, num_users, num_values]``, sends all ``num_slots * num_users``
-links through :class:`~sim.phy.analog.AnalogLink` at once, and unpacks the
-received values into the same per-modality layout for the edge.
+``[num_slots, num_users, num_values]`` and unpacks received payloads into the
+same per-modality layout for the edge. Evaluation carries the payloads through
+the cell loop (:mod:`sim.cell`), on the PRBs the scheduler grants.
 
-``link.mode`` picks the PHY: analog symbols (:class:`~sim.phy.analog.AnalogLink`)
-or quantised tokens in 5G NR transport blocks (:class:`~sim.phy.digital.DigitalLink`).
-Training goes through the analog link itself, or through the digital link's
-noise proxy (quantisation and TB erasures, :meth:`DigitalLink.proxy`).
+Training goes through a channel that needs no scheduler: every user on its
+equal share of the carrier at an SNR drawn per slot, all
+``num_slots * num_users`` links through :class:`~sim.phy.analog.AnalogLink` at
+once (differentiable), or, with ``link.mode: digital``, the digital link's
+noise proxy (quantisation and TB erasures, :class:`~sim.phy.digital.DigitalProxy`).
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from models.config import MODALITIES
 from sim.mac.allocation import EqualShare
 from sim.phy.analog import AnalogLink
 from sim.phy.channels import channel_model
-from sim.phy.digital import DigitalLink
+from sim.phy.digital import DigitalProxy
 from sim.phy.numerology import (
     NUM_OFDM_SYMBOLS_PER_SLOT,
     NUM_SUBCARRIERS_PER_PRB,
     pilot_symbol_indices,
-    slot_duration_s,
 )
 from sim.topology import cell_geometry
 
@@ -43,11 +43,8 @@ class Uplink(nn.Module):
 
     :input tokens: ``{modality: [num_slots * num_groups, length, dim]}``, float.
     :input snr_db: [num_slots, num_users], float.
-    :output: dict with ``"tokens"`` (received, same layout as the input),
-        ``"payload_tx"`` and ``"payload_rx"`` ([num_slots, num_users, num_values], float),
-        and ``"stats"``: per-task link counts, each [num_slots, num_users]
-        (``"airtime_slots"``, ``"channel_uses"``; digital adds the coded and
-        information bits, MCS, TB attempts and failures of :class:`DigitalLink`).
+    :output: ``{modality: [num_slots * num_groups, length, dim]}`` received through the analog link, each
+        user on its equal share (the training channel's link).
     """
 
     def __init__(self, scenario, device: torch.device, token_factor: list[int] | None = None):
@@ -81,11 +78,8 @@ class Uplink(nn.Module):
         self.register_buffer("_reduced", reduced, persistent=False)
 
         cell = scenario.cell
-        self.slot_seconds = slot_duration_s(cell.subcarrier_spacing_hz)
         self.share = EqualShare(cell.num_prbs, len(self.user_ids), len(cell.pilot_ofdm_symbol_indices))
-        self.symbols_per_user = [v // 2 for v in self.values_per_user]
-        self.slots_per_user = [self.share.slots_for(s) for s in self.symbols_per_user]
-        num_slots = max(self.slots_per_user)
+        num_slots = max(self.share.slots_for(v // 2) for v in self.values_per_user)
         self.resource_grid = ResourceGrid(
             num_ofdm_symbols=NUM_OFDM_SYMBOLS_PER_SLOT * num_slots,
             fft_size=NUM_SUBCARRIERS_PER_PRB * self.share.prbs_per_user,
@@ -109,45 +103,22 @@ class Uplink(nn.Module):
         self.digital = None
         if scenario.link.mode == "digital":
             ln = scenario.link
-            self.digital = DigitalLink(
-                values_per_user=self.values_per_user,
+            self.digital = DigitalProxy(
                 num_prbs=self.share.prbs_per_user,
-                subcarrier_spacing_hz=cell.subcarrier_spacing_hz,
-                pilot_ofdm_symbol_indices=cell.pilot_ofdm_symbol_indices,
-                channel_model=model,
-                csi=ch.csi,
+                num_pilot_symbols=len(cell.pilot_ofdm_symbol_indices),
                 bits_per_value=ln.bits_per_value,
                 mcs=ln.mcs,
                 bler_target=ln.bler_target,
                 mcs_table=ln.mcs_table,
-                fidelity=ln.fidelity,
                 max_retx=ln.harq.max_retx,
-                round_trip_slots=ln.harq.round_trip_slots,
-                decoder=ln.decoder,
-                num_bp_iter=ln.num_bp_iter,
                 device=self.resource_grid.device,
             )
 
-    def forward(self, tokens: dict[str, torch.Tensor], snr_db: torch.Tensor) -> dict:
+    def forward(self, tokens: dict[str, torch.Tensor], snr_db: torch.Tensor) -> dict[str, torch.Tensor]:
         num_slots, num_users = snr_db.shape
         payload, gain = self.normalise(self.pack(tokens))
-        if self.digital is None:
-            received = self.link(payload.reshape(num_slots * num_users, self.num_values), snr_db.flatten())["tokens"]
-            received = received.reshape(payload.shape)
-            stats = {
-                "airtime_slots": torch.tensor(self.slots_per_user, device=snr_db.device).expand(num_slots, -1),
-                "channel_uses": torch.tensor(self.symbols_per_user, device=snr_db.device).expand(num_slots, -1),
-            }
-        else:
-            stats = self.digital(payload, snr_db)
-            received = stats.pop("values")
-        received = received / gain
-        return {
-            "tokens": self.unpack(received, tokens),
-            "payload_tx": payload / gain,
-            "payload_rx": received,
-            "stats": stats,
-        }
+        received = self.link(payload.reshape(num_slots * num_users, self.num_values), snr_db.flatten())["tokens"]
+        return self.unpack(received.reshape(payload.shape) / gain, tokens)
 
     def normalise(self, payload: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Payloads of users sending fewer tokens back to mean power 1/2 per value (pooling lowers it).
@@ -205,11 +176,7 @@ class Uplink(nn.Module):
             num_slots = next(iter(tokens.values())).shape[0] // self.num_groups
             snr = low + (high - low) * torch.rand(num_slots, len(self.user_ids), generator=generator)
             if self.digital is None:
-                return self(tokens, snr.to(self.link.device))["tokens"]
-            return self.unpack(self.digital.proxy(self.pack(tokens), snr.to(self.link.device), generator), tokens)
+                return self(tokens, snr.to(self.link.device))
+            return self.unpack(self.digital(self.pack(tokens), snr.to(self.link.device), generator), tokens)
 
         return channel
-
-    def airtime_s(self) -> list[float]:
-        """Per user: slots its payload takes times the NR slot length (cyclic prefixes included)."""
-        return [slots * self.slot_seconds for slots in self.slots_per_user]

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from pydantic import Field
 
 from models.config import Strict
@@ -95,9 +96,10 @@ class Calibration:
 class TokenAwareAllocation:
     """Per-group token length and per-user PRB share that minimise latency and expected task loss.
 
-    A user's transmit power is fixed, so giving it ``b`` PRBs instead of the
-    reference share ``b_ref`` spreads its power: its SNR per RE moves by
-    ``-10 log10(b / b_ref)`` dB. More PRBs shorten airtime but lower the SNR
+    A user's transmit power is spread over its PRBs, so giving it ``b`` PRBs
+    instead of the reference share ``b_ref`` moves its SNR per RE by the cell
+    loop's power rule (:class:`~sim.mac.power.UplinkPower`: ``-10 log10(b / b_ref)``
+    dB at full power). More PRBs shorten airtime but lower the SNR
     (analog: noisier tokens; digital: a lower MCS, more REs); fewer tokens
     shorten airtime and cost accuracy. The objective, per snapshot of the
     cell, is the mean over groups of
@@ -120,26 +122,28 @@ class TokenAwareAllocation:
     :param calibration: measured accuracy and REs per factor and SNR offset
     :param group_of_user: [num_users] int
     :param num_prbs: PRBs of the carrier
-    :param reference_prbs: the share the users' SNRs refer to (equal share)
+    :param power: the cell's :class:`~sim.mac.power.UplinkPower` (its reference share is the equal share)
     :param res_per_prb: data REs of one PRB in one slot
     :param slot_s: slot duration
     :param device_s: [num_users] device compute; ``edge_s``: [num_groups] edge compute
     :param deadline_s: the latency the objective counts in
     """
 
-    def __init__(self, calibration, group_of_user, num_prbs, reference_prbs, res_per_prb, slot_s, device_s, edge_s,
+    def __init__(self, calibration, group_of_user, num_prbs, power, res_per_prb, slot_s, device_s, edge_s,
                  deadline_s, latency_weight=1.0, loss_weight=1.0):  # fmt: skip
         self.cal = calibration
         self.group_of_user = np.asarray(group_of_user)
         self.num_groups = int(self.group_of_user.max()) + 1
-        self.num_prbs, self.reference_prbs, self.res_per_prb = num_prbs, reference_prbs, res_per_prb
+        self.num_prbs, self.power, self.res_per_prb = num_prbs, power, res_per_prb
+        self.reference_prbs = power.reference_prbs
         self.slot_s, self.deadline_s = slot_s, deadline_s
         self.ready_slots = np.ceil(np.asarray(device_s) / slot_s - 1e-6)
         self.edge_s = np.asarray(edge_s)
         self.latency_weight, self.loss_weight = latency_weight, loss_weight
 
     def shift_db(self, prbs: np.ndarray) -> np.ndarray:
-        return -10 * np.log10(prbs / self.reference_prbs)
+        """[num_users] SNR per RE at ``prbs`` minus at the reference share, by the cell loop's power rule."""
+        return self.power.shift_db(torch.as_tensor(np.asarray(prbs, dtype=float))).numpy()
 
     def terms(self, factor_index: np.ndarray, prbs: np.ndarray) -> dict[str, np.ndarray]:
         """Per group: ``latency_s``, ``accuracy`` and ``objective`` of per-group factor indices and per-user PRBs."""

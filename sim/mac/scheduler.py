@@ -1,30 +1,30 @@
-"""Uplink schedulers: who gets how many PRBs in a slot.
+"""Uplink schedulers: which user gets which PRB of a slot.
 
-Every scheduler is one block with the same call: the users' backlogs and what
-one PRB carries for each of them this slot in, whole PRBs per user out. They
-differ only in the order in which users are served; each grant then covers
-what the user has queued and no more (buffer-aware, work-conserving), so a
-slot never grants more PRBs than the carrier has and a PRB is never given to
-a user with nothing to send.
+Every scheduler is one block with the same call. In: how many PRBs each
+user could use this slot (its backlog, in PRBs at its channel), the
+achievable rate of every user on every PRB (the CQI), what each user's group
+still has queued, and which users carry a HARQ retransmission (those go
+first, as in 5G-LENA's schedulers). Out: the owner of every PRB. No PRB is
+granted twice, no user gets more PRBs than it can use, and the carrier is
+never exceeded. ``SCHEDULERS`` maps ``scheduler.policy`` to its class:
 
-``SCHEDULERS`` maps ``scheduler.policy`` to its class:
+- ``equal-share``: every user owns ``num_prbs // num_users`` consecutive PRBs
+  in every slot (static OFDMA, the paper's setting); unused PRBs stay idle.
+- ``round-robin``: the backlogged user served longest ago first, each on
+  consecutive PRBs from the bottom of the carrier (channel-blind).
+- ``proportional-fair``: per PRB, the largest achievable-over-average rate
+  first; metric and average are Sionna's :class:`~sionna.sys.PFSchedulerSUMIMO`.
+- ``max-rate``: per PRB, the largest achievable rate first.
+- ``task-aware``: tokensim's own, shortest remaining group task first
+  (:class:`TaskAwareScheduler`), each user on its best PRBs.
+- ``token-aware``: tokensim's joint allocation of token length and PRB share
+  (:class:`~sim.mac.allocation.TokenAwareAllocation`); each user has its share
+  in every slot and what is left goes in ``task-aware`` order
+  (:class:`AllocatedShareScheduler`).
 
-- ``equal-share``: every user owns ``num_prbs // num_users`` PRBs in every
-  slot (static OFDMA, the paper's setting); unused PRBs stay idle.
-- ``round-robin``: the user served longest ago first.
-- ``proportional-fair``: the largest achievable-over-average rate first;
-  metric and average come from Sionna's :class:`~sionna.sys.PFSchedulerSUMIMO`.
-- ``max-rate``: the largest achievable rate first.
-- ``task-aware``: tokensim's own scheduler, shortest remaining group task
-  first (see :class:`TaskAwareScheduler`).
-- ``token-aware``: tokensim's joint allocation of token length and PRB
-  share (:class:`~sim.mac.allocation.TokenAwareAllocation`); each user then
-  has its share in every slot, and what it leaves idle goes on in
-  ``task-aware`` order (:class:`AllocatedShareScheduler`).
-
-Wideband scheduling: a user's achievable rate is the same on every PRB of a
-slot (wideband CQI), so ordering users and filling grants is exact and needs
-no loop over PRBs.
+The channel-aware policies are frequency-selective: :func:`assign_prbs`
+gives each PRB to the user its metric ranks first there, within what each
+user can use. A batch dimension holds independent cells (timelines).
 """
 
 from __future__ import annotations
@@ -33,10 +33,7 @@ import torch
 from sionna.sys import PFSchedulerSUMIMO
 from torch import nn
 
-
-def prbs_needed(backlog: torch.Tensor, capacity: torch.Tensor) -> torch.Tensor:
-    """Whole PRBs that carry ``backlog`` at ``capacity`` units per PRB (int64, same shape)."""
-    return torch.ceil(backlog / capacity).clamp(min=0).to(torch.long)
+IDLE = -1  # owner of a PRB nobody is granted
 
 
 def fixed_shares(shares, num_users: int, num_prbs: int) -> torch.Tensor:
@@ -50,158 +47,248 @@ def fixed_shares(shares, num_users: int, num_prbs: int) -> torch.Tensor:
     return torch.as_tensor(shares, dtype=torch.long)
 
 
+def grants(owner: torch.Tensor, num_users: int) -> torch.Tensor:
+    """[batch, num_prbs] owners -> [batch, num_users] int64 PRBs each user is granted."""
+    counts = torch.zeros(owner.shape[0], num_users + 1, dtype=torch.long, device=owner.device)
+    return counts.scatter_add_(1, torch.where(owner >= 0, owner, num_users), torch.ones_like(owner))[:, :num_users]
+
+
+def assign_prbs(metric: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
+    """Each PRB to the user with the highest ``metric`` on it, no user beyond its ``quota``.
+
+    The greedy assignment that walks all (user, PRB) pairs in descending
+    metric and takes a pair when its PRB is free and its user has quota
+    left, vectorised in rounds: every free PRB names its best user among
+    those with quota left; every user then takes, from the top of its own
+    ranking of the free PRBs, the run of PRBs that name it (up to its
+    quota). Those pairs are exactly the ones the walk would take next,
+    whatever happens elsewhere; the best pair left is always among them, so
+    every round assigns a PRB at least, and rounds are few in practice. With
+    quotas that never bind it is the per-PRB argmax: Sionna's PF grant with
+    full buffers. ``tests/sim/test_mac.py`` holds it equal to the walk.
+
+    :param metric: [batch, num_users, num_prbs], float; ``-inf`` where a user may not take a PRB
+    :param quota: [batch, num_users], int64, PRBs each user may take
+    :output owner: [batch, num_prbs], int64, user index or :data:`IDLE`
+    """
+    batch, num_users, num_prbs = metric.shape
+    device = metric.device
+    owner = torch.full((batch, num_prbs), IDLE, dtype=torch.long, device=device)
+    remaining = quota.clone()
+    users = torch.arange(num_users, device=device)[None, :, None]
+    for _ in range(num_prbs + 1):  # bound: every round assigns a PRB at least
+        free = owner == IDLE
+        open_metric = metric.masked_fill((remaining <= 0)[..., None] | ~free[:, None, :], -torch.inf)
+        best, choice = open_metric.max(1)  # [batch, num_prbs]
+        proposing = free & (best > -torch.inf)
+        if not bool(proposing.any()):
+            return owner
+        names = (choice[:, None, :] == users) & proposing[:, None, :]  # [batch, users, prbs]
+        # each user's free PRBs from its best down; it takes the leading run of those that name it
+        order = open_metric.argsort(dim=-1, descending=True, stable=True)
+        run = names.gather(-1, order).long().cumprod(-1).bool()
+        rank = torch.arange(num_prbs, device=device)
+        taken_sorted = run & (rank < remaining[..., None])
+        taken = torch.zeros_like(names).scatter_(-1, order, taken_sorted)
+        owner = torch.where(taken.any(1), taken.to(torch.uint8).argmax(1), owner)
+        remaining = remaining - taken.sum(-1)
+    raise RuntimeError("PRB assignment did not finish")  # unreachable: every round assigns a PRB
+
+
+def contiguous_fill(rank: torch.Tensor, need: torch.Tensor, num_prbs: int, start: int = 0) -> torch.Tensor:
+    """Users in descending ``rank`` on consecutive PRBs from ``start``, ``need`` each, until the carrier ends.
+
+    :param rank: [batch, num_users], float; ``-inf`` for users not to serve
+    :param need: [batch, num_users], int64
+    :output owner: [batch, num_prbs], int64
+    """
+    order = torch.argsort(rank, dim=-1, descending=True, stable=True)
+    need_sorted = need.gather(-1, order).masked_fill(rank.gather(-1, order) == -torch.inf, 0)
+    ends = start + need_sorted.cumsum(-1)  # [batch, num_users]
+    prbs = torch.arange(num_prbs, device=need.device).expand(need.shape[0], -1).contiguous()
+    slot_in_order = torch.searchsorted(ends, prbs, right=True)  # first user whose range ends after the PRB
+    inside = (prbs >= start) & (slot_in_order < need.shape[1])
+    user = order.gather(-1, slot_in_order.clamp(max=need.shape[1] - 1))
+    return torch.where(inside, user, IDLE)
+
+
 class Scheduler(nn.Module):
-    """Common part: fill grants in a priority order.
+    """Common part of the schedulers.
 
     :param num_users: users of the cell
     :param num_prbs: PRBs of the carrier
     :param batch_size: independent cells (timelines) scheduled at once
 
-    :input backlog: [batch_size, num_users], float, units (REs or bits) each user has queued.
-    :input capacity: [batch_size, num_users], float, units one PRB carries for each user this slot (> 0).
-    :input rate: [batch_size, num_users], float, achievable rate per PRB this slot (bits), the channel
-        quality that rate-aware policies rank by.
-    :input group_backlog: [batch_size, num_users], float, backlog of the user's whole group
-        (read by ``task-aware`` only).
-    :output prbs: [batch_size, num_users], int64, PRBs granted; ``prbs.sum(-1) <= num_prbs``.
+    :input users: [num_active], int64. The users that may be granted anything this slot (the others
+        need nothing); every other input is over these users only.
+    :input need: [batch_size, num_active], int64. PRBs each user can use this slot.
+    :input rate: [batch_size, num_active, num_prbs], float. Achievable bits of each PRB at the user's
+        reference power (its CQI).
+    :input group_backlog: [batch_size, num_active], float. What the user's group still has to send
+        (``task-aware`` ranks by it).
+    :input first: [batch_size, num_active], bool. Users with a HARQ retransmission: served first.
+    :output owner: [batch_size, num_prbs], int64. The user (index into all users) each PRB goes to,
+        or :data:`IDLE`.
     """
 
     def __init__(self, num_users: int, num_prbs: int, batch_size: int = 1):
         super().__init__()
         self.num_users, self.num_prbs, self.batch_size = num_users, num_prbs, batch_size
-        self.register_buffer("slot", torch.zeros((), dtype=torch.long), persistent=False)
+        self.slot = 0
 
-    def priority(self, backlog, capacity, rate, group_backlog) -> torch.Tensor:
-        """[batch_size, num_users] float; larger goes first."""
+    def forward(self, users, need, rate, group_backlog, first) -> torch.Tensor:
+        owner = self.schedule(users, need, rate, group_backlog, first)
+        self.slot += 1
+        return owner
+
+    def schedule(self, users, need, rate, group_backlog, first) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, backlog, capacity, rate, group_backlog=None) -> torch.Tensor:
-        need = prbs_needed(backlog, capacity)
-        waiting = need > 0
-        rank = self.priority(backlog, capacity, rate, group_backlog).masked_fill(~waiting, -torch.inf)
-        prbs = self.fill(need, rank)
-        self.observe(prbs, torch.minimum(prbs * capacity, backlog), rate)
-        self.slot += 1
-        return prbs
+    def observe(self, owner: torch.Tensor, delivered_bits: torch.Tensor) -> None:
+        """Update the policy's state after a slot (``delivered_bits``: [batch_size, num_users])."""
 
-    def fill(self, need: torch.Tensor, rank: torch.Tensor, budget=None) -> torch.Tensor:
-        """Grant ``need`` PRBs user by user in descending ``rank`` until ``budget`` ([batch_size] or the
-        carrier's PRBs) is spent."""
-        budget = self.num_prbs if budget is None else budget[:, None]
-        order = torch.argsort(rank, dim=-1, descending=True, stable=True)
-        need_sorted = need.gather(-1, order)
-        before = need_sorted.cumsum(-1) - need_sorted
-        granted = (budget - before).clamp(min=0).minimum(need_sorted)
-        return torch.zeros_like(need).scatter(-1, order, granted)
 
-    def observe(self, prbs: torch.Tensor, served: torch.Tensor, rate: torch.Tensor) -> None:
-        """Update the policy's state after a slot (``served``: units delivered, [batch_size, num_users])."""
+def _to_all_users(owner_local: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+    return torch.where(owner_local >= 0, users[owner_local.clamp_min(0)], IDLE)
+
+
+class MetricScheduler(Scheduler):
+    """A per-PRB metric, assigned by :func:`assign_prbs`; retransmissions first."""
+
+    def metric(self, users, rate, group_backlog) -> torch.Tensor:
+        """[batch_size, num_active, num_prbs] float, larger goes first."""
+        raise NotImplementedError
+
+    def schedule(self, users, need, rate, group_backlog, first):
+        metric = self.metric(users, rate, group_backlog)
+        lift = metric.abs().amax().clamp_min(1.0) * 4  # above any metric: retransmissions are served first
+        metric = metric + lift * first[..., None]
+        metric = metric.masked_fill((need <= 0)[..., None], -torch.inf)
+        return _to_all_users(assign_prbs(metric, need), users)
 
 
 class StaticShareScheduler(Scheduler):
-    """Every user owns a fixed number of PRBs in every slot, used or not (static OFDMA).
+    """Every user owns a fixed set of consecutive PRBs in every slot, used or not (static OFDMA).
 
     :param shares: [num_users] PRBs of each user; ``None``: ``num_prbs // num_users`` each
     """
 
     def __init__(self, num_users: int, num_prbs: int, batch_size: int = 1, shares=None):
         super().__init__(num_users, num_prbs, batch_size)
-        self.register_buffer("shares", fixed_shares(shares, num_users, num_prbs), persistent=False)
+        shares = fixed_shares(shares, num_users, num_prbs)
+        self.shares = shares
+        self.first_prb = shares.cumsum(0) - shares
+        owner = torch.full((num_prbs,), IDLE, dtype=torch.long)
+        owner[: int(shares.sum())] = torch.repeat_interleave(torch.arange(num_users), shares)
+        self.static_owner = owner
 
-    def forward(self, backlog, capacity, rate, group_backlog=None) -> torch.Tensor:
-        self.slot += 1
-        return prbs_needed(backlog, capacity).minimum(self.shares)
+    def planned(self, users, need) -> torch.Tensor:
+        """[batch, num_prbs] owners of the PRBs each user uses out of its own share."""
+        full = torch.zeros(need.shape[0], self.num_users, dtype=torch.long, device=need.device)
+        full[:, users] = need
+        owner = self.static_owner.to(need.device).expand(need.shape[0], -1)
+        offset = torch.arange(self.num_prbs, device=need.device) - self.first_prb.to(need.device)[owner.clamp_min(0)]
+        used = (owner >= 0) & (offset < full.gather(1, owner.clamp_min(0)))
+        return torch.where(used, owner, IDLE)
+
+    def schedule(self, users, need, rate, group_backlog, first):
+        return self.planned(users, need)
 
 
 class RoundRobinScheduler(Scheduler):
-    """The backlogged user served longest ago goes first; ties in cyclic order from the slot number."""
+    """The backlogged user served longest ago first (ties in cyclic order), on consecutive PRBs."""
 
     def __init__(self, num_users: int, num_prbs: int, batch_size: int = 1):
         super().__init__(num_users, num_prbs, batch_size)
-        self.register_buffer("last_served", torch.full((batch_size, num_users), -1, dtype=torch.long), False)
+        self.last_served = torch.full((batch_size, num_users), -1, dtype=torch.long)
 
-    def priority(self, backlog, capacity, rate, group_backlog) -> torch.Tensor:
-        users = torch.arange(self.num_users, device=backlog.device)
+    def schedule(self, users, need, rate, group_backlog, first):
+        waited = self.slot - self.last_served.to(need.device)[:, users]
         cyclic = (users - self.slot) % self.num_users  # 0 for the user whose turn it is
-        return ((self.slot - self.last_served) * self.num_users - cyclic).to(torch.float64)  # exact integers
+        rank = (waited * self.num_users - cyclic).to(torch.float64) + first * 1e12  # exact integers
+        rank = rank.masked_fill(need <= 0, -torch.inf)
+        return _to_all_users(contiguous_fill(rank, need, self.num_prbs), users)
 
-    def observe(self, prbs, served, rate) -> None:
-        self.last_served = torch.where(prbs > 0, self.slot, self.last_served)
+    def observe(self, owner, delivered_bits) -> None:
+        served = grants(owner, self.num_users) > 0
+        self.last_served = torch.where(served.to(self.last_served.device), self.slot - 1, self.last_served)
 
 
-class ProportionalFairScheduler(Scheduler):
-    """Achievable rate over the discounted average of delivered rate (Sionna's PF metric) first.
+class ProportionalFairScheduler(MetricScheduler):
+    """Achievable rate over the discounted average of delivered rate, per PRB (Sionna's PF metric).
 
-    Sionna's :class:`~sionna.sys.PFSchedulerSUMIMO` keeps the average
-    (``beta``-discounted, updated with the rate each user got in the last
-    slot) and computes the metric; its own grant gives every PRB to the
-    metric's maximum, which assumes full buffers. Here the metric orders a
-    buffer-aware fill instead, so a user with a short payload takes only the
-    PRBs it needs and the rest go to the next user (identical to Sionna's
-    grant when buffers are full).
+    Sionna's :class:`~sionna.sys.PFSchedulerSUMIMO` keeps the ``beta``-discounted
+    average of what each user got and computes the metric of every user on
+    every PRB; its own grant gives each PRB to the metric's maximum, which
+    assumes full buffers. Here the metric drives :func:`assign_prbs`, so a
+    user with little queued takes only the PRBs it needs, its best ones, and
+    the rest go to the next user (Sionna's grant when buffers are full).
     """
 
     def __init__(self, num_users: int, num_prbs: int, batch_size: int = 1, beta: float = 0.98):
         super().__init__(num_users, num_prbs, batch_size)
-        self.pf = PFSchedulerSUMIMO(num_users, 1, 1, batch_size=batch_size, beta=beta, device="cpu")
-        self.register_buffer("delivered", torch.zeros(batch_size, num_users), persistent=False)
+        self.pf = PFSchedulerSUMIMO(num_users, num_prbs, 1, batch_size=batch_size, beta=beta, device="cpu")
+        self.delivered = torch.zeros(batch_size, num_users)
 
-    def priority(self, backlog, capacity, rate, group_backlog) -> torch.Tensor:
-        # one wideband frequency resource: the metric is the same on every PRB
-        self.pf(self.delivered, rate[:, None, None, :])
-        return self.pf.pf_metric[:, 0, 0, :]
+    def metric(self, users, rate, group_backlog):
+        full = torch.zeros(rate.shape[0], 1, self.num_prbs, self.num_users, dtype=torch.float32)
+        full[..., users.cpu()] = rate.permute(0, 2, 1)[:, None].float().cpu()
+        self.pf(self.delivered, full)
+        return self.pf.pf_metric[:, 0].permute(0, 2, 1)[:, users.cpu()].to(rate.device, torch.float64)
 
-    def observe(self, prbs, served, rate) -> None:
-        self.delivered = (prbs * rate).to(torch.float)  # bits each user got this slot
-
-
-class MaxRateScheduler(Scheduler):
-    """The best channel first (maximum throughput, no fairness)."""
-
-    def priority(self, backlog, capacity, rate, group_backlog) -> torch.Tensor:
-        return rate
+    def observe(self, owner, delivered_bits) -> None:
+        self.delivered = delivered_bits.float().cpu()
 
 
-class TaskAwareScheduler(Scheduler):
-    """Shortest remaining group task first.
+class MaxRateScheduler(MetricScheduler):
+    """The best channel first, per PRB (maximum throughput, no fairness)."""
 
-    A task is done only when every user of its group has delivered its tokens,
-    so PRBs given to a user whose group still waits on a slower member buy no
-    latency. This policy ranks users by what their whole group still has
-    queued (smallest first: shortest-remaining-processing-time, which
-    minimises mean completion time on one server) and serves the members of
-    a group together; ties go to the better channel.
+    def metric(self, users, rate, group_backlog):
+        return rate.to(torch.float64)
+
+
+class TaskAwareScheduler(MetricScheduler):
+    """Shortest remaining group task first, each user on its best PRBs.
+
+    A task is done only when every user of its group has delivered its
+    tokens, so PRBs given to a user whose group still waits on a slower
+    member buy no latency. This policy ranks users by what their whole group
+    still has queued (smallest first: shortest-remaining-processing-time,
+    which minimises mean completion time on one server), serves the members
+    of a group together, and gives each its best PRBs; ties go to the better
+    channel.
     """
 
-    def priority(self, backlog, capacity, rate, group_backlog) -> torch.Tensor:
+    def metric(self, users, rate, group_backlog):
         scale = rate.amax().clamp(min=1e-9)
-        return -group_backlog + 0.5 * rate / scale  # the rate term only breaks ties of whole units
+        # the rate term is below one unit of backlog: it orders PRBs within a user and breaks ties only
+        return -group_backlog[..., None].to(torch.float64) + 0.5 * rate.to(torch.float64) / scale
 
 
 class AllocatedShareScheduler(TaskAwareScheduler):
     """The joint allocation's shares first, then what they leave idle to the shortest remaining group task.
 
     Every user gets up to its share of the token-aware allocation
-    (:class:`~sim.mac.allocation.TokenAwareAllocation`) in every slot, as
-    the allocation planned; PRBs a user does not need that slot go to users
-    that still have more queued than their share carries, in
-    :class:`TaskAwareScheduler` order, so the carrier is never idle while
-    anyone waits.
+    (:class:`~sim.mac.allocation.TokenAwareAllocation`) on its own PRBs in
+    every slot, as the allocation planned; PRBs a share leaves unused go to
+    users that can use more than their share, in :class:`TaskAwareScheduler`
+    order, so the carrier is never idle while anyone waits.
 
     :param shares: [num_users] PRBs of each user
     """
 
     def __init__(self, num_users: int, num_prbs: int, batch_size: int = 1, shares=None):
         super().__init__(num_users, num_prbs, batch_size)
-        self.register_buffer("shares", fixed_shares(shares, num_users, num_prbs), persistent=False)
+        self.static = StaticShareScheduler(num_users, num_prbs, batch_size, shares)
 
-    def forward(self, backlog, capacity, rate, group_backlog=None) -> torch.Tensor:
-        need = prbs_needed(backlog, capacity)
-        planned = need.minimum(self.shares)
-        more = need - planned
-        rank = self.priority(backlog, capacity, rate, group_backlog).masked_fill(more == 0, -torch.inf)
-        self.slot += 1
-        return planned + self.fill(more, rank, budget=self.num_prbs - planned.sum(-1))
+    def schedule(self, users, need, rate, group_backlog, first):
+        planned = self.static.planned(users, need)
+        used = grants(planned, self.num_users)[:, users]
+        more = (need - used).clamp_min(0)
+        metric = self.metric(users, rate, group_backlog).masked_fill((more <= 0)[..., None], -torch.inf)
+        metric = metric.masked_fill((planned >= 0)[:, None, :], -torch.inf)  # PRBs in use by their owners
+        extra = _to_all_users(assign_prbs(metric, more), users)
+        return torch.where(planned >= 0, planned, extra)
 
 
 SCHEDULERS = {

@@ -144,6 +144,24 @@ def transport_block_size(
     return tb_size
 
 
+def effective_sinr(sinr: torch.Tensor, mcs_index: torch.Tensor, mcs_table_index: int = 1) -> torch.Tensor:
+    """Sionna's EESM of each link's SINRs, with the beta of its MCS.
+
+    :param sinr: [..., n], float, linear. Zeros mark unused entries, which EESM skips; entries may be per RE
+        or per PRB (EESM averages).
+    :param mcs_index: [...], int. MCS whose beta weighs the exponential average (must have a BLER table).
+    :output: [...], float, linear effective SINR (0 where every entry is 0).
+    """
+    eesm = _pusch_blocks(mcs_table_index, config.precision, str(sinr.device))[1]
+    # Sionna's EESM wants [..., num_ofdm_symbols, num_subcarriers, num_ut, num_streams]: one link, one stream
+    return eesm(
+        sinr[..., None, :, None, None],
+        mcs_index=mcs_index.to(torch.int32)[..., None],
+        mcs_table_index=mcs_table_index,
+        per_stream=False,
+    )[..., 0]
+
+
 class TransportBlockAbstraction(Block):
     r"""Fate of each link's transport block in a slot, from its SINR, without decoding it.
 

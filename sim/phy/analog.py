@@ -8,6 +8,7 @@ from sionna.phy.channel import AWGN, OFDMChannel
 from sionna.phy.ofdm import ResourceGrid, ResourceGridMapper
 
 from sim.phy.estimation import PilotLSEstimator, mmse_equalize
+from sim.phy.numerology import NUM_OFDM_SYMBOLS_PER_SLOT, NUM_SUBCARRIERS_PER_PRB
 
 
 class AnalogLink(Block):
@@ -86,19 +87,105 @@ class AnalogLink(Block):
         else:
             y = self._awgn(grid, no)
             h = torch.ones(batch, num_symbols, dtype=y.dtype, device=y.device)
-        if self._estimator is None:
-            h_hat, err_var = h, 0.0
-        else:
-            h_hat, err_var = self._estimator(y, no)
-            h_hat, err_var = (t.flatten(1).index_select(1, used) for t in (h_hat, err_var))
-        y = y[:, 0, 0].flatten(1).index_select(1, used)
-        x_hat = mmse_equalize(y, h_hat, no[:, None], err_var)
-        sinr = (h_hat.real.square() + h_hat.imag.square()) / (no[:, None] + err_var)
-        return {
-            "tokens": torch.view_as_real(x_hat).reshape(batch, num_values),
-            "symbols": x_hat,
-            "h": h,
-            "h_hat": h_hat,
-            "err_var": torch.as_tensor(err_var, dtype=sinr.dtype, device=sinr.device).expand_as(sinr),
-            "sinr": sinr,
-        }
+        out = receive(y, h, no, used, self._estimator)
+        out["tokens"] = torch.view_as_real(out["symbols"]).reshape(batch, num_values)
+        return out
+
+
+def receive(y: torch.Tensor, h: torch.Tensor, no: torch.Tensor, used: torch.Tensor, estimator=None) -> dict:
+    r"""The base station's side of an OFDM link: channel estimate, one-tap MMSE, SINR, on the REs ``used``.
+
+    :param y: [batch, 1, 1, num_ofdm_symbols, fft_size], complex. Received grid.
+    :param h: [batch, num_used], complex. True channel on the used REs (perfect CSI, and reported).
+    :param no: [batch], float. Noise variance per RE.
+    :param used: [num_used], int64. Flat indices of the data REs that carry symbols.
+    :param estimator: a :class:`~sim.phy.estimation.PilotLSEstimator`, or ``None`` for perfect CSI.
+    :output: dict of [batch, num_used] tensors: ``"symbols"`` (complex MMSE estimates), ``"h"``, ``"h_hat"``,
+        ``"err_var"`` and ``"sinr"`` (:math:`|\hat h|^2 / (N_0 + \sigma^2_e)`), as :class:`AnalogLink`'s.
+    """
+    if estimator is None:
+        h_hat, err_var = h, 0.0
+    else:
+        h_hat, err_var = estimator(y, no)
+        h_hat, err_var = (t.flatten(1).index_select(1, used) for t in (h_hat, err_var))
+    y = y[:, 0, 0].flatten(1).index_select(1, used)
+    x_hat = mmse_equalize(y, h_hat, no[:, None], err_var)
+    sinr = (h_hat.real.square() + h_hat.imag.square()) / (no[:, None] + err_var)
+    return {
+        "symbols": x_hat,
+        "h": h,
+        "h_hat": h_hat,
+        "err_var": torch.as_tensor(err_var, dtype=sinr.dtype, device=sinr.device).expand_as(sinr),
+        "sinr": sinr,
+    }
+
+
+class GrantedPrbLink(Block):
+    r"""One slot's symbols on the PRBs the scheduler granted, each PRB a 14-symbol, 12-subcarrier grid.
+
+    Every row is one granted PRB of one user: Sionna's ``ResourceGridMapper``
+    puts its data symbols around the slot's pilot OFDM symbols (Kronecker
+    pattern), Sionna's ``ApplyOFDMChannel`` applies the channel the cell loop
+    drew for that user on that PRB (held over the slot) and noise at the
+    user's SNR per RE, and the base station estimates (LS at the PRB's own
+    pilots, interpolated in time, or perfect) and equalises (one-tap MMSE), as
+    :class:`AnalogLink` does. A PRB's LS estimate uses only its own pilots,
+    so PRBs are independent and a user's grant needs no grid of its own.
+
+    :param subcarrier_spacing_hz: NR subcarrier spacing
+    :param pilot_ofdm_symbol_indices: the slot's pilot OFDM symbols
+    :param csi: ``"perfect"`` or ``"ls"``
+
+    :input symbols: [num_rows, num_data_res], complex. Unit-energy symbols, ``num_data_res = 12 * (14 - pilots)``.
+    :input h: [num_rows, 12], complex. Channel on the PRB's subcarriers.
+    :input no: [num_rows], float. Noise variance per RE (1 / SNR per RE).
+    :output: dict of [num_rows, num_data_res] tensors: ``"symbols"`` (complex MMSE estimates), ``"x"``
+        (unbiased estimates, for a demapper), ``"sinr"`` (:math:`|\hat h|^2 / (N_0 + \sigma^2_e)`, the
+        demapper's), ``"sinr_abstraction"`` (the SINR of the MMSE-corrected estimate, the PHY abstraction's;
+        see :class:`~sim.phy.digital.OfdmStage`).
+
+    >>> link = GrantedPrbLink(30e3, [2, 11], csi="ls")
+    >>> out = link(symbols, h, no)
+    """
+
+    def __init__(self, subcarrier_spacing_hz: float, pilot_ofdm_symbol_indices, csi: str = "ls", device=None):
+        super().__init__(device=device)
+        from sionna.phy.channel import ApplyOFDMChannel
+
+        if csi not in ("perfect", "ls"):
+            raise ValueError(f"csi must be 'perfect' or 'ls', not {csi!r}")
+        grid = ResourceGrid(
+            num_ofdm_symbols=NUM_OFDM_SYMBOLS_PER_SLOT,
+            fft_size=NUM_SUBCARRIERS_PER_PRB,
+            subcarrier_spacing=subcarrier_spacing_hz,
+            pilot_pattern="kronecker",
+            pilot_ofdm_symbol_indices=list(pilot_ofdm_symbol_indices),
+            device=self.device,
+        )
+        self.resource_grid = grid
+        self._mapper = ResourceGridMapper(grid, device=self.device)
+        self._apply_channel = ApplyOFDMChannel(device=self.device)
+        self._estimator = PilotLSEstimator(grid, device=self.device) if csi == "ls" else None
+        data = torch.nonzero(grid.build_type_grid()[0, 0].flatten() == 0).squeeze(-1)
+        self.register_buffer("_data_indices", data.to(self.device), persistent=False)
+        # the data REs' subcarrier: h is flat over the slot, so a data RE sees the channel of its subcarrier
+        self.register_buffer("_data_subcarrier", data.to(self.device) % NUM_SUBCARRIERS_PER_PRB, persistent=False)
+
+    @property
+    def num_data_res(self) -> int:
+        return int(self._data_indices.numel())
+
+    def call(self, symbols: torch.Tensor, h: torch.Tensor, no: torch.Tensor) -> dict[str, torch.Tensor]:
+        grid = self._mapper(symbols[:, None, None, :].to(self.cdtype))  # [rows, 1, 1, 14, 12]
+        h_grid = h.to(self.cdtype)[:, None, None, None, None, None, :].expand(-1, 1, 1, 1, 1, grid.shape[-2], -1)
+        y = self._apply_channel(grid, h_grid, no.to(self.dtype))
+        out = receive(y, h.to(self.cdtype).index_select(1, self._data_subcarrier), no.to(self.dtype),
+                      self._data_indices, self._estimator)  # fmt: skip
+        sinr = out["sinr"]
+        # Unbiased (zero-forcing) estimate: the MMSE estimate times (1 + 1/SINR); its noise variance is 1/SINR.
+        out["x"] = out["symbols"] * (1 + 1 / sinr.clamp_min(1e-12))
+        h_hat, err_var = out["h_hat"], out["err_var"]
+        shrink = 1 / (1 + err_var)
+        gain = shrink.square() * (h_hat.real.square() + h_hat.imag.square())
+        out["sinr_abstraction"] = gain / (shrink * err_var + no.to(self.dtype)[:, None])
+        return out

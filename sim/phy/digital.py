@@ -1,6 +1,6 @@
 """Digital token link: quantised tokens in 5G NR transport blocks (LDPC, QAM, OFDM, HARQ).
 
-Three blocks:
+The blocks:
 
 - :class:`OfdmStage` carries QAM symbols over the OFDM stage of
   :class:`~sim.phy.analog.AnalogLink` (resource grid, Sionna channel, LS or
@@ -12,12 +12,11 @@ Three blocks:
   only the parity bits it sends), ``Mapper`` (QAM), an :class:`OfdmStage`,
   :class:`QamDemapper` (Sionna's APP demapper, one PAM per dimension) and a TB
   decoder of :mod:`sim.phy.ldpc`.
-- :class:`DigitalLink` carries every user's token payload: quantisation to
-  bits, segmentation into TBs of each user's MCS, HARQ with Chase combining,
-  erasure of the values of TBs that fail for good, and the accounting of
-  slots, resource elements and coded bits. ``fidelity="abstraction"`` skips
-  demapping and decoding and draws each TB's outcome from Sionna's
-  ``PHYAbstraction`` (EESM and BLER tables, :mod:`sim.phy.abstraction`).
+- :class:`TransportBlockTable`: TB sizes and usable MCSs of every grant size
+  of the carrier, for the cell loop, which forms one TB per user and slot
+  on the PRBs the scheduler grants, runs HARQ and erases the values of TBs
+  that fail for good (:mod:`sim.cell`).
+- :class:`DigitalProxy`: the noise training sees (quantisation and TB erasures).
 """
 
 from __future__ import annotations
@@ -326,130 +325,92 @@ def _given(**kwargs):
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-class DigitalLink(nn.Module):
-    r"""Every user's token payload over 5G NR transport blocks, with HARQ and erasures.
+class TransportBlockTable:
+    """Every (MCS, PRBs) pair of one carrier: TB size, coded bits, and whether both fidelities can use it.
 
-    A user's payload of ``values_per_user[u]`` token values becomes
-    ``bits_per_value`` bits each (:class:`~sim.phy.quantization.UniformQuantizer`),
-    split into ``ceil(bits / tb_size)`` TBs of its MCS, one per slot on its
-    ``num_prbs`` PRBs (the last TB padded). A TB that fails its CRC is sent
-    again, up to ``max_retx`` times, its LLRs (link) or SINRs (abstraction)
-    added to the earlier ones (Chase combining). Values with a bit in a TB
-    that fails for good are erased to 0, the mean of the tokens.
+    TS 38.214 6.1.4.2 through Sionna's ``calculate_tb_size`` (PUSCH, one layer, a 14-symbol slot with the
+    scenario's pilot symbols), for ``b = 0 .. num_prbs`` PRBs at once. ``usable`` is True where Sionna's 5G
+    LDPC encoder can code the TB (rate >= :data:`MIN_CODE_RATE`) and Sionna's BLER tables cover the MCS.
 
-    Slots of a task: TB ``i`` first goes out in slot ``i``; its ``r``-th
-    retransmission waits ``round_trip_slots`` after the previous attempt;
-    every attempt takes a slot of its own. So the airtime is
-    ``max(attempts, max_i(i + 1 + r_i * round_trip_slots))`` slots.
+    :param num_prbs: PRBs of the carrier
+    :param num_pilot_symbols: pilot OFDM symbols per slot
+    :param mcs_table: TS 38.214 PUSCH MCS table
 
-    :param values_per_user: payload size of each user, real values
-    :param num_prbs: PRBs each user holds in every slot
-    :param mcs: fixed MCS index for every user, or ``"auto"``: Sionna's
-        inner-loop link adaptation at each user's mean SNR of the batch, with
-        an outer-loop back-off (:class:`~sim.phy.link_adaptation.LinkAdaptation`)
-        stepped once per batch: ACK when the user's first transmissions of the
-        batch met ``bler_target``, NACK otherwise
-    :param bler_target: first-transmission BLER that ``"auto"`` aims at
-    :param fidelity: ``"link"`` (decode every bit) or ``"abstraction"``
+    ``tb_size``, ``coded_bits``: [num_mcs, num_prbs + 1] int64; ``usable``: same shape, bool;
+    ``bits_per_symbol``: [num_mcs] int64; ``data_res_per_prb``: int.
 
-    :input values: [batch_size, num_users, num_values], float, payloads (padded).
-    :input snr_db: [batch_size, num_users], float.
-    :output: dict with ``"values"`` [batch_size, num_users, num_values] (the
-        dequantised payload, erasures zeroed) and, each [batch_size, num_users]:
-        ``"mcs"`` (int), ``"tbs"`` (TBs of the payload), ``"attempts"``
-        (transmissions including retransmissions), ``"failed_tbs"`` (lost for
-        good), ``"airtime_slots"``, ``"channel_uses"`` (data REs on air),
-        ``"coded_bits"`` (on air), ``"information_bits"`` (TB bits delivered),
-        ``"payload_bits"``, ``"erased_values"``.
+    >>> table = TransportBlockTable(24, 2)
+    >>> table.tb_size[20, 2], table.usable[3, 1]
     """
 
-    def __init__(
-        self,
-        values_per_user: list[int],
-        num_prbs: int,
-        subcarrier_spacing_hz: float,
-        pilot_ofdm_symbol_indices: list[int],
-        channel_model,
-        csi: str,
-        bits_per_value: int,
-        mcs: int | str,
-        bler_target: float = 0.1,
-        mcs_table: int = 1,
-        fidelity: str = "link",
-        max_retx: int = 0,
-        round_trip_slots: int = 4,
-        decoder: str | None = None,
-        num_bp_iter: int | None = None,
-        device=None,
-    ):
-        super().__init__()
-        if fidelity not in ("link", "abstraction"):
-            raise ValueError(f"fidelity must be 'link' or 'abstraction', not {fidelity!r}")
-        self.values_per_user = list(values_per_user)
-        self.quantizer = UniformQuantizer(bits_per_value)
-        self.mcs = mcs
-        self.fidelity = fidelity
-        self.max_retx, self.round_trip_slots = max_retx, round_trip_slots
-        self.stage = OfdmStage(
-            num_prbs, subcarrier_spacing_hz, pilot_ofdm_symbol_indices, channel_model, csi, device=device
+    def __init__(self, num_prbs: int, num_pilot_symbols: int, mcs_table: int = 1):
+        from sim.phy.abstraction import calibrated_mcs, pusch_phy_abstraction
+
+        num_mcs = MAX_MCS_INDEX[mcs_table] + 1
+        mcs = torch.arange(num_mcs)[:, None].expand(num_mcs, num_prbs + 1)
+        prbs = torch.arange(num_prbs + 1)[None, :].expand(num_mcs, num_prbs + 1)
+        bits_per_symbol, code_rate = decode_mcs_index(mcs, table_index=mcs_table, is_pusch=True, transform_precoding=False)
+        tb_size, cb_size, num_cbs, *_ = calculate_tb_size(
+            bits_per_symbol,
+            code_rate,
+            num_prbs=prbs.clamp_min(1),
+            num_ofdm_symbols=NUM_OFDM_SYMBOLS_PER_SLOT,
+            num_dmrs_per_prb=NUM_SUBCARRIERS_PER_PRB * num_pilot_symbols,
+            return_cw_length=False,
         )
-        self._tb_args = {
-            "num_prbs": num_prbs,
-            "subcarrier_spacing_hz": subcarrier_spacing_hz,
-            "pilot_ofdm_symbol_indices": list(pilot_ofdm_symbol_indices),
-            "mcs_table": mcs_table,
-            "decoder": decoder,
-            "num_bp_iter": num_bp_iter,
-            "stage": self.stage,
-            "device": device,
-        }
-        num_pilot_symbols = len(pilot_ofdm_symbol_indices)
-        self.device = device
-        self._links: dict[int, TransportBlockLink] = {}
+        self.data_res_per_prb = NUM_SUBCARRIERS_PER_PRB * (NUM_OFDM_SYMBOLS_PER_SLOT - num_pilot_symbols)
+        self.bits_per_symbol = bits_per_symbol[:, 0].long()
+        self.coded_bits = (prbs * self.data_res_per_prb * bits_per_symbol).long()
+        self.tb_size = torch.where(prbs > 0, tb_size.long(), 0)
+        codable = (cb_size.long() * num_cbs.long() >= MIN_CODE_RATE * self.coded_bits) & (prbs > 0)
+        calibrated = torch.zeros(num_mcs, dtype=torch.bool)
+        calibrated[calibrated_mcs(pusch_phy_abstraction(mcs_table), mcs_table)] = True
+        self.usable = codable & calibrated[:, None]
+        self.mcs_table = mcs_table
+
+
+class DigitalProxy(nn.Module):
+    r"""The noise of the digital link as training sees it: quantisation, and TB erasures at the link's residual BLER.
+
+    Values are quantised with gradients passed straight through
+    (:class:`~sim.phy.quantization.UniformQuantizer`); each user's payload is
+    split into TBs of the MCS link adaptation would pick at ``snr_db`` on
+    ``num_prbs`` PRBs (without the outer loop; or the fixed ``mcs``), and each
+    TB is lost with the BLER Sionna's PHY abstraction gives an AWGN link at
+    that SNR after ``max_retx`` Chase-combined retransmissions (the last
+    attempt sees ``(1 + max_retx)`` times the SINR). A lost TB erases its
+    values to 0. Differentiable in the values; no bit is decoded. Evaluation
+    runs the real link in the cell loop (:mod:`sim.cell`).
+
+    :param num_prbs: PRBs a user's TBs are sized for (the reference share)
+    :param num_pilot_symbols: pilot OFDM symbols per slot
+    :param bits_per_value: ``link.bits_per_value``
+    :param mcs: fixed MCS index or ``"auto"``
+    :param bler_target: first-attempt BLER link adaptation aims at
+    :param mcs_table: TS 38.214 PUSCH MCS table
+    :param max_retx: ``link.harq.max_retx``
+
+    :input values: [batch_size, num_users, num_values], float.
+    :input snr_db: [batch_size, num_users], float.
+    :input generator: torch generator of the erasure draws.
+    :output: [batch_size, num_users, num_values], float.
+    """
+
+    def __init__(self, num_prbs, num_pilot_symbols, bits_per_value, mcs, bler_target=0.1, mcs_table=1, max_retx=0,
+                 device=None):  # fmt: skip
+        super().__init__()
+        self.quantizer = UniformQuantizer(bits_per_value)
+        self.mcs, self.max_retx = mcs, max_retx
+        table = TransportBlockTable(num_prbs, num_pilot_symbols, mcs_table)
+        self._tb_sizes = table.tb_size[:, num_prbs]  # indexed by MCS
+        self._num_data_res = table.data_res_per_prb * num_prbs
+        usable = torch.nonzero(table.usable[:, num_prbs]).squeeze(-1)
+        self._mcs_range = (int(usable.min()), int(usable.max()))
         self.abstraction = TransportBlockAbstraction(mcs_table_index=mcs_table, device=device)
-        self.bler_target = bler_target
         if mcs == "auto":
-            num_users = len(values_per_user)
-            self.adaptation = LinkAdaptation(num_users, bler_target, mcs_table, olla=True, device=device)
-            self._inner_loop = LinkAdaptation(num_users, bler_target, mcs_table, olla=False, device=device)
-        sizes = [
-            transport_block_size(m, num_prbs, num_pilot_symbols, mcs_table) for m in range(MAX_MCS_INDEX[mcs_table] + 1)
-        ]
-        self._tb_sizes = torch.tensor([t["tb_size"] for t in sizes])  # indexed by MCS
-        self._num_data_res = sizes[0]["num_data_res"]
-        # MCSs Sionna can both code on these PRBs and abstract (BLER tables); link adaptation stays inside them.
-        usable = usable_mcs(num_prbs, num_pilot_symbols, mcs_table)
-        self._mcs_range = (min(usable), max(usable))
+            self._inner_loop = LinkAdaptation(1, bler_target, mcs_table, olla=False, device=device)
 
-    def tb_link(self, mcs_index: int) -> TransportBlockLink:
-        if mcs_index not in self._links:
-            self._links[mcs_index] = TransportBlockLink(mcs_index, **self._tb_args)
-        return self._links[mcs_index]
-
-    def payload_bits(self) -> torch.Tensor:
-        """[num_users] bits of each user's payload."""
-        return torch.tensor(self.values_per_user, device=self.device) * self.quantizer.bits_per_value
-
-    def select_mcs(self, snr_db: torch.Tensor) -> torch.Tensor:
-        """[num_users] MCS of each user for a batch at ``snr_db`` [batch, num_users]."""
-        if isinstance(self.mcs, int):
-            return torch.full((snr_db.shape[1],), self.mcs, dtype=torch.long, device=snr_db.device)
-        return self.adaptation(snr_db.mean(0), self._num_data_res).long().clamp(*self._mcs_range)
-
-    def proxy(self, values: torch.Tensor, snr_db: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The noise proxy training goes through: quantisation, and TB erasures at the link's residual BLER.
-
-        Values are quantised with gradients passed straight through; each
-        user's TBs (of the MCS the link would use at ``snr_db``, without the
-        outer loop) are lost with the BLER :class:`TransportBlockAbstraction`
-        gives for an AWGN link at that SNR, the retransmissions' SINRs added
-        (Chase combining, so the last attempt sees ``(1 + max_retx)`` times
-        the SINR). Differentiable in ``values``; no bit is decoded.
-
-        :input values: [batch_size, num_users, num_values], float.
-        :input snr_db: [batch_size, num_users], float.
-        :output: [batch_size, num_users, num_values], float.
-        """
+    def forward(self, values: torch.Tensor, snr_db: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if isinstance(self.mcs, int):
             mcs = torch.full(snr_db.shape, self.mcs, dtype=torch.long, device=snr_db.device)
         else:
@@ -466,110 +427,3 @@ class DigitalLink(nn.Module):
         lost = draws < residual[..., None]
         erased = lost.gather(-1, first_tb) | lost.gather(-1, last_tb)
         return self.quantizer(values) * ~erased
-
-    @torch.no_grad()
-    def forward(self, values: torch.Tensor, snr_db: torch.Tensor) -> dict[str, torch.Tensor]:
-        batch, num_users, num_values = values.shape
-        device = values.device
-        bits = self.quantizer.to_bits(values)  # [batch, users, num_values * bits_per_value]
-        num_bits = bits.shape[-1]
-        mcs = self.select_mcs(snr_db)  # [users]
-        links = {m: self.tb_link(m) for m in mcs.unique().tolist()}
-        tb_size = torch.tensor([links[m].tb_size for m in mcs.tolist()], device=device)
-        num_tbs = torch.ceil(self.payload_bits() / tb_size).long()  # [users]
-        slots = int(num_tbs.max())
-        needed = (torch.arange(slots, device=device) < num_tbs[:, None]).expand(batch, -1, -1)  # [batch, users, slots]
-
-        # Each user's TBs coded and mapped with its MCS; all users then share one OFDM call per round.
-        groups = {}
-        symbols = torch.zeros(batch, num_users, slots, self._num_data_res, dtype=torch.complex64, device=device)
-        for m, link in links.items():
-            users = torch.nonzero(mcs == m).squeeze(-1)
-            tb_bits = nn.functional.pad(bits[:, users], (0, slots * link.tb_size - num_bits))
-            tb_bits = tb_bits.reshape(batch, len(users), slots, link.tb_size)
-            if self.fidelity == "link":  # the abstraction needs only the channel's SINRs, not the symbols
-                symbols[:, users] = link.mapper(link.encoder(tb_bits)).to(symbols.dtype)
-            groups[m] = {"users": users, "bits": tb_bits, "decoded": torch.zeros_like(tb_bits), "soft": None}
-        ok = torch.zeros(batch, num_users, slots, dtype=torch.bool, device=device)
-        attempts = torch.zeros(batch, num_users, slots, dtype=torch.long, device=device)
-
-        pending, first_ok = needed, ~needed
-        for attempt in range(1 + self.max_retx):
-            if not pending.any():
-                break
-            # The TBs still pending of each link go out in its next slots, in TB order.
-            count = pending.sum(-1)  # [batch, users]
-            width = int(count.max())
-            order = torch.argsort((~pending).long(), dim=-1, stable=True)[..., :width]  # [batch, users, width]
-            sent = torch.arange(width, device=device) < count[..., None]
-            on_air = symbols.gather(2, order[..., None].expand(-1, -1, -1, self._num_data_res))
-            out = self.stage(on_air.reshape(batch * num_users, width, -1), snr_db.reshape(-1))
-            x = out["x"].reshape(batch, num_users, width, -1)
-            sinr = out["sinr" if self.fidelity == "link" else "sinr_abstraction"].reshape(batch, num_users, width, -1)
-            for m, group in groups.items():
-                self._receive(links[m], m, group, x, sinr, order, sent, ok, attempts)
-            if attempt == 0:
-                first_ok = ok | ~needed
-            pending = needed & ~ok
-
-        value_ok = torch.ones(batch, num_users, num_bits, dtype=torch.bool, device=device)
-        bits_hat = torch.zeros_like(bits)
-        for m, group in groups.items():
-            size = links[m].tb_size
-            users = group["users"]
-            # a user's TBs may hold fewer bits than the longest payload (others' values, unused for it)
-            carried = min(num_bits, slots * size)
-            bits_hat[:, users, :carried] = group["decoded"].flatten(-2)[..., :carried]
-            value_ok[:, users, :carried] = ok[:, users].repeat_interleave(size, -1)[..., :carried]
-        value_ok = value_ok.reshape(batch, num_users, num_values, -1).all(-1)
-        received = self.quantizer.from_bits(bits_hat) * value_ok
-        if not isinstance(self.mcs, int):
-            first_bler = (~first_ok).sum((0, 2)) / needed.sum((0, 2))
-            self.adaptation.update(first_bler <= self.bler_target)
-
-        position = torch.arange(1, slots + 1, device=device)
-        total = attempts.sum(-1)
-        last = ((attempts - 1) * self.round_trip_slots + position).masked_fill(~needed, 0).amax(-1)
-        coded_bits = torch.tensor([links[m].num_coded_bits for m in mcs.tolist()], device=device)
-        in_payload = (
-            torch.arange(num_values, device=device) < torch.tensor(self.values_per_user, device=device)[:, None]
-        )
-        return {
-            "values": received,
-            "mcs": mcs.expand(batch, -1),
-            "tbs": num_tbs.expand(batch, -1),
-            "attempts": total,
-            "failed_tbs": (needed & ~ok).sum(-1),
-            "airtime_slots": torch.maximum(total, last),
-            "channel_uses": total * self._num_data_res,
-            "coded_bits": total * coded_bits,
-            "information_bits": (needed & ok).sum(-1) * tb_size,
-            "payload_bits": self.payload_bits().expand(batch, -1),
-            "erased_values": (~value_ok & in_payload).sum(-1),
-        }
-
-    def _receive(self, link, mcs, group, x, sinr, order, sent, ok, attempts):
-        """Combine and decide this round's TBs of the users of one MCS; updates ``group``, ``ok``, ``attempts``."""
-        users = group["users"]
-        b, u, k = torch.nonzero(sent[:, users], as_tuple=True)  # this round's TBs of these users
-        if b.numel() == 0:
-            return
-        t = order[:, users][b, u, k]  # their TB indices
-        if self.fidelity == "link":
-            soft = link.demap(x[:, users][b, u, k], sinr[:, users][b, u, k])
-        else:
-            soft = sinr[:, users][b, u, k]
-        if group["soft"] is None:
-            group["soft"] = soft.new_zeros(*group["bits"].shape[:3], soft.shape[-1])
-        # Chase combining: LLRs of the same coded bits add; so do the SINRs of the same resource elements.
-        combined = group["soft"][b, u, t] + soft
-        group["soft"][b, u, t] = combined
-        if self.fidelity == "link":
-            decoded, crc_ok = link.decode(combined)
-        else:
-            mcs_index = torch.full(combined.shape[:1], mcs, device=combined.device)
-            crc_ok = self.abstraction(mcs_index, sinr=combined)["tb_ok"]
-            decoded = group["bits"][b, u, t]
-        group["decoded"][b, u, t] = decoded.to(group["decoded"].dtype)
-        ok[b, users[u], t] = crc_ok
-        attempts[b, users[u], t] += 1

@@ -105,6 +105,19 @@ class LinkAdaptation(Block):
             self._apply_feedback()
         return self._olla.offset
 
+    @offset_db.setter
+    def offset_db(self, value: torch.Tensor) -> None:
+        """Start the back-off from ``value`` (broadcast to [*batch_size, num_users]), e.g. one learnt earlier.
+
+        Sionna's ``OuterLoopLinkAdaptation`` only resets its offset to 0, so this writes its state tensor.
+        """
+        if self._olla is None:
+            raise ValueError("link adaptation without OLLA has no back-off")
+        if self._pending_feedback is not None:
+            self._apply_feedback()
+        offset = torch.as_tensor(value, dtype=self._olla.offset.dtype, device=self._olla.offset.device)
+        self._olla._offset = offset.expand_as(self._olla.offset).clone()
+
     def call(self, sinr_db: torch.Tensor, num_allocated_re: torch.Tensor | int) -> torch.Tensor:
         num_allocated_re = torch.as_tensor(num_allocated_re, dtype=torch.int32, device=self.device).expand(
             sinr_db.shape
@@ -151,3 +164,31 @@ class LinkAdaptation(Block):
             mcs_category=PUSCH_CATEGORY,
         )
         self._pending_feedback = None
+
+
+def sinr_thresholds_db(table, bler_target: float, low_db: float = -20.0, high_db: float = 50.0) -> torch.Tensor:
+    """Least effective SINR at which each (MCS, PRBs) TB of ``table`` meets ``bler_target``, dB.
+
+    What inner-loop link adaptation compares a report against, tabulated once: bisection on Sionna's PHY
+    abstraction (the BLER falls with the SINR), for every MCS with a BLER table and every grant size.
+    The cell loop estimates from it how many PRBs a user's backlog needs before the scheduler grants them.
+
+    :param table: a :class:`~sim.phy.digital.TransportBlockTable`
+    :output: [num_mcs, num_prbs + 1], float64; ``inf`` where the pair is not usable.
+    """
+    from sim.phy.abstraction import TransportBlockAbstraction
+
+    abstraction = TransportBlockAbstraction(mcs_table_index=table.mcs_table, device="cpu")
+    usable = table.usable
+    mcs = torch.arange(usable.shape[0])[:, None].expand_as(usable)[usable]
+    res = (torch.arange(usable.shape[1])[None, :] * table.data_res_per_prb).expand_as(usable)[usable]
+    low = torch.full(mcs.shape, low_db, dtype=torch.float64)
+    high = torch.full(mcs.shape, high_db, dtype=torch.float64)
+    for _ in range(40):  # 70 dB / 2**40: far below the tables' resolution
+        middle = (low + high) / 2
+        bler = abstraction(mcs, sinr_eff=torch.pow(10.0, middle / 10).float(), num_allocated_re=res)["bler"]
+        meets = bler.double() <= bler_target
+        high, low = torch.where(meets, middle, high), torch.where(meets, low, middle)
+    thresholds = torch.full(usable.shape, float("inf"), dtype=torch.float64)
+    thresholds[usable] = high
+    return thresholds

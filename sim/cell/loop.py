@@ -1,0 +1,444 @@
+"""The cell loop: one clock for arrivals, devices, channel, scheduler, power, PHY, HARQ and the edge.
+
+Per slot ``t`` (batched over independent timelines and users; a Python loop
+over slots only, idle slots skipped):
+
+1. **Arrivals.** Tasks arrive (snapshot or Poisson); each user device
+   encodes its jobs one at a time, first come first served, at its
+   ``device_gflops`` (:func:`~sim.mac.traffic.fifo`). A job's tokens join the
+   user's uplink queue at the first slot boundary after its encoding ends.
+2. **Channel.** Every backlogged user's channel over the whole carrier at
+   slot ``t``, from the scenario's Sionna model as a process in time
+   (:class:`~sim.phy.fading.SlotFading`), once for the CQI and the tokens.
+3. **CQI.** Per-PRB SINR at the user's reference power per RE (its
+   ``snr_db``), ``scheduler.cqi_delay_slots`` old.
+4. **Scheduling.** Each PRB to at most one user, never more than a user can
+   use (:mod:`sim.mac.scheduler`); due HARQ retransmissions first.
+5. **Power.** The user's power spread over its granted subcarriers
+   (:class:`~sim.mac.power.UplinkPower`) sets its SNR per RE this slot.
+6. **Link adaptation** (digital): MCS from the granted PRBs' CQI and the
+   outer-loop back-off, TB size from MCS and grant (:mod:`sim.cell.harq`).
+7. **PHY.** The user's next token symbols (analog) or its TB's QAM symbols
+   (digital) on exactly its granted REs, over this slot's channel on those
+   PRBs, estimated and equalised there (:class:`~sim.phy.analog.GrantedPrbLink`).
+8. **HARQ** (digital): feedback ``round_trip_slots`` later; only then is a
+   retransmission due.
+9. **Edge.** A group's task enters the edge server's FIFO when the last
+   tokens of all its users are in (delivered, or given up after HARQ); the
+   answer is computed afterwards from the tokens exactly as delivered.
+
+The loop records timestamps and per-slot states, never a latency: for each
+job, the slots in which its tokens were on air, queued for PRBs, or waiting
+for HARQ feedback. :mod:`sim.metrics` turns the records into results.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from sim.cell.harq import TransportBlocks
+from sim.mac.power import UplinkPower
+from sim.mac.scheduler import SCHEDULERS, grants
+from sim.mac.traffic import fifo
+from sim.phy.analog import GrantedPrbLink
+from sim.phy.channels import channel_model
+from sim.phy.fading import SlotFading, frequency_response
+from sim.phy.numerology import NUM_OFDM_SYMBOLS_PER_SLOT, NUM_SUBCARRIERS_PER_PRB, slot_duration_s
+from sim.phy.quantization import UniformQuantizer
+from sim.topology import cell_geometry
+
+MAX_SLOTS = 50_000_000  # a run longer than this is a bug (7 hours of 0.5 ms slots)
+
+
+@dataclass
+class CellRecords:
+    """What one cell-loop run recorded. Jobs are ``[timelines, users, jobs]`` (job ``j`` of a user is its
+    group's task ``j``), tasks ``[timelines, groups, jobs]``, users ``[timelines, users]``; times in seconds,
+    slots as indices from 0.
+
+    Jobs: ``arrival_s``, ``encode_start_s``, ``encode_end_s`` (the device's FIFO), ``ready_slot`` (first
+    slot its tokens may use), ``first_slot``/``done_slot`` (first slot on air; slot in which its last tokens
+    were delivered or given up), ``on_air_slots``, ``waiting_slots`` (queued, not granted), ``harq_slots``
+    (all sent, waiting for HARQ feedback), ``res`` (REs its tokens took on air, every attempt),
+    ``coded_bits`` and ``erased_values`` (digital: token values lost with a TB that failed for good).
+    Tasks: ``uplink_done_s`` (end of the slot the group's last tokens came in), ``critical_user`` (whose
+    they were), ``edge_start_s``, ``edge_end_s``.
+    Users: ``granted_prb_slots``, ``granted_slots``, ``backlogged_slots``, ``snr_re_db_sum`` (over granted
+    slots), ``res``, ``delivered_bits`` (digital: payload bits of ACKed TBs).
+    ``active_slots``: [timelines], slots in which anything was queued. ``received``: [timelines, users,
+    jobs, num_values] the payloads as delivered (erased values 0). ``tbs``: digital, one entry per TB
+    attempt (``slot``, ``timeline``, ``user``, ``mcs``, ``prbs``, ``tbs``, ``payload_bits``, ``coded_bits``,
+    ``attempt``, ``ack``, ``sinr_eff_db``, ``tb``, ``start``). ``transmissions``: analog, one entry per user
+    and slot it sent in (``slot``, ``timeline``, ``user``, ``start``, ``end`` in its stream of symbols,
+    ``prbs``). ``olla_offset_db``: digital with link adaptation, [users] each user's outer-loop back-off at
+    the end (where the next batch starts). ``trace``: when asked for, every slot's ``need``, ``granted``
+    ([timelines, users]) and ``owner`` ([timelines, PRBs]).
+    """
+
+    slot_s: float
+    jobs: dict[str, torch.Tensor]
+    tasks: dict[str, torch.Tensor]
+    users: dict[str, torch.Tensor]
+    active_slots: torch.Tensor
+    received: torch.Tensor
+    tbs: dict[str, torch.Tensor] = field(default_factory=dict)
+    olla_offset_db: torch.Tensor | None = None
+    transmissions: dict[str, torch.Tensor] = field(default_factory=dict)
+    trace: list[dict] = field(default_factory=list)
+
+    @staticmethod
+    def concat(parts: list[CellRecords]) -> CellRecords:
+        """Records of runs over different timelines, as one run (timelines stacked)."""
+        first = parts[0]
+        offsets, shift = [], 0
+        for p in parts:
+            offsets.append(shift)
+            shift += p.active_slots.shape[0]
+        def stacked(name):
+            tables = [getattr(p, name) for p in parts]
+            if not tables[0]:
+                return {}
+            out = {k: torch.cat([t[k] for t in tables]) for k in tables[0]}
+            out["timeline"] = torch.cat([t["timeline"] + o for t, o in zip(tables, offsets)])
+            return out
+
+        return CellRecords(
+            slot_s=first.slot_s,
+            jobs={k: torch.cat([p.jobs[k] for p in parts]) for k in first.jobs},
+            tasks={k: torch.cat([p.tasks[k] for p in parts]) for k in first.tasks},
+            users={k: torch.cat([p.users[k] for p in parts]) for k in first.users},
+            active_slots=torch.cat([p.active_slots for p in parts]),
+            received=torch.cat([p.received for p in parts]),
+            tbs=stacked("tbs"),
+            transmissions=stacked("transmissions"),
+            olla_offset_db=parts[-1].olla_offset_db,
+        )
+
+
+class CellLoop:
+    """One cell of a scenario, slot by slot: see the module docstring for the order of events.
+
+    :param scenario: validated scenario
+    :param values_per_user: [num_users] real token values a user sends per task (its payload)
+    :param device_s: [num_users] seconds a device computes per task (encoders and transmitter)
+    :param edge_s: [num_groups] seconds the edge computes per task of the group
+    :param num_timelines: independent copies of the cell run at once (snapshots)
+    :param device: torch device
+    :param snr_db: [num_users] reference SNR per RE instead of the users' ``snr_db``
+    :param shares: ``token-aware``: [num_users] PRBs of each user's share
+    :param olla_offset_db: digital: [num_users] outer-loop back-off every timeline starts from (``None``: 0)
+    :param trace: also record every slot's needs, grants and PRB owners (``CellRecords.trace``), for tests
+
+    :input arrival_s: [num_timelines, num_groups, num_jobs], float64, non-decreasing along jobs.
+    :input payload: [num_timelines, num_users, num_jobs, num_values], float. Each user's token values per
+        task (mean power 1/2 per value), padded beyond ``values_per_user``; ``None`` to count resources only
+        (nothing is carried or delivered: full-buffer studies).
+    :input max_slots: stop after this many slots even if tasks are left (``None``: when every task is in)
+    :output: :class:`CellRecords`.
+
+    >>> loop = CellLoop(scenario, [64, 64], device_s=[1e-3, 2e-3], edge_s=[1e-4], num_timelines=8, device=cpu)
+    >>> records = loop(torch.zeros(8, 1, 1, dtype=torch.float64), payload)
+    """
+
+    def __init__(self, scenario, values_per_user, device_s, edge_s, num_timelines, device, snr_db=None,
+                 shares=None, olla_offset_db=None, trace=False):  # fmt: skip
+        s = scenario
+        self.scenario, self.device = s, device
+        self.num_users, self.num_groups = len(s.users), len(s.groups)
+        self.num_prbs = s.cell.num_prbs
+        self.num_timelines = num_timelines
+        self.slot_s = slot_duration_s(s.cell.subcarrier_spacing_hz)
+        group_index = {uid: g for g, group in enumerate(s.groups) for uid in group.users}
+        self.group_of_user = torch.tensor([group_index[u.id] for u in s.users], device=device)
+        self.res_per_prb = NUM_SUBCARRIERS_PER_PRB * (NUM_OFDM_SYMBOLS_PER_SLOT - len(s.cell.pilot_ofdm_symbol_indices))
+        self.reference_prbs = max(1, self.num_prbs // self.num_users)
+        self.power = UplinkPower(s, self.reference_prbs)
+        if snr_db is not None:
+            self.power.snr_db = torch.as_tensor(snr_db, dtype=torch.float64)
+        self.digital = s.link.mode == "digital"
+        self.values_per_user = torch.tensor(values_per_user, device=device)
+        bits_per_value = s.link.bits_per_value if self.digital else None
+        # a job's payload in units the queue counts: complex symbols (analog) or bits (digital)
+        self.units = self.values_per_user * bits_per_value if self.digital else self.values_per_user // 2
+        self.device_s = torch.as_tensor(device_s, dtype=torch.float64, device=device)
+        self.edge_s = torch.as_tensor(edge_s, dtype=torch.float64, device=device)
+        self.prb_link = GrantedPrbLink(s.cell.subcarrier_spacing_hz, s.cell.pilot_ofdm_symbol_indices, s.channel.csi,
+                                       device=str(device))  # fmt: skip
+        from sionna.phy.channel import subcarrier_frequencies
+
+        self.frequencies = subcarrier_frequencies(self.num_prbs * NUM_SUBCARRIERS_PER_PRB, s.cell.subcarrier_spacing_hz,
+                                                  device=str(device))  # fmt: skip
+        policy = s.scheduler.policy
+        options = {"beta": s.scheduler.pf_beta} if policy == "proportional-fair" else {}
+        if policy in ("equal-share", "token-aware"):
+            options["shares"] = shares
+        self.scheduler_class, self.scheduler_options = SCHEDULERS[policy], options
+        self.cqi_delay_slots = s.scheduler.cqi_delay_slots
+        self.olla_offset_db = olla_offset_db
+        self.trace = trace
+
+    def _fading(self) -> SlotFading:
+        s = self.scenario
+        ch = s.channel
+        model = channel_model(
+            ch.model,
+            carrier_frequency_hz=s.cell.carrier_frequency_hz,
+            delay_spread_s=ch.delay_spread_s,
+            speed_mps=ch.speed_mps,
+            device=str(self.device),
+            geometry=cell_geometry(s),
+        )
+        return SlotFading(ch.model, model, self.num_timelines * self.num_users, self.slot_s, ch.speed_mps,
+                          s.cell.carrier_frequency_hz, device=str(self.device))  # fmt: skip
+
+    def __call__(self, arrival_s: torch.Tensor, payload: torch.Tensor | None, max_slots=None) -> CellRecords:
+        dev, T = self.device, self.slot_s
+        B, U, P = self.num_timelines, self.num_users, self.num_prbs
+        J = arrival_s.shape[-1]
+        R = self.res_per_prb
+        g_of_u = self.group_of_user
+
+        # 1. Arrivals and the devices' FIFO queues
+        arrival = arrival_s.to(dev, torch.float64)[:, g_of_u]  # [B, U, J]
+        encode_start, encode_end = fifo(arrival, self.device_s[None, :, None])
+        ready_slot = torch.ceil(encode_end / T - 1e-9).long()
+
+        # Each user's jobs back to back in one stream of units; job j is units [j S_u, (j + 1) S_u)
+        units = self.units.to(dev)
+        per_job = int(units.max())
+        job_start = torch.arange(J, device=dev)[None, :] * units[:, None]  # [U, J]
+        job_end = job_start + units[:, None]
+
+        def position(pos, user):  # a user's stream position -> index into the padded [J * per_job] layout
+            return torch.div(pos, units[user], rounding_mode="floor") * per_job + pos % units[user]
+
+        harq = None
+        if self.digital:
+            quantizer = UniformQuantizer(self.scenario.link.bits_per_value)
+            bits = None if payload is None else quantizer.to_bits(payload.to(dev)).reshape(B, U, J * per_job)
+            shift = self.power.shift_db(torch.arange(P + 1, dtype=torch.float64).clamp_min(1).expand(U, -1).T).T
+            harq = TransportBlocks(self.scenario.link, self.scenario.cell, B, U, shift, bits, position, dev,
+                                   olla_offset_db=self.olla_offset_db)  # fmt: skip
+            stream = None
+        elif payload is not None:
+            symbols = torch.view_as_complex(payload.to(dev, torch.float32).reshape(B, U, J, -1, 2).contiguous())
+            stream = symbols.reshape(B, U, J * per_job)
+            received = torch.zeros_like(stream)
+        else:
+            stream = None
+
+        scheduler = self.scheduler_class(U, P, batch_size=B, **self.scheduler_options)
+        fading = self._fading()
+        snr_ref = torch.pow(10.0, self.power.snr_db.to(dev) / 10)  # [U]
+
+        zeros_j = torch.zeros(B, U, J, dtype=torch.long, device=dev)
+        jobs = {k: zeros_j.clone() for k in ("on_air_slots", "waiting_slots", "harq_slots")}
+        jobs["first_slot"], jobs["done_slot"] = zeros_j - 1, zeros_j - 1
+        jobs["res"] = torch.zeros(B, U, J, dtype=torch.float64, device=dev)
+        jobs["coded_bits"] = torch.zeros_like(jobs["res"])
+        unresolved = zeros_j.clone()  # digital: TBs not yet delivered or given up that carry part of the job
+        zeros_u = torch.zeros(B, U, dtype=torch.long, device=dev)
+        users_rec = {k: zeros_u.clone() for k in ("granted_prb_slots", "granted_slots", "backlogged_slots", "res")}
+        users_rec["snr_re_db_sum"] = torch.zeros(B, U, dtype=torch.float64, device=dev)
+        users_rec["delivered_bits"] = zeros_u.clone()
+        active_slots = torch.zeros(B, dtype=torch.long, device=dev)
+        sent = zeros_u.clone()  # units of new data put on air so far
+        link_base = torch.arange(B, device=dev)[:, None] * U
+        sent_log: list[dict[str, torch.Tensor]] = []  # analog: which payload units went on air in each slot
+        trace: list[dict] = []
+
+        t = int(ready_slot.min())
+        while True:
+            if t > MAX_SLOTS:
+                raise RuntimeError(f"the cell loop did not deliver every task within {MAX_SLOTS} slots")
+            ready = ready_slot <= t
+            backlog = ready.sum(-1) * units - sent  # [B, U]: FIFO, so the first ready jobs are the arrived ones
+            due_tb = due_prbs = due_cover = None
+            if harq is not None:
+                harq.observe_feedback(t)
+                due_tb, due_prbs = harq.due(t)
+                due_cover = self._cover(harq.waiting_ranges(t), units, J)  # jobs with a retransmission due
+            wants = (backlog > 0) | (due_tb >= 0 if due_tb is not None else False)
+            not_done = jobs["done_slot"] < 0
+            if not bool(wants.any()):
+                later = ready_slot[ready_slot > t]
+                upcoming = min(float(later.min()) if len(later) else math.inf, harq.next_event(t) if harq else math.inf)
+                if upcoming == math.inf:
+                    if bool(not_done.any()):
+                        raise RuntimeError("the cell loop has undelivered tasks and nothing left to happen")
+                    break
+                jobs["harq_slots"] += (ready & not_done) * (int(upcoming) - t)  # all sent, waiting for feedback
+                t = int(upcoming)
+                continue
+
+            # 2.-3. Channel and CQI of the users with something to send
+            users = torch.nonzero(wants.any(0)).squeeze(-1)
+            A = len(users)
+            links = (link_base + users[None, :]).flatten()
+            a, tau = fading(t, links)
+            h = frequency_response(a, tau, self.frequencies).view(B, A, P, NUM_SUBCARRIERS_PER_PRB)
+            if self.cqi_delay_slots:
+                a_old, tau_old = fading(max(0, t - self.cqi_delay_slots), links)
+                h_cqi = frequency_response(a_old, tau_old, self.frequencies).view(B, A, P, NUM_SUBCARRIERS_PER_PRB)
+            else:
+                h_cqi = h
+            gain = (h_cqi.real.square() + h_cqi.imag.square()).mean(-1)  # [B, A, P]
+            sinr_ref = snr_ref[users][None, :, None] * gain
+            rate = R * torch.log2(1 + sinr_ref)  # achievable bits per PRB at the reference power
+
+            # 4. Scheduling
+            user_backlog = backlog[:, users]
+            if harq is None:
+                need = torch.ceil(user_backlog / R).long()
+                first = torch.zeros_like(need, dtype=torch.bool)
+            else:
+                need = harq.need(users, user_backlog, sinr_ref)
+                first = due_tb[:, users] >= 0
+                need = torch.where(first, due_prbs[:, users], need)
+            group_backlog = torch.zeros(B, self.num_groups, dtype=torch.float64, device=dev)
+            group_backlog.index_add_(1, g_of_u, backlog.to(torch.float64))
+            owner = scheduler(users, need, rate, group_backlog[:, g_of_u[users]], first)
+            granted = grants(owner, U)  # [B, U]
+            if self.trace:
+                full_need = torch.zeros(B, U, dtype=torch.long, device=dev)
+                full_need[:, users] = need
+                trace.append({"slot": t, "need": full_need, "granted": granted, "owner": owner})
+
+            # 5. Power: SNR per RE of each granted user this slot
+            snr_re_db = self.power(granted).to(dev)
+
+            # 7. PHY on the granted PRB rows
+            row_b, row_p = torch.nonzero(owner >= 0, as_tuple=True)
+            row_u = owner[row_b, row_p]
+            local = torch.full((U,), -1, dtype=torch.long, device=dev)
+            local[users] = torch.arange(A, device=dev)
+            row_a = local[row_u]
+            mine = (owner[:, :, None] == users[None, None, :]).long().cumsum(1) - 1  # [B, P, A]
+            row_k = mine[row_b, row_p, row_a]  # rank of the PRB within the user's grant, in PRB order
+            h_rows = h[row_b, row_a, row_p]  # [rows, 12]
+            no_rows = torch.pow(10.0, -snr_re_db[row_b, row_u] / 10).float()
+            sent_before = sent
+            delivered = torch.zeros(B, U, dtype=torch.float64, device=dev)  # bits each user got, for PF
+            if harq is None:
+                pos = sent[row_b, row_u, None] + row_k[:, None] * R + torch.arange(R, device=dev)
+                valid = pos < (sent + backlog)[row_b, row_u, None]
+                pos = torch.minimum(pos, (units[row_u] * J - 1)[:, None])
+                flat = position(pos, row_u[:, None].expand_as(pos))
+                if stream is not None:
+                    x = torch.where(valid, stream[row_b[:, None], row_u[:, None], flat], 0)
+                else:  # counting resources only
+                    x = torch.zeros(pos.shape, dtype=torch.complex64, device=dev)
+                out = self.prb_link(x, h_rows, no_rows)
+                if stream is not None:
+                    where = (row_b[:, None].expand_as(pos)[valid], row_u[:, None].expand_as(pos)[valid], flat[valid])
+                    received[where] = out["symbols"][valid]
+                carried = torch.minimum(granted * R, backlog)
+                r0, r1 = sent_before, sent_before + carried
+                sent = r1
+                b, u = torch.nonzero(carried > 0, as_tuple=True)
+                sent_log.append({"slot": torch.full_like(b, t), "timeline": b, "user": u, "start": r0[b, u],
+                                 "end": r1[b, u], "prbs": granted[b, u]})  # fmt: skip
+                res_now, coded_now = carried, torch.zeros_like(carried)
+                delivered.index_put_((row_b, row_u), rate[row_b, row_a, row_p].double(), accumulate=True)
+            else:
+                cqi_granted = torch.zeros(B, U, P, device=dev)
+                actual = sinr_ref * torch.pow(10.0, self.power.shift_db(granted)[:, users] / 10)[..., None].to(sinr_ref)
+                cqi_granted[row_b, row_u, row_p] = actual[row_b, row_a, row_p].float()
+                tb_of_user, new_ids = harq.send(t, granted, backlog, sent, due_tb, due_prbs, cqi_granted)
+                x = harq.symbols(tb_of_user, row_b, row_u, row_k)
+                out = self.prb_link(x, h_rows, no_rows)
+                events = harq.receive(t, tb_of_user, row_b, row_u, row_k, out)
+                tbs = harq.tb
+                sent = sent.clone()
+                sent[tbs["b"][new_ids], tbs["u"][new_ids]] = tbs["end"][new_ids]
+                r0, r1 = events["start"], events["end"]
+                res_now, coded_now = events["res"], events["coded_bits"]
+                delivered += events["decoded_bits"]
+                users_rec["delivered_bits"] += events["payload_bits"]
+                resolved = events["resolved"]
+                unresolved += self._cover(harq.ranges(new_ids), units, J) - self._cover(harq.ranges(resolved), units, J)
+            # Job states in this slot, counted from what happened in it
+            on_air = (job_start < r1[..., None]) & (job_end > r0[..., None]) & (r1 > r0)[..., None]
+            overlap = (torch.minimum(r1[..., None], job_end) - torch.maximum(r0[..., None], job_start)).clamp_min(0)
+            share = overlap / (r1 - r0).clamp_min(1)[..., None]
+            jobs["res"] += share * res_now[..., None]
+            jobs["coded_bits"] += share * coded_now[..., None]
+            queued = ready & (job_end > sent_before[..., None])  # tokens not yet on air at the slot's start
+            if due_cover is not None:
+                queued |= due_cover > 0
+            queued &= ~on_air & not_done
+            jobs["on_air_slots"] += on_air
+            jobs["waiting_slots"] += queued
+            jobs["harq_slots"] += ready & not_done & ~on_air & ~queued
+            jobs["first_slot"] = torch.where(on_air & (jobs["first_slot"] < 0), t, jobs["first_slot"])
+            done = ready & not_done & (job_end <= sent[..., None]) & (unresolved == 0)
+            jobs["done_slot"] = torch.where(done, t, jobs["done_slot"])
+
+            users_rec["granted_prb_slots"] += granted
+            users_rec["granted_slots"] += granted > 0
+            users_rec["backlogged_slots"] += wants
+            users_rec["snr_re_db_sum"] += torch.where(granted > 0, snr_re_db, 0.0)
+            users_rec["res"] += res_now
+            active_slots += wants.any(1)
+            if not bool((jobs["done_slot"] < 0).any()):
+                break
+            t += 1
+            if max_slots is not None and t >= max_slots:
+                break
+
+        # 9. The edge: a task is in when its last member's tokens are; one FIFO server per timeline
+        done_s = (jobs["done_slot"] + 1).double() * T  # [B, U, J]
+        index = g_of_u[None, :, None].expand(B, U, J)
+        uplink_done = torch.full((B, self.num_groups, J), -math.inf, dtype=torch.float64, device=dev)
+        uplink_done = uplink_done.scatter_reduce(1, index, done_s, "amax")
+        last_in = done_s == uplink_done.gather(1, index)
+        user_index = torch.arange(U, device=dev)[None, :, None].expand(B, U, J)
+        critical = torch.full((B, self.num_groups, J), U, dtype=torch.long, device=dev)
+        critical = critical.scatter_reduce(1, index, torch.where(last_in, user_index, U), "amin")
+        edge_service = self.edge_s[None, :, None].expand(B, -1, J)
+        edge_start, edge_end = fifo(uplink_done.reshape(B, -1), edge_service.reshape(B, -1))
+
+        if payload is None:
+            values = None
+        elif harq is None:
+            values = torch.view_as_real(received.view(B, U, J, per_job)).reshape(B, U, J, -1)
+        else:
+            value_ok = harq.bit_ok.view(B, U, J, -1, harq.quantizer.bits_per_value).all(-1)
+            values = harq.quantizer.from_bits(harq.received.view(B, U, J, -1)) * value_ok
+            in_payload = torch.arange(value_ok.shape[-1], device=dev) < self.values_per_user[:, None, None]
+            jobs["erased_values"] = (~value_ok & in_payload[None]).sum(-1)
+        jobs.update(
+            arrival_s=arrival, encode_start_s=encode_start, encode_end_s=encode_end, ready_slot=ready_slot
+        )
+        return CellRecords(
+            slot_s=T,
+            jobs=jobs,
+            tasks={
+                "arrival_s": arrival_s.to(dev, torch.float64),
+                "uplink_done_s": uplink_done,
+                "critical_user": critical,
+                "edge_start_s": edge_start.view(B, self.num_groups, J),
+                "edge_end_s": edge_end.view(B, self.num_groups, J),
+            },
+            users=users_rec,
+            active_slots=active_slots,
+            received=None if values is None else values[..., : payload.shape[-1]],
+            tbs=harq.tb_records() if harq is not None else {},
+            transmissions={k: torch.cat([r[k] for r in sent_log]) for k in sent_log[0]} if sent_log else {},
+            trace=trace,
+            olla_offset_db=harq.olla.offset_db.mean(0) if harq is not None and harq.olla is not None else None,
+        )
+
+    def _cover(self, ranges, units, num_jobs) -> torch.Tensor:
+        """[timelines, users, jobs] int64: how many of the payload ranges ``(b, u, start, end)`` (1-D each, end
+        exclusive, non-empty) overlap each job."""
+        count = torch.zeros(self.num_timelines, self.num_users, num_jobs + 1, dtype=torch.long, device=self.device)
+        b, u, start, end = ranges
+        if len(b):
+            ones = torch.ones_like(b)
+            count.index_put_((b, u, torch.div(start, units[u], rounding_mode="floor")), ones, accumulate=True)
+            count.index_put_((b, u, torch.div(end - 1, units[u], rounding_mode="floor") + 1), -ones, accumulate=True)
+        return count.cumsum(-1)[..., :num_jobs]

@@ -1,0 +1,213 @@
+"""The cell loop: conservation in every slot, queueing theory, HARQ timing, link adaptation, scheduling gain,
+the latency breakdown, and Sionna SYS's own blocks as a reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.special
+import torch
+from sionna.phy import config
+from sionna.phy.channel import subcarrier_frequencies
+from sionna.phy.channel.tr38901 import TDL
+
+from sim.cell import CellLoop
+from sim.mac.scheduler import grants
+from sim.metrics import BREAKDOWN, task_latencies
+from sim.phy.fading import SlotFading, SumOfSinusoidsFading, frequency_response
+from sim.phy.quantization import UniformQuantizer
+from sim.scenario import validate_scenario
+
+CPU = torch.device("cpu")
+SLOT_S = 0.5e-3
+RES_PER_PRB = 144
+
+
+def scenario(tiny, users, groups=None, **sections):
+    """The tiny scenario with ``users`` (dicts) in ``groups`` (default: a group of one per user) and other sections."""
+    tiny["users"] = users
+    tiny["groups"] = groups or [{"id": f"g{u['id']}", "users": [u["id"]]} for u in users]
+    return validate_scenario(tiny | sections)
+
+
+def sender(uid, snr_db=10.0, modalities=("text", "image"), **extra):
+    return {"id": uid, "modalities": list(modalities), "snr_db": snr_db} | extra
+
+
+def run(s, values, timelines, jobs=1, arrival_s=None, device_s=None, edge_s=None, payload=True, seed=0, **options):
+    """One cell-loop run of ``s`` with random payloads; returns (records, payload)."""
+    config.seed = seed
+    users, groups = len(s.users), len(s.groups)
+    generator = torch.Generator().manual_seed(seed)
+    data = torch.randn(timelines, users, jobs, max(values), generator=generator) / math.sqrt(2) if payload else None
+    if arrival_s is None:
+        arrival_s = torch.zeros(timelines, groups, jobs, dtype=torch.float64)
+    loop = CellLoop(
+        s, values, device_s if device_s is not None else [0.0] * users, edge_s if edge_s is not None else [0.0] * groups,
+        timelines, CPU, **options,
+    )  # fmt: skip
+    return loop(arrival_s, data), data
+
+
+def poisson_arrivals(rate_per_s, timelines, groups, jobs, seed=0):
+    gaps = np.random.default_rng(seed).exponential(1 / rate_per_s, (timelines, groups, jobs))
+    return torch.as_tensor(gaps.cumsum(-1))
+
+
+# ------------------------------------------------------------------------------------------- the channel
+
+
+@pytest.mark.parametrize("letter", ["A", "D"])
+def test_the_tdl_process_is_sionnas_tdl_for_the_same_draws(letter):
+    tdl = TDL(letter, 100e-9, 3.5e9, min_speed=30.0, max_speed=30.0, device="cpu")
+    config.seed = 5
+    a, tau = tdl(6, 40, 1 / SLOT_S)  # Sionna's own channel over 40 slots
+    config.seed = 5
+    process = SumOfSinusoidsFading(tdl, 6, device="cpu")
+    for k in (0, 1, 17, 39):  # any slot, asked in any order
+        ours, delays = process(torch.full((6,), k * SLOT_S), torch.arange(6))
+        torch.testing.assert_close(ours, a[:, 0, 0, 0, 0, :, k], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(delays, tau[:, 0, 0])
+
+
+def test_a_flat_rayleigh_process_has_unit_power_and_the_jakes_correlation():
+    config.seed = 6
+    speed, carrier = 10.0, 3.5e9
+    doppler_hz = speed * carrier / 299_792_458.0
+    fading = SlotFading("rayleigh", object(), 4000, SLOT_S, speed, carrier, device="cpu")
+    links = torch.arange(4000)
+    h0 = fading(0, links)[0][:, 0]
+    assert abs(float(h0.abs().square().mean()) - 1) < 0.05
+    for lag in (4, 16, 40):
+        h = fading(lag, links)[0][:, 0]
+        correlation = float((h * h0.conj()).real.mean())
+        assert abs(correlation - scipy.special.j0(2 * math.pi * doppler_hz * lag * SLOT_S)) < 0.05
+
+
+# ------------------------------------------------------------------------------------------- conservation
+
+
+@pytest.mark.parametrize(
+    "mode, policy",
+    [("analog", "proportional-fair"), ("analog", "round-robin"), ("digital", "task-aware"), ("digital", "max-rate")],
+)
+def test_conservation_in_every_slot(tiny, mode, policy):
+    """No PRB twice, grants within the carrier and the need, every token value carried exactly once (or erased
+    after its last HARQ attempt), no retransmission before its NACK is back, one TB per user and slot."""
+    sends = (["text"], ["image", "audio"])
+    users = [sender(f"u{i}", snr, sends[i % 2]) for i, snr in enumerate([20.0, 8.0, 0.0, -6.0])]
+    groups = [{"id": "a", "users": ["u0", "u1"]}, {"id": "b", "users": ["u2", "u3"]}]
+    link = {"mode": mode, "fidelity": "abstraction", "harq": {"max_retx": 2, "round_trip_slots": 3}}
+    s = scenario(tiny, users, groups, cell={"num_prbs": 6}, scheduler={"policy": policy}, link=link)
+    values = [96, 160, 64, 128]
+    records, payload = run(s, values, timelines=3, jobs=8, arrival_s=poisson_arrivals(400.0, 3, 2, 8),
+                           device_s=[1e-3, 3e-4, 2e-4, 1e-3], trace=True)  # fmt: skip
+    for step in records.trace:
+        owner, granted, need = step["owner"], step["granted"], step["need"]
+        assert torch.equal(grants(owner, len(users)), granted)  # a PRB has one owner: never granted twice
+        assert (granted.sum(-1) <= s.cell.num_prbs).all() and (granted <= need).all()
+    if mode == "analog":
+        sent = records.transmissions
+        for b in range(3):
+            for u, v in enumerate(values):
+                mine = (sent["timeline"] == b) & (sent["user"] == u)
+                order = torch.argsort(sent["slot"][mine])
+                start, end = sent["start"][mine][order], sent["end"][mine][order]
+                assert start[0] == 0 and end[-1] == 8 * v // 2  # every symbol of the 8 jobs ...
+                assert torch.equal(start[1:], end[:-1])  # ... once, in order
+                assert (sent["prbs"][mine] * RES_PER_PRB >= end - start).all()  # within the granted REs
+        return
+    tb = records.tbs
+    max_attempts = 1 + s.link.harq.max_retx
+    quantizer = UniformQuantizer(s.link.bits_per_value)
+    for b in range(3):
+        for u, v in enumerate(values):
+            mine = (tb["timeline"] == b) & (tb["user"] == u)
+            slots = tb["slot"][mine]
+            assert len(slots.unique()) == len(slots)  # one TB per user and slot
+            first = mine & (tb["attempt"] == 1)
+            order = torch.argsort(tb["start"][first])
+            start = tb["start"][first][order]
+            end = start + tb["payload_bits"][first][order]
+            assert start[0] == 0 and end[-1] == 8 * v * 8 and torch.equal(start[1:], end[:-1])  # each bit once
+            expected = quantizer(payload[b, u, :, :v])
+            got = records.received[b, u, :, :v]
+            lost = torch.zeros(8 * v, dtype=torch.bool)
+            for k in torch.nonzero(mine).squeeze(-1).tolist():
+                attempts = (tb["tb"] == tb["tb"][k]) & (tb["timeline"] == b)
+                assert int(tb["attempt"][attempts].max()) <= max_attempts
+                if tb["attempt"][k] > 1:  # a retransmission: its NACK came back first
+                    before = attempts & (tb["attempt"] == tb["attempt"][k] - 1)
+                    assert not bool(tb["ack"][before])
+                    assert int(tb["slot"][k] - tb["slot"][before]) >= s.link.harq.round_trip_slots
+                if not tb["ack"][k] and tb["attempt"][k] == max_attempts:
+                    first_value = int(tb["start"][k]) // 8
+                    last_value = (int(tb["start"][k] + tb["payload_bits"][k]) - 1) // 8
+                    lost[first_value : last_value + 1] = True
+            lost = lost.view(8, v)
+            torch.testing.assert_close(got[~lost], expected[~lost])  # delivered exactly ...
+            assert float(got[lost].abs().sum()) == 0  # ... or erased, after its last attempt
+            assert int(records.jobs["erased_values"][b, u].sum()) == int(lost.sum())
+
+
+# ------------------------------------------------------------------------------------------- latency
+
+
+def test_the_latency_breakdown_is_measured_term_by_term_and_sums_to_the_latency(tiny):
+    users = [sender(f"u{i}", snr, m) for i, (snr, m) in enumerate([(15.0, ["text"]), (3.0, ["image"]),
+                                                                    (-4.0, ["audio"])])]  # fmt: skip
+    link = {"mode": "digital", "fidelity": "abstraction", "harq": {"max_retx": 3, "round_trip_slots": 4}}
+    s = scenario(tiny, users, [{"id": "g", "users": ["u0", "u1", "u2"]}], cell={"num_prbs": 4},
+                 scheduler={"policy": "proportional-fair"}, link=link)  # fmt: skip
+    records, _ = run(s, [64, 128, 96], timelines=2, jobs=30, arrival_s=poisson_arrivals(150.0, 2, 1, 30),
+                     device_s=[4e-3, 1e-3, 2e-3], edge_s=[3e-3])  # fmt: skip
+    group, timeline, job = (torch.arange(60) * 0).numpy(), (torch.arange(60) // 30).numpy(), (torch.arange(60) % 30).numpy()
+    terms = task_latencies(records, group, timeline, job)
+    np.testing.assert_allclose(sum(terms[k] for k in BREAKDOWN), terms["latency"], rtol=0, atol=1e-9)
+    for k in BREAKDOWN:
+        assert (terms[k] >= -1e-12).all(), k
+        assert terms[k].max() > 0, k  # every queue of this loaded cell was busy at some point
+
+
+@pytest.mark.parametrize("policy", ["equal-share", "round-robin", "proportional-fair", "max-rate", "task-aware"])
+def test_one_user_without_queueing_waits_for_nothing(tiny, policy):
+    s = scenario(tiny, [sender("u0", 20.0)], cell={"num_prbs": 6}, channel={"model": "awgn", "csi": "perfect"},
+                 scheduler={"policy": policy})  # fmt: skip
+    device_s = 3 * SLOT_S  # encoding ends on a slot boundary
+    for symbols, slots in ((50, 1), (6 * RES_PER_PRB + 1, 2), (20 * RES_PER_PRB, 4)):
+        records, _ = run(s, [2 * symbols], timelines=1, device_s=[device_s], edge_s=[1e-4])
+        terms = task_latencies(records, np.array([0]), np.array([0]), np.array([0]))
+        assert math.isclose(terms["airtime"][0], slots * SLOT_S)
+        assert terms["uplink_queueing"][0] == pytest.approx(0, abs=1e-12)
+        assert terms["latency"][0] == pytest.approx(device_s + slots * SLOT_S + 1e-4, abs=1e-12)
+
+
+def test_encoding_that_ends_mid_slot_waits_for_the_next_slot_boundary(tiny):
+    s = scenario(tiny, [sender("u0", 20.0)], cell={"num_prbs": 6}, channel={"model": "awgn", "csi": "perfect"})
+    records, _ = run(s, [100], timelines=1, device_s=[0.7e-3])
+    terms = task_latencies(records, np.array([0]), np.array([0]), np.array([0]))
+    assert terms["uplink_queueing"][0] == pytest.approx(0.3e-3, abs=1e-12)
+    assert terms["latency"][0] == pytest.approx(0.7e-3 + 0.3e-3 + SLOT_S, abs=1e-12)
+
+
+@pytest.mark.parametrize("load", [0.5, 0.8])
+def test_device_and_uplink_queues_wait_as_pollaczek_khinchine(tiny, load):
+    """M/D/1: Poisson tasks, fixed service D: mean wait lambda D^2 / (2 (1 - rho)), within 10 %.
+
+    The device queue serves D = 2 slots of encoding per task; the uplink queue of a user whose every task
+    fills the whole carrier for 2 slots (and whose encoding takes no time) serves D = 2 slots of PRBs.
+    100 timelines x 600 tasks, the first 100 of each left out (the queues start empty).
+    """
+    s = scenario(tiny, [sender("u0", 20.0)], cell={"num_prbs": 1}, channel={"model": "awgn", "csi": "perfect"})
+    service_s = 2 * SLOT_S
+    rate = load / service_s
+    expected = rate * service_s**2 / (2 * (1 - load))
+    arrivals = poisson_arrivals(rate, 100, 1, 600, seed=1)
+    device, _ = run(s, [2], timelines=100, jobs=600, arrival_s=arrivals, device_s=[service_s], payload=False)
+    waited = (device.jobs["encode_start_s"] - device.jobs["arrival_s"])[..., 100:]
+    assert abs(float(waited.mean()) / expected - 1) < 0.1
+    uplink, _ = run(s, [2 * 2 * RES_PER_PRB], timelines=100, jobs=600, arrival_s=arrivals, payload=False)
+    waited = uplink.jobs["waiting_slots"][..., 100:].double() * SLOT_S  # slots queued while another task had the PRB
+    assert abs(float(waited.mean()) / expected - 1) < 0.1
