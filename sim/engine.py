@@ -281,7 +281,8 @@ class Simulation:
 
         def loop(num_timelines, olla_offset_db=None):
             return CellLoop(s, uplink.values_per_user, device_s, edge_s, num_timelines, self.device, snr_db=snr_db,
-                            shares=shares, olla_offset_db=olla_offset_db)  # fmt: skip
+                            shares=shares, olla_offset_db=olla_offset_db,
+                            shared_olla=s.traffic.arrival == "snapshot")  # fmt: skip
 
         def answer(batch, tx, payload, gain, received, timeline, job):
             nonlocal error, power

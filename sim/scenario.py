@@ -155,6 +155,11 @@ class SchedulerConfig(Strict):
     cqi_delay_slots: int = Field(
         0, ge=0, le=1000, description="slots between the channel the CQI reports and the slot it schedules"
     )
+    power_headroom: bool = Field(
+        True,
+        description="digital: grant a user no more PRBs than its power fills (those that carry the most bits); "
+        "false: up to its backlog whatever its power",
+    )
     allocation: AllocationConfig = Field(default_factory=AllocationConfig, description="token-aware: the objective")
 
 

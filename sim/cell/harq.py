@@ -56,10 +56,13 @@ class TransportBlocks:
     :param position: callable ``(positions [n], users [n]) -> [n]`` flat index of a user's stream position
     :param device: torch device
     :param olla_offset_db: [num_users] outer-loop back-off each user starts from (``None``: 0 dB)
+    :param shared_olla: the timelines are snapshots of one cell: a user's back-off is shared by its copies
+        (:meth:`observe_feedback`); otherwise each timeline runs its own outer loop
+    :param power_headroom: ``scheduler.power_headroom`` (see :meth:`need`)
     """
 
     def __init__(self, link, cell, num_timelines, num_users, reference_snr_shift_db, bits, position, device,
-                 olla_offset_db=None):  # fmt: skip
+                 olla_offset_db=None, shared_olla=False, power_headroom=True):  # fmt: skip
         self.fidelity, self.max_attempts = link.fidelity, 1 + link.harq.max_retx
         self.round_trip_slots = link.harq.round_trip_slots
         self.quantizer = UniformQuantizer(link.bits_per_value)
@@ -74,6 +77,7 @@ class TransportBlocks:
         self.thresholds = sinr_thresholds_db(self.table, link.bler_target).to(device)  # [num_mcs, num_prbs + 1]
         self.shift_db = reference_snr_shift_db.to(device)
         self.fixed_mcs = link.mcs if isinstance(link.mcs, int) else None
+        self.shared_olla, self.power_headroom = shared_olla, power_headroom
         self.mcs_table = link.mcs_table
         self.olla = None
         if self.fixed_mcs is None:
@@ -145,8 +149,9 @@ class TransportBlocks:
         The reported SINR is the mean over the carrier of the CQI (reference power), less the outer-loop
         back-off; a grant of ``b`` PRBs moves it by the power rule. With ``b`` PRBs the user carries the TB
         size of the highest MCS whose BLER at that SINR meets the target. The need is the fewest PRBs that
-        carry the backlog, or, where none do, the grant that carries the most: a power-limited user gains
-        nothing from PRBs its power cannot fill (its power headroom).
+        carry the backlog; where none do, with ``scheduler.power_headroom`` the grant that carries the most
+        (a power-limited user gains nothing from PRBs its power cannot fill, which a gNB learns from its
+        power headroom reports), else the whole carrier.
 
         :param users: [num_active]; :param backlog: [num_timelines, num_active] bits
         :param sinr_prb: [num_timelines, num_active, num_prbs] linear CQI at the reference power
@@ -165,7 +170,8 @@ class TransportBlocks:
             best = torch.where(meets.any(-1), meets.shape[-1] - 1 - meets.flip(-1).float().argmax(-1), -1)
             carried = torch.where(best >= 0, _take(tb_size, best), 0)
         enough = carried >= backlog[..., None]
-        fewest = torch.where(enough.any(-1), enough.float().argmax(-1) + 1, carried.argmax(-1) + 1)
+        most = carried.argmax(-1) + 1 if self.power_headroom else torch.full_like(backlog, num_prbs)
+        fewest = torch.where(enough.any(-1), enough.float().argmax(-1) + 1, most)
         return torch.where(backlog > 0, fewest.clamp(1, num_prbs), 0)
 
     # ------------------------------------------------------------------ one slot
@@ -354,15 +360,17 @@ class TransportBlocks:
     def observe_feedback(self, slot: int) -> None:
         """Feed the outer loop the first-attempt outcomes the users learn in ``slot``.
 
-        Each outcome steps the user's back-off by Sionna's OLLA rule. Timelines in one batch are copies of
-        one cell (snapshots at independent moments), too short each for the loop to settle, so a user's
-        copies share one back-off: it moves by the mean of the steps of the copies that heard feedback in
-        the slot, the step one long-running loop takes on average. With one timeline (Poisson traffic)
-        this is Sionna's OLLA exactly.
+        Each outcome steps the user's back-off by Sionna's OLLA rule, in each timeline. With
+        ``shared_olla`` the timelines are snapshots of one cell at independent moments, each too short for
+        the loop to settle, so a user's copies share one back-off: it moves by the mean of the steps of the
+        copies that heard feedback in the slot, the step one long-running loop takes on average.
         """
         if self.olla is None or not bool((self.tb["feedback_slot"] == slot).any()):
             return
         feedback = self.feedback(slot)
+        if not self.shared_olla:
+            self.olla.update(feedback)
+            return
         before = self.olla.offset_db.clone()
         self.olla.update(feedback)
         after = self.olla.offset_db

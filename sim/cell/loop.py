@@ -130,7 +130,10 @@ class CellLoop:
     :param snr_db: [num_users] reference SNR per RE instead of the users' ``snr_db``
     :param shares: ``token-aware``: [num_users] PRBs of each user's share
     :param olla_offset_db: digital: [num_users] outer-loop back-off every timeline starts from (``None``: 0)
+    :param shared_olla: digital: the timelines are snapshots of one cell, whose users' outer loops are shared
+        by their copies (see :meth:`~sim.cell.harq.TransportBlocks.observe_feedback`)
     :param trace: also record every slot's needs, grants and PRB owners (``CellRecords.trace``), for tests
+    :param channel_seed: seed of the fading draws (``None``: Sionna's generator, which the engine seeds)
 
     :input arrival_s: [num_timelines, num_groups, num_jobs], float64, non-decreasing along jobs.
     :input payload: [num_timelines, num_users, num_jobs, num_values], float. Each user's token values per
@@ -144,7 +147,7 @@ class CellLoop:
     """
 
     def __init__(self, scenario, values_per_user, device_s, edge_s, num_timelines, device, snr_db=None,
-                 shares=None, olla_offset_db=None, trace=False):  # fmt: skip
+                 shares=None, olla_offset_db=None, shared_olla=False, trace=False, channel_seed=None):  # fmt: skip
         s = scenario
         self.scenario, self.device = s, device
         self.num_users, self.num_groups = len(s.users), len(s.groups)
@@ -177,8 +180,8 @@ class CellLoop:
             options["shares"] = shares
         self.scheduler_class, self.scheduler_options = SCHEDULERS[policy], options
         self.cqi_delay_slots = s.scheduler.cqi_delay_slots
-        self.olla_offset_db = olla_offset_db
-        self.trace = trace
+        self.olla_offset_db, self.shared_olla = olla_offset_db, shared_olla
+        self.trace, self.channel_seed = trace, channel_seed
 
     def _fading(self) -> SlotFading:
         s = self.scenario
@@ -192,7 +195,7 @@ class CellLoop:
             geometry=cell_geometry(s),
         )
         return SlotFading(ch.model, model, self.num_timelines * self.num_users, self.slot_s, ch.speed_mps,
-                          s.cell.carrier_frequency_hz, device=str(self.device))  # fmt: skip
+                          s.cell.carrier_frequency_hz, device=str(self.device), seed=self.channel_seed)  # fmt: skip
 
     def __call__(self, arrival_s: torch.Tensor, payload: torch.Tensor | None, max_slots=None) -> CellRecords:
         dev, T = self.device, self.slot_s
@@ -221,7 +224,8 @@ class CellLoop:
             bits = None if payload is None else quantizer.to_bits(payload.to(dev)).reshape(B, U, J * per_job)
             shift = self.power.shift_db(torch.arange(P + 1, dtype=torch.float64).clamp_min(1).expand(U, -1).T).T
             harq = TransportBlocks(self.scenario.link, self.scenario.cell, B, U, shift, bits, position, dev,
-                                   olla_offset_db=self.olla_offset_db)  # fmt: skip
+                                   olla_offset_db=self.olla_offset_db, shared_olla=self.shared_olla,
+                                   power_headroom=self.scenario.scheduler.power_headroom)  # fmt: skip
             stream = None
         elif payload is not None:
             symbols = torch.view_as_complex(payload.to(dev, torch.float32).reshape(B, U, J, -1, 2).contiguous())
@@ -360,6 +364,8 @@ class CellLoop:
                 users_rec["delivered_bits"] += events["payload_bits"]
                 resolved = events["resolved"]
                 unresolved += self._cover(harq.ranges(new_ids), units, J) - self._cover(harq.ranges(resolved), units, J)
+            scheduler.observe(owner, delivered)
+
             # Job states in this slot, counted from what happened in it
             on_air = (job_start < r1[..., None]) & (job_end > r0[..., None]) & (r1 > r0)[..., None]
             overlap = (torch.minimum(r1[..., None], job_end) - torch.maximum(r0[..., None], job_start)).clamp_min(0)

@@ -57,6 +57,7 @@ class SumOfSinusoidsFading:
     :param doppler_hz: maximum Doppler frequency of the Rayleigh tap (``tdl=None`` only)
     :param num_sinusoids: sinusoids per tap of the Rayleigh tap (a TDL brings its own)
     :param device: torch device
+    :param generator: torch generator of the draws (``None``: Sionna's, seeded by ``sionna.phy.config.seed``)
 
     :input time_s: [n], float. Time of each link's sample, seconds.
     :input links: [n], int64. Which links.
@@ -67,12 +68,13 @@ class SumOfSinusoidsFading:
     >>> a, tau = fading(torch.full((20,), 0.5e-3), torch.arange(20))
     """
 
-    def __init__(self, tdl, num_links: int, doppler_hz: float = 0.0, num_sinusoids: int = 20, device=None):
+    def __init__(self, tdl, num_links: int, doppler_hz: float = 0.0, num_sinusoids: int = 20, device=None,
+                 generator=None):  # fmt: skip
         from sionna.phy import config
         from sionna.phy.utils import rand
 
         device = str(device or config.device)
-        generator = config.torch_rng(device)
+        generator = generator or config.torch_rng(device)
         dtype = torch.float32
         if tdl is not None:
             num_paths, num_sinusoids = tdl.num_clusters, tdl._num_sinusoids
@@ -177,21 +179,25 @@ class SlotFading:
     :param slot_s: slot duration, seconds
     :param speed_mps: ``channel.speed_mps``; ``carrier_frequency_hz``: carrier frequency
     :param block_slots: TR 38.901 models: slots per realisation (``None``: the coherence time)
+    :param seed: seed of the TDL and Rayleigh draws (``None``: Sionna's generator; the TR 38.901 models always
+        draw from Sionna's)
 
     :input slot: int. :input links: [n], int64.
     :output a: [n, num_paths], complex64; ``tau``: [n, num_paths], float32.
     """
 
     def __init__(self, name, model, num_links, slot_s, speed_mps, carrier_frequency_hz, block_slots=None,
-                 device=None):  # fmt: skip
+                 device=None, seed=None):  # fmt: skip
         self.slot_s = slot_s
+        generator = None if seed is None else torch.Generator(device=str(device or "cpu")).manual_seed(seed)
         if model is None:
             self._process, self._timed = UnitChannel(device), False
         elif name == "rayleigh":
             doppler_hz = speed_mps * carrier_frequency_hz / SPEED_OF_LIGHT_MPS
-            self._process, self._timed = SumOfSinusoidsFading(None, num_links, doppler_hz, device=device), True
+            process = SumOfSinusoidsFading(None, num_links, doppler_hz, device=device, generator=generator)
+            self._process, self._timed = process, True
         elif name.startswith("tdl-"):
-            self._process, self._timed = SumOfSinusoidsFading(model, num_links, device=device), True
+            self._process, self._timed = SumOfSinusoidsFading(model, num_links, device=device, generator=generator), True
         else:
             block = block_slots or coherence_slots(speed_mps, carrier_frequency_hz, slot_s)
             self._process, self._timed = RedrawnBlockFading(model, num_links, slot_s, block), False
