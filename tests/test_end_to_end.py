@@ -24,8 +24,13 @@ CONTRACT = {
     "users",
 }
 LATENCY = {"mean", "p50", "p95", "p99", "breakdown"}
-BREAKDOWN = {"device_compute", "queueing", "airtime", "edge_compute"}
-USER = {"id", "modalities", "snr_db", "accuracy", "token_nmse", "bits_per_task", "latency_ms"}
+BREAKDOWN = {
+    "device_compute", "device_queueing", "uplink_queueing", "airtime", "harq_wait", "edge_queueing", "edge_compute"
+}  # fmt: skip
+USER = {
+    "id", "modalities", "snr_db", "snr_re_db", "accuracy", "accuracy_ci95", "token_nmse", "bits_per_task",
+    "device_compute_ms", "device_queueing_ms", "prbs_per_slot", "latency_ms",
+}  # fmt: skip
 
 
 def _run(path, out, *extra) -> dict:
@@ -44,8 +49,9 @@ def test_run_writes_the_results_contract_and_reuses_the_checkpoint(tiny, write_s
     metrics = _run(path, tmp_path / "run")
     for name in ("scenario.yaml", "metrics.json", "per_user.csv", "per_task.csv", "manifest.json", "training_log.csv"):
         assert (tmp_path / "run" / name).is_file(), name
+    assert not (tmp_path / "run" / "tbs.csv").exists()  # analog: no transport blocks
     assert CONTRACT <= metrics.keys() and LATENCY <= metrics["latency_ms"].keys()
-    assert BREAKDOWN <= metrics["latency_ms"]["breakdown"].keys()
+    assert BREAKDOWN == metrics["latency_ms"]["breakdown"].keys()
     assert [u["id"] for u in metrics["users"]] == [u["id"] for u in tiny["users"]]
     for user in metrics["users"]:
         assert USER <= user.keys() and {"mean", "p95"} <= user["latency_ms"].keys()
@@ -54,9 +60,12 @@ def test_run_writes_the_results_contract_and_reuses_the_checkpoint(tiny, write_s
     assert 0 <= metrics["accuracy"] <= 1 and 0 < metrics["token_nmse"] < 2
     nmse = {u["id"]: u["token_nmse"] for u in metrics["users"]}
     assert nmse["q1"] < nmse["both2"]  # 15 dB against -5 dB
-    # the Shannon-equivalent bits of an analog user: channel uses x log2(1 + SNR)
+    # the Shannon-equivalent bits of an analog user: channel uses x log2(1 + SNR per RE); q1's 8 symbols take
+    # one PRB, its reference share (6 PRBs / 5 users), so its SNR per RE is its snr_db
     q1 = next(u for u in metrics["users"] if u["id"] == "q1")
+    assert q1["snr_re_db"] == pytest.approx(15.0) and q1["prbs_per_slot"] == 1
     assert abs(q1["bits_per_task"] - q1["channel_uses_per_task"] * 5.0278) < 0.01 * q1["bits_per_task"]
+    assert q1["channel_uses_per_task"] == 8  # its 16 token values as complex symbols, once each
     breakdown = metrics["latency_ms"]["breakdown"]
     assert abs(sum(breakdown.values()) - metrics["latency_ms"]["mean"]) < 1e-6
     with open(tmp_path / "run" / "per_task.csv") as f:
@@ -104,15 +113,20 @@ def test_digital_run_reports_coded_bits_and_capacity_gap(tiny, write_scenario, t
     assert metrics["bits_kind"] == "coded" and metrics["link"]["fidelity"] == fidelity
     users = {u["id"]: u for u in metrics["users"]}
     for u in users.values():
-        assert u["goodput_bits_per_channel_use"] <= math.log2(1 + 10 ** (u["snr_db"] / 10))
-        assert u["capacity_gap"] is None if u["goodput_bits_per_channel_use"] == 0 else u["capacity_gap"] >= 1.0
+        link = u["link"]
+        assert link["goodput_bits_per_channel_use"] <= math.log2(1 + 10 ** (u["snr_re_db"] / 10))
+        assert link["capacity_gap"] is None if link["goodput_bits_per_channel_use"] == 0 else link["capacity_gap"] >= 1
         # coded bits on air: every attempt fills the user's data REs with QAM symbols of its MCS
         assert u["bits_per_task"] >= u["channel_uses_per_task"] * 2 - 1e-9
-    assert users["q1"]["capacity_gap"] >= 1.0  # 15 dB: its TBs get through
-    assert users["q1"]["mcs"] > users["both2"]["mcs"]  # 15 dB against -5 dB: link adaptation
-    assert users["both2"]["tb_residual_bler"] >= users["q1"]["tb_residual_bler"]
-    latency = metrics["latency_ms"]
-    assert abs(sum(latency["breakdown"].values()) - latency["mean"]) < 1e-6
+    assert users["q1"]["link"]["capacity_gap"] >= 1.0  # 15 dB: its TBs get through
+    assert users["q1"]["link"]["mcs"] > users["both2"]["link"]["mcs"]  # 15 dB against -5 dB: link adaptation
+    assert users["both2"]["link"]["tb_residual_bler"] >= users["q1"]["link"]["tb_residual_bler"]
+    with open(tmp_path / fidelity / "tbs.csv") as f:  # one row per TB attempt
+        rows = list(csv.DictReader(f))
+    assert {"slot", "user", "mcs", "tbs", "attempt", "ack", "sinr_eff_db"} <= rows[0].keys()
+    first = [r for r in rows if r["attempt"] == "1"]
+    assert math.isclose(len(rows) / len(first), metrics["link"]["tb_attempts_per_tb"])
+    assert math.isclose(sum(r["ack"] == "False" for r in first) / len(first), metrics["link"]["tb_first_attempt_bler"])
 
 
 def test_token_aware_allocation_runs_end_to_end_and_beats_equal_shares_by_its_objective(tiny, write_scenario, tmp_path):
@@ -131,8 +145,10 @@ def test_token_aware_allocation_runs_end_to_end_and_beats_equal_shares_by_its_ob
     for user, prbs, factor in zip(metrics["users"], allocation["prbs"], allocation["token_factor"]):
         assert user["num_prbs"] == prbs and user["token_factor"] == factor in (1, 2)
         reference = next(u for u in equal["users"] if u["id"] == user["id"])
-        assert math.isclose(user["snr_db"], reference["snr_db"] - 10 * math.log10(prbs / 2))  # 2: equal share
+        assert user["snr_db"] == reference["snr_db"]  # the reference SNR; the grant moves the SNR per RE
         assert user["channel_uses_per_task"] == reference["channel_uses_per_task"] / factor
+    for shift, prbs in zip(allocation["snr_shift_db"], allocation["prbs"]):
+        assert math.isclose(shift, -10 * math.log10(prbs / 2))  # the cell loop's power rule; 2: the equal share
     assert metrics["compression_ratio"] >= equal["compression_ratio"]
     latency = metrics["latency_ms"]
     assert abs(sum(latency["breakdown"].values()) - latency["mean"]) < 1e-6
