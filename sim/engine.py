@@ -316,17 +316,19 @@ class Simulation:
                        torch.zeros_like(batch["group"]))  # fmt: skip
                 start += payload.shape[0]
         else:
-            batches = list(sampler.in_order(s.evaluation.batch_size))
-            sent = [uplink.normalise(uplink.pack(self.model.transmit(b["features"]))) for b in batches]
+            batches, transmitted = [], []
+            for batch in sampler.in_order(s.evaluation.batch_size):
+                transmitted.append(self.model.transmit(batch.pop("features")))  # the encoder outputs can go
+                batches.append(batch)
+            sent = [uplink.normalise(uplink.pack(tx)) for tx in transmitted]
             payload = torch.cat([p for p, _ in sent])  # [tasks, users, values]
             arrival = arrival_times_s(s.traffic, num_groups, payload.shape[0], s.seed)
             records = loop(1)(torch.as_tensor(arrival, device=self.device)[None], payload.transpose(0, 1)[None])
             parts.append(records)
             received = records.received[0].transpose(0, 1)  # [tasks, users, values]
             job = 0
-            for batch, (p, gain) in zip(batches, sent):
+            for batch, tx, (p, gain) in zip(batches, transmitted, sent):
                 n = p.shape[0]
-                tx = self.model.transmit(batch["features"])
                 jobs = torch.arange(job, job + n, device=self.device).repeat_interleave(num_groups)
                 answer(batch, tx, p, gain, received[job : job + n], torch.zeros_like(jobs), jobs)
                 job += n

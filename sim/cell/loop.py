@@ -45,7 +45,7 @@ from sim.mac.scheduler import SCHEDULERS, grants
 from sim.mac.traffic import fifo
 from sim.phy.analog import GrantedPrbLink
 from sim.phy.channels import channel_model
-from sim.phy.fading import SlotFading, frequency_response
+from sim.phy.fading import SlotFading
 from sim.phy.numerology import NUM_OFDM_SYMBOLS_PER_SLOT, NUM_SUBCARRIERS_PER_PRB, slot_duration_s
 from sim.phy.quantization import UniformQuantizer
 from sim.topology import cell_geometry
@@ -282,11 +282,10 @@ class CellLoop:
             users = torch.nonzero(wants.any(0)).squeeze(-1)
             A = len(users)
             links = (link_base + users[None, :]).flatten()
-            a, tau = fading(t, links)
-            h = frequency_response(a, tau, self.frequencies).view(B, A, P, NUM_SUBCARRIERS_PER_PRB)
+            h = fading.response(t, links, self.frequencies).view(B, A, P, NUM_SUBCARRIERS_PER_PRB)
             if self.cqi_delay_slots:
-                a_old, tau_old = fading(max(0, t - self.cqi_delay_slots), links)
-                h_cqi = frequency_response(a_old, tau_old, self.frequencies).view(B, A, P, NUM_SUBCARRIERS_PER_PRB)
+                h_cqi = fading.response(max(0, t - self.cqi_delay_slots), links, self.frequencies)
+                h_cqi = h_cqi.view(B, A, P, NUM_SUBCARRIERS_PER_PRB)
             else:
                 h_cqi = h
             gain = (h_cqi.real.square() + h_cqi.imag.square()).mean(-1)  # [B, A, P]

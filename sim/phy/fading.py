@@ -207,6 +207,20 @@ class SlotFading:
             return self._process(torch.full((len(links),), slot * self.slot_s, device=links.device), links)
         return self._process(slot, links)
 
+    def response(self, slot: int, links: torch.Tensor, frequencies_hz: torch.Tensor) -> torch.Tensor:
+        """[len(links), len(frequencies_hz)] complex: the links' channel at ``slot`` on those frequencies."""
+        a, tau = self(slot, links)
+        if self._timed or isinstance(self._process, UnitChannel):
+            # TDL and Rayleigh delays are the same for every link and slot: the steering of each path to each
+            # frequency is computed once, and the response is one matrix product (Sionna's formula, batched)
+            key = (frequencies_hz.data_ptr(), len(frequencies_hz))
+            if getattr(self, "_steering_key", None) != key:
+                self._steering = frequency_response(torch.eye(a.shape[1], dtype=a.dtype, device=a.device),
+                                                    tau[:1].expand(a.shape[1], -1), frequencies_hz)  # fmt: skip
+                self._steering_key = key
+            return a @ self._steering
+        return frequency_response(a, tau, frequencies_hz)
+
 
 def frequency_response(a: torch.Tensor, tau: torch.Tensor, frequencies_hz: torch.Tensor) -> torch.Tensor:
     """[n, num_paths] paths (complex) and delays -> [n, len(frequencies_hz)] complex, with Sionna's

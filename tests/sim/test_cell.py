@@ -342,3 +342,13 @@ def test_full_buffer_pf_throughput_matches_a_loop_of_sionnas_own_blocks(tiny):
     records, _ = run(s, [10**8] * 4, timelines=timelines, payload=False, seed=4, max_slots=slots, channel_seed=4)
     ours = records.users["delivered_bits"].double().mean(0) / slots
     np.testing.assert_allclose(ours.numpy(), reference.numpy(), rtol=0.05)
+
+
+def test_the_response_of_fixed_delays_is_sionnas_cir_to_ofdm_channel():
+    """TDL delays are one set for all links: the loop's one steering matrix gives Sionna's frequency response."""
+    model = TDL("A", 300e-9, 3.5e9, min_speed=3.0, max_speed=3.0, device="cpu")
+    fading = SlotFading("tdl-a", model, 12, SLOT_S, 3.0, 3.5e9, device="cpu", seed=2)
+    frequencies = subcarrier_frequencies(48, 30e3)
+    links = torch.tensor([0, 5, 11])
+    a, tau = fading(7, links)
+    torch.testing.assert_close(fading.response(7, links, frequencies), frequency_response(a, tau, frequencies))
