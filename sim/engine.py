@@ -34,6 +34,9 @@ from sim.scenario import Scenario, model_source
 from sim.uplink import Uplink
 
 EVALUATION_STREAM = 1 << 32  # offset of the evaluation's seed from the scenario's
+WARM_UP_PASSES = 12  # passes over the first snapshot batch, at most, that warm the outer loop up
+WARM_UP_GAIN = 4  # the warm-up's outer loop takes steps this many times larger (same rest point, reached sooner)
+SETTLED_DB = 0.5  # a warm-up pass that moves no user's back-off by more than this ends the warm-up
 
 
 STAGES = ("align", "finetune")
@@ -265,8 +268,10 @@ class Simulation:
         reference SNRs ``snr_db`` [num_users]; the answers from the tokens as the loop delivered them.
 
         Snapshots run ``evaluation.batch_size`` timelines at a time; the outer loop's back-offs of one batch
-        are where the next starts, and a first pass over the first batch (discarded) warms them up, since a
-        snapshot is a slot of a cell that has been running. Poisson traffic is one timeline of every task.
+        are where the next starts. A snapshot is a slot of a cell that has been running, so passes over the
+        first batch (discarded) first warm the back-offs up, with :data:`WARM_UP_GAIN` times the steps (the
+        loop rests at the same BLER, sooner), until a pass moves none by more than :data:`SETTLED_DB`.
+        Poisson traffic is one timeline of every task, its outer loop starting cold.
         """
         s = scenario
         flops = self._device_flops()
@@ -279,10 +284,10 @@ class Simulation:
         columns: dict[str, list] = {k: [] for k in ("group", "timeline", "job", "question_type", "answer", "predicted")}
         parts: list[CellRecords] = []
 
-        def loop(num_timelines, olla_offset_db=None):
+        def loop(num_timelines, olla_offset_db=None, gain=1):
             return CellLoop(s, uplink.values_per_user, device_s, edge_s, num_timelines, self.device, snr_db=snr_db,
                             shares=shares, olla_offset_db=olla_offset_db,
-                            shared_olla=s.traffic.arrival == "snapshot")  # fmt: skip
+                            shared_olla=gain if s.traffic.arrival == "snapshot" else False)  # fmt: skip
 
         def answer(batch, tx, payload, gain, received, timeline, job):
             nonlocal error, power
@@ -303,7 +308,15 @@ class Simulation:
             if s.link.mode == "digital" and s.link.mcs == "auto":
                 first = next(iter(sampler.in_order(s.evaluation.batch_size)))
                 payload, _ = uplink.normalise(uplink.pack(self.model.transmit(first["features"])))
-                offset = loop(payload.shape[0])(_snapshot_arrivals(payload, num_groups), payload[:, :, None]).olla_offset_db
+                arrivals = _snapshot_arrivals(payload, num_groups)
+                for _ in range(WARM_UP_PASSES):
+                    records = loop(payload.shape[0], offset, WARM_UP_GAIN)(arrivals, payload[:, :, None])
+                    moved = (records.olla_offset_db - offset).abs() if offset is not None else None
+                    offset = records.olla_offset_db
+                    # a user that sent every first attempt at the lowest MCS its grant allows is not held back by
+                    # its back-off (its SNR is below the target's): the back-off only climbs and does not matter
+                    if moved is not None and bool((moved[~_at_lowest_mcs(records, s)] < SETTLED_DB).all()):
+                        break
             start = 0
             for batch in sampler.in_order(s.evaluation.batch_size):
                 tx = self.model.transmit(batch["features"])
@@ -428,6 +441,19 @@ def _group_of_user(scenario) -> np.ndarray:
     """[num_users] int64: the index of each user's group."""
     group_index = {uid: g for g, group in enumerate(scenario.groups) for uid in group.users}
     return np.array([group_index[u.id] for u in scenario.users], dtype=np.int64)
+
+
+def _at_lowest_mcs(records: CellRecords, scenario) -> torch.Tensor:
+    """[num_users] bool: every first attempt of the user used the lowest MCS usable on its grant."""
+    from sim.phy.digital import TransportBlockTable
+
+    table = TransportBlockTable(scenario.cell.num_prbs, len(scenario.cell.pilot_ofdm_symbol_indices),
+                                scenario.link.mcs_table)  # fmt: skip
+    lowest = table.usable.float().argmax(0).to(records.tbs["mcs"].device)  # [num_prbs + 1]
+    first = records.tbs["attempt"] == 1
+    above = first & (records.tbs["mcs"] > lowest[records.tbs["prbs"]])
+    users = torch.arange(len(scenario.users), device=above.device)
+    return ~(records.tbs["user"][above][:, None] == users).any(0)
 
 
 def _snapshot_arrivals(payload: torch.Tensor, num_groups: int) -> torch.Tensor:

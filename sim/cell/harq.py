@@ -28,6 +28,7 @@ Everything is batched over timelines and users; loops run over the
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -57,7 +58,8 @@ class TransportBlocks:
     :param device: torch device
     :param olla_offset_db: [num_users] outer-loop back-off each user starts from (``None``: 0 dB)
     :param shared_olla: the timelines are snapshots of one cell: a user's back-off is shared by its copies
-        (:meth:`observe_feedback`); otherwise each timeline runs its own outer loop
+        (:meth:`observe_feedback`); otherwise each timeline runs its own outer loop. A number scales the
+        shared loop's steps (a warm-up's larger gain), ``True`` is 1
     :param power_headroom: ``scheduler.power_headroom`` (see :meth:`need`)
     """
 
@@ -66,15 +68,15 @@ class TransportBlocks:
         self.fidelity, self.max_attempts = link.fidelity, 1 + link.harq.max_retx
         self.round_trip_slots = link.harq.round_trip_slots
         self.quantizer = UniformQuantizer(link.bits_per_value)
-        num_pilots = len(cell.pilot_ofdm_symbol_indices)
-        self.table = TransportBlockTable(cell.num_prbs, num_pilots, link.mcs_table)
+        self.table, thresholds = _tables(cell.num_prbs, len(cell.pilot_ofdm_symbol_indices), link.mcs_table,
+                                         link.bler_target)  # fmt: skip
         self.tb_size = self.table.tb_size.to(device)
         usable = self.table.usable
         first_usable = torch.where(usable.any(0), usable.float().argmax(0), 0)
         last_usable = torch.where(usable.any(0), usable.shape[0] - 1 - usable.flip(0).float().argmax(0), 0)
         self.mcs_range = (first_usable.to(device), last_usable.to(device))  # [num_prbs + 1] each
         self.res_per_prb = self.table.data_res_per_prb
-        self.thresholds = sinr_thresholds_db(self.table, link.bler_target).to(device)  # [num_mcs, num_prbs + 1]
+        self.thresholds = thresholds.to(device)  # [num_mcs, num_prbs + 1]
         self.shift_db = reference_snr_shift_db.to(device)
         self.fixed_mcs = link.mcs if isinstance(link.mcs, int) else None
         self.shared_olla, self.power_headroom = shared_olla, power_headroom
@@ -95,7 +97,6 @@ class TransportBlocks:
             "num_bp_iter": link.num_bp_iter,
             "device": str(device),
         }
-        self._codecs: dict[tuple[int, int], TransportBlockLink] = {}
         self.bits, self.position = bits, position
         if bits is not None:
             self.received = torch.zeros_like(bits)
@@ -177,9 +178,9 @@ class TransportBlocks:
     # ------------------------------------------------------------------ one slot
 
     def _codec(self, mcs: int, prbs: int) -> TransportBlockLink:
-        if (mcs, prbs) not in self._codecs:
-            self._codecs[(mcs, prbs)] = TransportBlockLink(mcs, prbs, **self._codec_args)
-        return self._codecs[(mcs, prbs)]
+        args = self._codec_args
+        return _codec(mcs, prbs, args["subcarrier_spacing_hz"], tuple(args["pilot_ofdm_symbol_indices"]),
+                      args["mcs_table"], args["decoder"], args["num_bp_iter"], args["device"])  # fmt: skip
 
     def send(self, slot, granted, backlog, sent, due_tb, due_prbs, sinr_prb_granted):
         """Form this slot's TBs: due retransmissions where the grant holds them, new data elsewhere.
@@ -362,8 +363,10 @@ class TransportBlocks:
 
         Each outcome steps the user's back-off by Sionna's OLLA rule, in each timeline. With
         ``shared_olla`` the timelines are snapshots of one cell at independent moments, each too short for
-        the loop to settle, so a user's copies share one back-off: it moves by the mean of the steps of the
-        copies that heard feedback in the slot, the step one long-running loop takes on average.
+        the loop to settle, so a user's copies share one back-off, and each outcome moves it by its step
+        over the number of copies: over a batch the back-off moves as the copies' own loops would on
+        average, and it rests where the first-attempt BLER over all their TBs is the target. (Weighing
+        by the copies that heard feedback instead would let the last, faded copies of a snapshot drive it.)
         """
         if self.olla is None or not bool((self.tb["feedback_slot"] == slot).any()):
             return
@@ -375,7 +378,7 @@ class TransportBlocks:
         self.olla.update(feedback)
         after = self.olla.offset_db
         heard = feedback >= 0
-        step = torch.where(heard, after - before, 0).sum(0) / heard.sum(0).clamp_min(1)
+        step = torch.where(heard, after - before, 0).sum(0) / heard.shape[0] * float(self.shared_olla)
         self.olla.offset_db = before + step[None]
 
     def _combine(self, ids, soft) -> torch.Tensor:
@@ -409,6 +412,22 @@ class TransportBlocks:
         if not self.records:
             return {}
         return {k: torch.cat([r[k] for r in self.records]) for k in self.records[0]}
+
+
+@functools.lru_cache(maxsize=512)
+def _codec(mcs, prbs, subcarrier_spacing_hz, pilots, mcs_table, decoder, num_bp_iter, device) -> TransportBlockLink:
+    """The encoder, mapper, demapper and decoder of one (MCS, PRBs) TB, built once per process (building a 5G
+    LDPC code takes tens of milliseconds; a run meets the same few dozen again and again)."""
+    return TransportBlockLink(mcs, prbs, subcarrier_spacing_hz=subcarrier_spacing_hz,
+                              pilot_ofdm_symbol_indices=list(pilots), mcs_table=mcs_table, decoder=decoder,
+                              num_bp_iter=num_bp_iter, device=device)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _tables(num_prbs: int, num_pilot_symbols: int, mcs_table: int, bler_target: float):
+    """The carrier's TB table and link adaptation's SINR thresholds, made once per process (both are fixed)."""
+    table = TransportBlockTable(num_prbs, num_pilot_symbols, mcs_table)
+    return table, sinr_thresholds_db(table, bler_target)
 
 
 def _take(tb_size: torch.Tensor, mcs: torch.Tensor) -> torch.Tensor:

@@ -131,7 +131,8 @@ class CellLoop:
     :param shares: ``token-aware``: [num_users] PRBs of each user's share
     :param olla_offset_db: digital: [num_users] outer-loop back-off every timeline starts from (``None``: 0)
     :param shared_olla: digital: the timelines are snapshots of one cell, whose users' outer loops are shared
-        by their copies (see :meth:`~sim.cell.harq.TransportBlocks.observe_feedback`)
+        by their copies (see :meth:`~sim.cell.harq.TransportBlocks.observe_feedback`); a number scales the
+        shared loop's steps
     :param trace: also record every slot's needs, grants and PRB owners (``CellRecords.trace``), for tests
     :param channel_seed: seed of the fading draws (``None``: Sionna's generator, which the engine seeds)
 
