@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -34,3 +35,20 @@ def reseed(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
+
+
+@contextmanager
+def sionna_rng_untouched():
+    """Run a block with Sionna's generators put back as they were afterwards.
+
+    For computations made once per process and cached (tables of link adaptation, say): whether the cache
+    was warm must not change the draws a run makes after them.
+    """
+    from sionna.phy import config
+
+    generator = config.torch_rng(config.device)
+    state = generator.get_state()
+    try:
+        yield
+    finally:
+        generator.set_state(state)

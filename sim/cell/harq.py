@@ -37,6 +37,7 @@ from sim.phy.abstraction import TransportBlockAbstraction, effective_sinr
 from sim.phy.digital import TransportBlockLink, TransportBlockTable
 from sim.phy.link_adaptation import LinkAdaptation, sinr_thresholds_db
 from sim.phy.quantization import UniformQuantizer
+from sim.runtime import sionna_rng_untouched
 
 PENDING, DONE = 0, 1  # a TB waiting for a retransmission; a TB delivered or given up
 _COLUMNS = ("b", "u", "start", "end", "mcs", "prbs", "attempts", "state", "next_slot", "feedback_slot",
@@ -425,9 +426,14 @@ def _codec(mcs, prbs, subcarrier_spacing_hz, pilots, mcs_table, decoder, num_bp_
 
 @functools.lru_cache(maxsize=16)
 def _tables(num_prbs: int, num_pilot_symbols: int, mcs_table: int, bler_target: float):
-    """The carrier's TB table and link adaptation's SINR thresholds, made once per process (both are fixed)."""
+    """The carrier's TB table and link adaptation's SINR thresholds, made once per process (both are fixed).
+
+    The thresholds come from the PHY abstraction, which draws an ACK on every call: Sionna's generator is put
+    back, so a run draws the same channels and noise whether these were cached or not.
+    """
     table = TransportBlockTable(num_prbs, num_pilot_symbols, mcs_table)
-    return table, sinr_thresholds_db(table, bler_target)
+    with sionna_rng_untouched():
+        return table, sinr_thresholds_db(table, bler_target)
 
 
 def _take(tb_size: torch.Tensor, mcs: torch.Tensor) -> torch.Tensor:

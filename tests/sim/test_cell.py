@@ -222,7 +222,7 @@ def test_the_outer_loop_holds_the_first_attempt_bler_at_its_target_at_link_level
     [0.5, 1.5] x link.bler_target, though the SINR reports (the CQI of the true channel) are optimistic."""
     link = {"mode": "digital", "fidelity": "link", "bler_target": 0.1, "harq": {"max_retx": 0}}
     s = scenario(tiny, [sender("u0", 10.0)], cell={"num_prbs": 4}, link=link)
-    records, _ = run(s, [32000], timelines=4, seed=1)
+    records, _ = run(s, [64000], timelines=4, seed=1)
     first = records.tbs["attempt"] == 1
     assert int(first.sum()) >= 2000
     bler = 1 - float(records.tbs["ack"][first].float().mean())
@@ -352,3 +352,17 @@ def test_the_response_of_fixed_delays_is_sionnas_cir_to_ofdm_channel():
     links = torch.tensor([0, 5, 11])
     a, tau = fading(7, links)
     torch.testing.assert_close(fading.response(7, links, frequencies), frequency_response(a, tau, frequencies))
+
+
+def test_a_run_draws_the_same_whether_the_link_adaptation_tables_were_cached_or_not(tiny):
+    """The tables are made once per process with the PHY abstraction, which draws: Sionna's generator is put
+    back, so a sweep in one process gives each point what a fresh process would."""
+    from sim.cell import harq
+
+    link = {"mode": "digital", "fidelity": "abstraction"}
+    s = scenario(tiny, [sender("u0", 10.0)], cell={"num_prbs": 4}, link=link)
+    harq._tables.cache_clear()
+    cold, _ = run(s, [512], timelines=4, seed=3)
+    warm, _ = run(s, [512], timelines=4, seed=3)
+    for key, value in cold.tbs.items():
+        assert torch.equal(value, warm.tbs[key]), key
