@@ -80,7 +80,9 @@ class HarqConfig(Strict):
     """Retransmissions of transport blocks that fail their CRC (Chase combining)."""
 
     max_retx: int = Field(3, ge=0, le=15, description="retransmissions of a TB at most (NR: up to 3 is usual)")
-    round_trip_slots: int = Field(4, ge=1, description="slots from one attempt of a TB to its retransmission")
+    round_trip_slots: int = Field(
+        4, ge=1, le=1000, description="slots from a TB attempt until its ACK/NACK is known; only then a retransmission"
+    )
 
 
 class LinkConfig(Strict):

@@ -198,3 +198,21 @@ def test_train_runs_each_stage_and_logs_both(tiny, write_scenario, tmp_path, cap
     argv = ["train", str(path), "--stage", "align", "--set", "training.alignment.enabled=false", "--quiet"]
     assert main(argv) == 2
     assert "training.alignment.enabled: False there is no alignment stage to run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fidelity", ["link", "abstraction"])
+def test_the_digital_token_nmse_falls_monotonically_with_the_snr(tiny, fidelity):
+    """From -10 to 20 dB, every user at one SNR: no dip in between (the outer loop holds the BLER everywhere)."""
+    from sim.engine import Simulation
+    from sim.scenario import validate_scenario
+
+    tiny["link"] = {"mode": "digital", "fidelity": fidelity}
+    tiny["evaluation"] = {"tasks_per_group": 64, "batch_size": 32}
+    sim = Simulation(validate_scenario(tiny), progress=False)
+    sim.train()
+    nmse = []
+    for snr in (-10.0, -5.0, 0.0, 5.0, 10.0, 20.0):
+        evaluation = sim.evaluate(snr)
+        nmse.append(float(evaluation.nmse_error.sum() / evaluation.nmse_power.sum()))
+    assert all(later <= earlier + 0.01 for earlier, later in zip(nmse, nmse[1:])), nmse
+    assert nmse[0] > 0.9 and nmse[-1] < 0.01, nmse  # from every TB lost to every value delivered

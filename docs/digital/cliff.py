@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -50,12 +51,15 @@ def run(out: Path, snrs: list[float], arms: dict[str, list[str]]) -> list[dict]:
                     "arm": arm,
                     "snr_db": snr,
                     "accuracy": m["accuracy"],
+                    "accuracy_ci95_low": m["accuracy_ci95"][0],
+                    "accuracy_ci95_high": m["accuracy_ci95"][1],
                     "token_nmse": m["token_nmse"],
                     "bits_per_task": m["bits_per_task"],
                     "bits_kind": m["bits_kind"],
                     "channel_uses_per_task": m["channel_uses_per_task"],
                     "latency_p95_ms": m["latency_ms"]["p95"],
                     "mcs": link.get("mcs", ""),
+                    "tb_first_attempt_bler": link.get("tb_first_attempt_bler", ""),
                     "tb_residual_bler": link.get("tb_residual_bler", ""),
                     "capacity_gap": link.get("capacity_gap", ""),
                 }
@@ -77,6 +81,11 @@ def write(rows: list[dict], snrs: list[float]) -> None:
         if mine[snrs[0]]["mcs"] != "":
             lines.append(f"| {arm}: mean MCS | " + " | ".join(f"{mine[s]['mcs']:.1f}" for s in snrs) + " |")
             lines.append(
+                f"| {arm}: first-attempt BLER | "
+                + " | ".join(f"{mine[s]['tb_first_attempt_bler']:.3f}" for s in snrs)
+                + " |"
+            )
+            lines.append(
                 f"| {arm}: residual BLER | " + " | ".join(f"{mine[s]['tb_residual_bler']:.3f}" for s in snrs) + " |"
             )
         lines.append(
@@ -88,9 +97,11 @@ def write(rows: list[dict], snrs: list[float]) -> None:
     for arm in arms:
         mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["snr_db"])
         x = [r["snr_db"] for r in mine]
-        left.plot(x, [r["accuracy"] for r in mine], marker="o", label=arm)
+        accuracy = np.array([r["accuracy"] for r in mine])
+        interval = np.array([[r["accuracy_ci95_low"], r["accuracy_ci95_high"]] for r in mine])
+        left.errorbar(x, accuracy, yerr=np.abs(interval.T - accuracy), marker="o", capsize=2, label=arm)
         right.plot(x, [r["token_nmse"] for r in mine], marker="o", label=arm)
-    left.set(xlabel="SNR (dB), every user", ylabel="task accuracy", title="accuracy")
+    left.set(xlabel="SNR (dB), every user", ylabel="task accuracy (95 % Wilson)", title="accuracy")
     right.set(xlabel="SNR (dB), every user", ylabel="token NMSE", title="received tokens", yscale="log")
     for ax in (left, right):
         ax.grid(alpha=0.3)
@@ -104,7 +115,7 @@ def write(rows: list[dict], snrs: list[float]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/cliff"))
-    parser.add_argument("--snrs", default="-10,-5,0,5,10,20")
+    parser.add_argument("--snrs", default="-10,-5,0,5,10,15,20")
     args = parser.parse_args()
     snrs = [float(s) for s in args.snrs.split(",")]
     rows = run(args.out, snrs, ARMS)

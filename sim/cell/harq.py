@@ -215,6 +215,23 @@ class TransportBlocks:
         tb_of_user[b, u] = ids
         return tb_of_user, ids
 
+    def transmit(self, slot, rows, granted, backlog, sent, link, rate, due, sinr_prb) -> dict[str, torch.Tensor]:
+        """One slot's TBs on the granted PRB rows, through ``link``: form them (:meth:`send`), map them
+        (:meth:`symbols`), carry them, decide them (:meth:`receive`).
+
+        :param rows: :class:`~sim.cell.analog.PrbRows`; ``granted``, ``backlog``, ``sent``: [B, U]
+        :param link: :class:`~sim.phy.analog.GrantedPrbLink`; ``rate``: unused (the analog side's)
+        :param due: :meth:`due`'s ``(tb, prbs)``
+        :param sinr_prb: [B, U, P] CQI at the power per RE of the grant on the granted PRBs, 0 elsewhere
+        :output: :meth:`receive`'s events and ``sent``, ``created`` (1-D ids of the TBs formed now)
+        """
+        tb_of_user, created = self.send(slot, granted, backlog, sent, *due, sinr_prb)
+        out = link(self.symbols(tb_of_user, rows.b, rows.u, rows.k), rows.h, rows.no)
+        events = self.receive(slot, tb_of_user, rows.b, rows.u, rows.k, out)
+        sent = sent.clone()
+        sent[self.tb["b"][created], self.tb["u"][created]] = self.tb["end"][created]
+        return events | {"sent": sent, "created": created}
+
     def _append(self, **columns) -> torch.Tensor:
         n = len(columns["b"])
         first = len(self.tb["b"])

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sim.cell.analog import AnalogPayloads, PrbRows
 from sim.cell.harq import TransportBlocks
 from sim.mac.power import UplinkPower
 from sim.mac.scheduler import SCHEDULERS, grants
@@ -219,40 +220,27 @@ class CellLoop:
         def position(pos, user):  # a user's stream position -> index into the padded [J * per_job] layout
             return torch.div(pos, units[user], rounding_mode="floor") * per_job + pos % units[user]
 
-        harq = None
         if self.digital:
             quantizer = UniformQuantizer(self.scenario.link.bits_per_value)
             bits = None if payload is None else quantizer.to_bits(payload.to(dev)).reshape(B, U, J * per_job)
             shift = self.power.shift_db(torch.arange(P + 1, dtype=torch.float64).clamp_min(1).expand(U, -1).T).T
-            harq = TransportBlocks(self.scenario.link, self.scenario.cell, B, U, shift, bits, position, dev,
+            link = TransportBlocks(self.scenario.link, self.scenario.cell, B, U, shift, bits, position, dev,
                                    olla_offset_db=self.olla_offset_db, shared_olla=self.shared_olla,
                                    power_headroom=self.scenario.scheduler.power_headroom)  # fmt: skip
-            stream = None
-        elif payload is not None:
-            symbols = torch.view_as_complex(payload.to(dev, torch.float32).reshape(B, U, J, -1, 2).contiguous())
-            stream = symbols.reshape(B, U, J * per_job)
-            received = torch.zeros_like(stream)
         else:
-            stream = None
+            symbols = None
+            if payload is not None:
+                symbols = torch.view_as_complex(payload.to(dev, torch.float32).reshape(B, U, J, -1, 2).contiguous())
+                symbols = symbols.reshape(B, U, J * per_job)
+            link = AnalogPayloads(symbols, position, R, units * J)
 
         scheduler = self.scheduler_class(U, P, batch_size=B, **self.scheduler_options)
         fading = self._fading()
         snr_ref = torch.pow(10.0, self.power.snr_db.to(dev) / 10)  # [U]
-
-        zeros_j = torch.zeros(B, U, J, dtype=torch.long, device=dev)
-        jobs = {k: zeros_j.clone() for k in ("on_air_slots", "waiting_slots", "harq_slots")}
-        jobs["first_slot"], jobs["done_slot"] = zeros_j - 1, zeros_j - 1
-        jobs["res"] = torch.zeros(B, U, J, dtype=torch.float64, device=dev)
-        jobs["coded_bits"] = torch.zeros_like(jobs["res"])
-        unresolved = zeros_j.clone()  # digital: TBs not yet delivered or given up that carry part of the job
-        zeros_u = torch.zeros(B, U, dtype=torch.long, device=dev)
-        users_rec = {k: zeros_u.clone() for k in ("granted_prb_slots", "granted_slots", "backlogged_slots", "res")}
-        users_rec["snr_re_db_sum"] = torch.zeros(B, U, dtype=torch.float64, device=dev)
-        users_rec["delivered_bits"] = zeros_u.clone()
+        jobs, users_rec = self._records(B, U, J)
+        unresolved = torch.zeros(B, U, J, dtype=torch.long, device=dev)  # TBs still open that carry part of a job
         active_slots = torch.zeros(B, dtype=torch.long, device=dev)
-        sent = zeros_u.clone()  # units of new data put on air so far
-        link_base = torch.arange(B, device=dev)[:, None] * U
-        sent_log: list[dict[str, torch.Tensor]] = []  # analog: which payload units went on air in each slot
+        sent = torch.zeros(B, U, dtype=torch.long, device=dev)  # units of new data put on air so far
         trace: list[dict] = []
 
         t = int(ready_slot.min())
@@ -260,17 +248,14 @@ class CellLoop:
             if t > MAX_SLOTS:
                 raise RuntimeError(f"the cell loop did not deliver every task within {MAX_SLOTS} slots")
             ready = ready_slot <= t
-            backlog = ready.sum(-1) * units - sent  # [B, U]: FIFO, so the first ready jobs are the arrived ones
-            due_tb = due_prbs = due_cover = None
-            if harq is not None:
-                harq.observe_feedback(t)
-                due_tb, due_prbs = harq.due(t)
-                due_cover = self._cover(harq.waiting_ranges(t), units, J)  # jobs with a retransmission due
-            wants = (backlog > 0) | (due_tb >= 0 if due_tb is not None else False)
             not_done = jobs["done_slot"] < 0
-            if not bool(wants.any()):
+            backlog = ready.sum(-1) * units - sent  # [B, U]: FIFO, so the first ready jobs are the arrived ones
+            link.observe_feedback(t)  # 8. HARQ feedback of attempts round_trip_slots ago
+            due = link.due(t)  # retransmissions that may go now
+            wants = (backlog > 0) | (due[0] >= 0 if due is not None else False)
+            if not bool(wants.any()):  # nothing to send: on to the next arrival or feedback
                 later = ready_slot[ready_slot > t]
-                upcoming = min(float(later.min()) if len(later) else math.inf, harq.next_event(t) if harq else math.inf)
+                upcoming = min(float(later.min()) if len(later) else math.inf, link.next_event(t))
                 if upcoming == math.inf:
                     if bool(not_done.any()):
                         raise RuntimeError("the cell loop has undelivered tasks and nothing left to happen")
@@ -278,30 +263,23 @@ class CellLoop:
                 jobs["harq_slots"] += (ready & not_done) * (int(upcoming) - t)  # all sent, waiting for feedback
                 t = int(upcoming)
                 continue
+            waiting = self._cover(link.waiting_ranges(t), units, J) > 0 if due is not None else None
 
-            # 2.-3. Channel and CQI of the users with something to send
+            # 2.-3. The channel of the users with something to send, and its CQI at their reference power
             users = torch.nonzero(wants.any(0)).squeeze(-1)
-            A = len(users)
-            links = (link_base + users[None, :]).flatten()
-            h = fading.response(t, links, self.frequencies).view(B, A, P, NUM_SUBCARRIERS_PER_PRB)
+            links = (torch.arange(B, device=dev)[:, None] * U + users[None, :]).flatten()
+            h = fading.response(t, links, self.frequencies).view(B, len(users), P, NUM_SUBCARRIERS_PER_PRB)
+            h_cqi = h
             if self.cqi_delay_slots:
-                h_cqi = fading.response(max(0, t - self.cqi_delay_slots), links, self.frequencies)
-                h_cqi = h_cqi.view(B, A, P, NUM_SUBCARRIERS_PER_PRB)
-            else:
-                h_cqi = h
-            gain = (h_cqi.real.square() + h_cqi.imag.square()).mean(-1)  # [B, A, P]
-            sinr_ref = snr_ref[users][None, :, None] * gain
-            rate = R * torch.log2(1 + sinr_ref)  # achievable bits per PRB at the reference power
+                h_cqi = fading.response(max(0, t - self.cqi_delay_slots), links, self.frequencies).view_as(h)
+            sinr_ref = snr_ref[users][None, :, None] * (h_cqi.real.square() + h_cqi.imag.square()).mean(-1)
+            rate = R * torch.log2(1 + sinr_ref)  # [B, A, P] achievable bits per PRB
 
-            # 4. Scheduling
-            user_backlog = backlog[:, users]
-            if harq is None:
-                need = torch.ceil(user_backlog / R).long()
-                first = torch.zeros_like(need, dtype=torch.bool)
-            else:
-                need = harq.need(users, user_backlog, sinr_ref)
-                first = due_tb[:, users] >= 0
-                need = torch.where(first, due_prbs[:, users], need)
+            # 4. Scheduling: retransmissions first, with exactly their PRBs
+            need = link.need(users, backlog[:, users], sinr_ref)
+            first = torch.zeros_like(need, dtype=torch.bool) if due is None else due[0][:, users] >= 0
+            if due is not None:
+                need = torch.where(first, due[1][:, users], need)
             group_backlog = torch.zeros(B, self.num_groups, dtype=torch.float64, device=dev)
             group_backlog.index_add_(1, g_of_u, backlog.to(torch.float64))
             owner = scheduler(users, need, rate, group_backlog[:, g_of_u[users]], first)
@@ -311,75 +289,38 @@ class CellLoop:
                 full_need[:, users] = need
                 trace.append({"slot": t, "need": full_need, "granted": granted, "owner": owner})
 
-            # 5. Power: SNR per RE of each granted user this slot
+            # 5. Power: each granted user's SNR per RE this slot
             snr_re_db = self.power(granted).to(dev)
 
-            # 7. PHY on the granted PRB rows
-            row_b, row_p = torch.nonzero(owner >= 0, as_tuple=True)
-            row_u = owner[row_b, row_p]
-            local = torch.full((U,), -1, dtype=torch.long, device=dev)
-            local[users] = torch.arange(A, device=dev)
-            row_a = local[row_u]
-            mine = (owner[:, :, None] == users[None, None, :]).long().cumsum(1) - 1  # [B, P, A]
-            row_k = mine[row_b, row_p, row_a]  # rank of the PRB within the user's grant, in PRB order
-            h_rows = h[row_b, row_a, row_p]  # [rows, 12]
-            no_rows = torch.pow(10.0, -snr_re_db[row_b, row_u] / 10).float()
-            sent_before = sent
-            delivered = torch.zeros(B, U, dtype=torch.float64, device=dev)  # bits each user got, for PF
-            if harq is None:
-                pos = sent[row_b, row_u, None] + row_k[:, None] * R + torch.arange(R, device=dev)
-                valid = pos < (sent + backlog)[row_b, row_u, None]
-                pos = torch.minimum(pos, (units[row_u] * J - 1)[:, None])
-                flat = position(pos, row_u[:, None].expand_as(pos))
-                if stream is not None:
-                    x = torch.where(valid, stream[row_b[:, None], row_u[:, None], flat], 0)
-                else:  # counting resources only
-                    x = torch.zeros(pos.shape, dtype=torch.complex64, device=dev)
-                out = self.prb_link(x, h_rows, no_rows)
-                if stream is not None:
-                    where = (row_b[:, None].expand_as(pos)[valid], row_u[:, None].expand_as(pos)[valid], flat[valid])
-                    received[where] = out["symbols"][valid]
-                carried = torch.minimum(granted * R, backlog)
-                r0, r1 = sent_before, sent_before + carried
-                sent = r1
-                b, u = torch.nonzero(carried > 0, as_tuple=True)
-                sent_log.append({"slot": torch.full_like(b, t), "timeline": b, "user": u, "start": r0[b, u],
-                                 "end": r1[b, u], "prbs": granted[b, u]})  # fmt: skip
-                res_now, coded_now = carried, torch.zeros_like(carried)
-                delivered.index_put_((row_b, row_u), rate[row_b, row_a, row_p].double(), accumulate=True)
-            else:
-                cqi_granted = torch.zeros(B, U, P, device=dev)
-                actual = sinr_ref * torch.pow(10.0, self.power.shift_db(granted)[:, users] / 10)[..., None].to(sinr_ref)
-                cqi_granted[row_b, row_u, row_p] = actual[row_b, row_a, row_p].float()
-                tb_of_user, new_ids = harq.send(t, granted, backlog, sent, due_tb, due_prbs, cqi_granted)
-                x = harq.symbols(tb_of_user, row_b, row_u, row_k)
-                out = self.prb_link(x, h_rows, no_rows)
-                events = harq.receive(t, tb_of_user, row_b, row_u, row_k, out)
-                tbs = harq.tb
-                sent = sent.clone()
-                sent[tbs["b"][new_ids], tbs["u"][new_ids]] = tbs["end"][new_ids]
-                r0, r1 = events["start"], events["end"]
-                res_now, coded_now = events["res"], events["coded_bits"]
-                delivered += events["decoded_bits"]
+            # 6.-8. Link adaptation, the PHY on the granted PRBs, HARQ
+            rows = PrbRows.of(owner, users, h, snr_re_db)
+            sinr_granted = torch.zeros(B, U, P, device=dev)
+            if self.digital:  # the CQI at the power per RE the grant leaves, on the granted PRBs
+                spread = torch.pow(10.0, self.power.shift_db(granted)[:, users] / 10).to(sinr_ref)[..., None]
+                sinr_granted[rows.b, rows.u, rows.p] = (sinr_ref * spread)[rows.b, rows.a, rows.p].float()
+            events = link.transmit(t, rows, granted, backlog, sent, self.prb_link, rate, due, sinr_granted)
+            scheduler.observe(owner, events["decoded_bits"])
+            if self.digital:
                 users_rec["delivered_bits"] += events["payload_bits"]
-                resolved = events["resolved"]
-                unresolved += self._cover(harq.ranges(new_ids), units, J) - self._cover(harq.ranges(resolved), units, J)
-            scheduler.observe(owner, delivered)
+                created, resolved = (link.ranges(events[k]) for k in ("created", "resolved"))
+                unresolved += self._cover(created, units, J) - self._cover(resolved, units, J)
 
-            # Job states in this slot, counted from what happened in it
+            # What each job did in this slot: on air, queued for PRBs, or waiting for HARQ feedback
+            r0, r1 = events["start"], events["end"]
             on_air = (job_start < r1[..., None]) & (job_end > r0[..., None]) & (r1 > r0)[..., None]
             overlap = (torch.minimum(r1[..., None], job_end) - torch.maximum(r0[..., None], job_start)).clamp_min(0)
-            share = overlap / (r1 - r0).clamp_min(1)[..., None]
-            jobs["res"] += share * res_now[..., None]
-            jobs["coded_bits"] += share * coded_now[..., None]
-            queued = ready & (job_end > sent_before[..., None])  # tokens not yet on air at the slot's start
-            if due_cover is not None:
-                queued |= due_cover > 0
+            share = overlap / (r1 - r0).clamp_min(1)[..., None]  # of the slot's resources, by payload carried
+            jobs["res"] += share * events["res"][..., None]
+            jobs["coded_bits"] += share * events["coded_bits"][..., None]
+            queued = ready & (job_end > sent[..., None])  # tokens not yet on air at the slot's start
+            if waiting is not None:
+                queued |= waiting
             queued &= ~on_air & not_done
             jobs["on_air_slots"] += on_air
             jobs["waiting_slots"] += queued
             jobs["harq_slots"] += ready & not_done & ~on_air & ~queued
             jobs["first_slot"] = torch.where(on_air & (jobs["first_slot"] < 0), t, jobs["first_slot"])
+            sent = events["sent"]
             done = ready & not_done & (job_end <= sent[..., None]) & (unresolved == 0)
             jobs["done_slot"] = torch.where(done, t, jobs["done_slot"])
 
@@ -387,7 +328,7 @@ class CellLoop:
             users_rec["granted_slots"] += granted > 0
             users_rec["backlogged_slots"] += wants
             users_rec["snr_re_db_sum"] += torch.where(granted > 0, snr_re_db, 0.0)
-            users_rec["res"] += res_now
+            users_rec["res"] += events["res"]
             active_slots += wants.any(1)
             if not bool((jobs["done_slot"] < 0).any()):
                 break
@@ -409,11 +350,11 @@ class CellLoop:
 
         if payload is None:
             values = None
-        elif harq is None:
-            values = torch.view_as_real(received.view(B, U, J, per_job)).reshape(B, U, J, -1)
+        elif not self.digital:
+            values = torch.view_as_real(link.received.view(B, U, J, per_job)).reshape(B, U, J, -1)
         else:
-            value_ok = harq.bit_ok.view(B, U, J, -1, harq.quantizer.bits_per_value).all(-1)
-            values = harq.quantizer.from_bits(harq.received.view(B, U, J, -1)) * value_ok
+            value_ok = link.bit_ok.view(B, U, J, -1, link.quantizer.bits_per_value).all(-1)
+            values = link.quantizer.from_bits(link.received.view(B, U, J, -1)) * value_ok
             in_payload = torch.arange(value_ok.shape[-1], device=dev) < self.values_per_user[:, None, None]
             jobs["erased_values"] = (~value_ok & in_payload[None]).sum(-1)
         jobs.update(
@@ -432,11 +373,25 @@ class CellLoop:
             users=users_rec,
             active_slots=active_slots,
             received=None if values is None else values[..., : payload.shape[-1]],
-            tbs=harq.tb_records() if harq is not None else {},
-            transmissions={k: torch.cat([r[k] for r in sent_log]) for k in sent_log[0]} if sent_log else {},
+            tbs=link.tb_records() if self.digital else {},
+            transmissions={} if self.digital else link.transmissions(),
             trace=trace,
-            olla_offset_db=harq.olla.offset_db.mean(0) if harq is not None and harq.olla is not None else None,
+            olla_offset_db=link.olla.offset_db.mean(0) if self.digital and link.olla is not None else None,
         )
+
+    def _records(self, B, U, J) -> tuple[dict, dict]:
+        """Zeroed per-job and per-user records (see :class:`CellRecords`)."""
+        dev = self.device
+        jobs = {k: torch.zeros(B, U, J, dtype=torch.long, device=dev) for k in ("on_air_slots", "waiting_slots",
+                                                                                "harq_slots")}  # fmt: skip
+        jobs["first_slot"] = torch.full((B, U, J), -1, dtype=torch.long, device=dev)
+        jobs["done_slot"] = torch.full((B, U, J), -1, dtype=torch.long, device=dev)
+        jobs["res"] = torch.zeros(B, U, J, dtype=torch.float64, device=dev)
+        jobs["coded_bits"] = torch.zeros(B, U, J, dtype=torch.float64, device=dev)
+        users = {k: torch.zeros(B, U, dtype=torch.long, device=dev) for k in ("granted_prb_slots", "granted_slots",
+                 "backlogged_slots", "res", "delivered_bits")}  # fmt: skip
+        users["snr_re_db_sum"] = torch.zeros(B, U, dtype=torch.float64, device=dev)
+        return jobs, users
 
     def _cover(self, ranges, units, num_jobs) -> torch.Tensor:
         """[timelines, users, jobs] int64: how many of the payload ranges ``(b, u, start, end)`` (1-D each, end
