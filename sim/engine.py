@@ -23,8 +23,8 @@ from models.features import QUESTIONS, SplitFeatures, count_flops, load_features
 from models.paths import digest
 from models.system import SplitModel
 from models.training import TaskSampler, finetune_split_model, task_accuracy
-from sim.errors import ScenarioError
 from sim.cell import CellLoop, CellRecords
+from sim.errors import ScenarioError
 from sim.mac.allocation import Calibration, EqualShare, TokenAwareAllocation
 from sim.mac.power import UplinkPower
 from sim.mac.traffic import arrival_times_s
@@ -285,9 +285,18 @@ class Simulation:
         parts: list[CellRecords] = []
 
         def loop(num_timelines, olla_offset_db=None, gain=1):
-            return CellLoop(s, uplink.values_per_user, device_s, edge_s, num_timelines, self.device, snr_db=snr_db,
-                            shares=shares, olla_offset_db=olla_offset_db,
-                            shared_olla=gain if s.traffic.arrival == "snapshot" else False)  # fmt: skip
+            return CellLoop(
+                s,
+                uplink.values_per_user,
+                device_s,
+                edge_s,
+                num_timelines,
+                self.device,
+                snr_db=snr_db,
+                shares=shares,
+                olla_offset_db=olla_offset_db,
+                shared_olla=gain if s.traffic.arrival == "snapshot" else False,
+            )
 
         def answer(batch, tx, payload, gain, received, timeline, job):
             nonlocal error, power
@@ -325,8 +334,15 @@ class Simulation:
                 offset = records.olla_offset_db
                 parts.append(records)
                 timelines = torch.arange(start, start + payload.shape[0], device=self.device)
-                answer(batch, tx, payload, gain, records.received[:, :, 0], timelines.repeat_interleave(num_groups),
-                       torch.zeros_like(batch["group"]))  # fmt: skip
+                answer(
+                    batch,
+                    tx,
+                    payload,
+                    gain,
+                    records.received[:, :, 0],
+                    timelines.repeat_interleave(num_groups),
+                    torch.zeros_like(batch["group"]),
+                )
                 start += payload.shape[0]
         else:
             batches, transmitted = [], []
@@ -445,10 +461,11 @@ def _group_of_user(scenario) -> np.ndarray:
 
 def _at_lowest_mcs(records: CellRecords, scenario) -> torch.Tensor:
     """[num_users] bool: every first attempt of the user used the lowest MCS usable on its grant."""
-    from sim.phy.digital import TransportBlockTable
+    from sim.cell.harq import transport_block_table
 
-    table = TransportBlockTable(scenario.cell.num_prbs, len(scenario.cell.pilot_ofdm_symbol_indices),
-                                scenario.link.mcs_table)  # fmt: skip
+    table = transport_block_table(
+        scenario.cell.num_prbs, len(scenario.cell.pilot_ofdm_symbol_indices), scenario.link.mcs_table
+    )
     lowest = table.usable.float().argmax(0).to(records.tbs["mcs"].device)  # [num_prbs + 1]
     first = records.tbs["attempt"] == 1
     above = first & (records.tbs["mcs"] > lowest[records.tbs["prbs"]])

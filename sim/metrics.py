@@ -191,7 +191,7 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
             record["link"] = digital_counts(
                 {k: v[tb["user"] == i] for k, v in tb.items()},
                 erased=user_jobs["erased_values"].sum(),
-                payload_bits=values_per_user[i] * s.link.bits_per_value * num_tasks_per_user,
+                payload_values=values_per_user[i] * num_tasks_per_user,
                 shannon=float(shannon_bits(users_rec["res"][i], snr_re_db[i])),
                 channel_uses=users_rec["res"][i],
                 max_attempts=1 + s.link.harq.max_retx,
@@ -245,7 +245,7 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
         metrics["link"] = {"mode": "digital", "fidelity": s.link.fidelity} | digital_counts(
             tb,
             erased=jobs["erased_values"].sum(),
-            payload_bits=sum(values_per_user) * s.link.bits_per_value * num_tasks_per_user,
+            payload_values=sum(values_per_user) * num_tasks_per_user,
             shannon=float(shannon_bits(users_rec["res"], snr_re_db).sum()),
             channel_uses=users_rec["res"].sum(),
             max_attempts=1 + s.link.harq.max_retx,
@@ -268,9 +268,11 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
     return metrics, per_user, per_task, per_tb
 
 
-def digital_counts(tb: dict[str, np.ndarray], erased, payload_bits, shannon, channel_uses, max_attempts) -> dict:
+def digital_counts(tb: dict[str, np.ndarray], erased, payload_values, shannon, channel_uses, max_attempts) -> dict:
     """Transport-block statistics of the digital link from TB attempt records (any subset of them).
 
+    ``erased_value_rate``: token values erased (a TB carrying one of their bits failed for good) over the
+    values sent.
     ``capacity_gap``: Shannon bits of the data REs used at the SNR per RE over the information bits
     delivered; 1 would be a capacity-achieving link, and no real one goes below it.
     """
@@ -284,7 +286,7 @@ def digital_counts(tb: dict[str, np.ndarray], erased, payload_bits, shannon, cha
         "tb_first_attempt_bler": float(1 - ack[first].mean()) if num_tbs else float("nan"),
         "tb_attempts_per_tb": float(len(attempt) / max(num_tbs, 1)),
         "tb_residual_bler": float(((~ack) & (attempt == max_attempts)).sum() / max(num_tbs, 1)),
-        "erased_value_rate": float(erased) / max(payload_bits, 1),
+        "erased_value_rate": float(erased) / max(payload_values, 1),
         "information_bits": delivered,
         "goodput_bits_per_channel_use": delivered / max(float(channel_uses), 1.0),
         "capacity_gap": float(shannon / delivered) if delivered else None,  # None: nothing got through

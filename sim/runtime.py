@@ -46,9 +46,10 @@ def sionna_rng_untouched():
     """
     from sionna.phy import config
 
-    generator = config.torch_rng(config.device)
-    state = generator.get_state()
+    generators = {config.torch_rng(device) for device in ("cpu", config.device)}  # the CPU's and the run's
+    states = [(g, g.get_state()) for g in generators]
     try:
         yield
     finally:
-        generator.set_state(state)
+        for generator, state in states:
+            generator.set_state(state)

@@ -216,3 +216,17 @@ def test_the_digital_token_nmse_falls_monotonically_with_the_snr(tiny, fidelity)
         nmse.append(float(evaluation.nmse_error.sum() / evaluation.nmse_power.sum()))
     assert all(later <= earlier + 0.01 for earlier, later in zip(nmse, nmse[1:])), nmse
     assert nmse[0] > 0.9 and nmse[-1] < 0.01, nmse  # from every TB lost to every value delivered
+
+
+def test_every_value_is_erased_where_every_transport_block_fails(tiny, write_scenario, tmp_path):
+    """MCS 27 at -10 dB: no TB gets through its retransmissions, so the erased-value rate is exactly 1."""
+    tiny["link"] = {"mode": "digital", "mcs": 27, "fidelity": "abstraction", "harq": {"max_retx": 1}}
+    tiny["snr_db"] = -10
+    for user in tiny["users"]:
+        user.pop("snr_db")
+    metrics = _run(write_scenario(tiny), tmp_path / "lost")
+    assert metrics["link"]["tb_residual_bler"] == 1.0
+    assert metrics["link"]["erased_value_rate"] == 1.0
+    assert metrics["token_nmse"] == pytest.approx(1.0)
+    for user in metrics["users"]:
+        assert user["link"]["erased_value_rate"] == 1.0

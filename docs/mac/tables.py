@@ -27,12 +27,18 @@ TABLES = {
     "analog link, snapshots": {p: [f"scheduler.policy={p}"] for p in POLICIES},
     "digital link (abstraction), snapshots": {p: [*DIGITAL, f"scheduler.policy={p}"] for p in POLICIES},
     "digital link (abstraction), Poisson 100 tasks/s per group": {
-        p: [*DIGITAL, f"scheduler.policy={p}", "traffic.arrival=poisson", "traffic.rate_per_s=100",
-            "evaluation.tasks_per_group=250"]
+        p: [
+            *DIGITAL,
+            f"scheduler.policy={p}",
+            "traffic.arrival=poisson",
+            "traffic.rate_per_s=100",
+            "evaluation.tasks_per_group=250",
+        ]
         for p in POLICIES
     },  # fmt: skip
     "analog link, TDL-A with 300 ns delay spread (frequency-selective)": {
-        p: [*SELECTIVE, f"scheduler.policy={p}"] for p in ("equal-share", "round-robin", "proportional-fair", "max-rate")
+        p: [*SELECTIVE, f"scheduler.policy={p}"]
+        for p in ("equal-share", "round-robin", "proportional-fair", "max-rate")
     },
     "digital link (abstraction), proportional fair, power headroom": {
         f"power_headroom={v}": [*DIGITAL, "scheduler.policy=proportional-fair", f"scheduler.power_headroom={v}"]

@@ -72,7 +72,7 @@ class AnalogPayloads:
     def next_event(self, slot: int) -> float:
         return math.inf
 
-    def need(self, users, backlog, sinr_prb) -> torch.Tensor:
+    def need(self, users, backlog, sinr_prb, best_first=True) -> torch.Tensor:
         """PRBs that carry each user's queued symbols: one RE a symbol."""
         return torch.ceil(backlog / self.res_per_prb).long()
 
@@ -101,8 +101,16 @@ class AnalogPayloads:
             self.received[where] = out["symbols"][valid]
         carried = torch.minimum(granted * R, backlog)
         b, u = torch.nonzero(carried > 0, as_tuple=True)
-        self.log.append({"slot": torch.full_like(b, slot), "timeline": b, "user": u, "start": sent[b, u],
-                         "end": (sent + carried)[b, u], "prbs": granted[b, u]})  # fmt: skip
+        self.log.append(
+            {
+                "slot": torch.full_like(b, slot),
+                "timeline": b,
+                "user": u,
+                "start": sent[b, u],
+                "end": (sent + carried)[b, u],
+                "prbs": granted[b, u],
+            }
+        )
         served = torch.zeros(granted.shape, dtype=torch.float64, device=sent.device)
         served.index_put_((rows.b, rows.u), rate[rows.b, rows.a, rows.p].double(), accumulate=True)
         return {

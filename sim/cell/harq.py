@@ -40,8 +40,20 @@ from sim.phy.quantization import UniformQuantizer
 from sim.runtime import sionna_rng_untouched
 
 PENDING, DONE = 0, 1  # a TB waiting for a retransmission; a TB delivered or given up
-_COLUMNS = ("b", "u", "start", "end", "mcs", "prbs", "attempts", "state", "next_slot", "feedback_slot",
-            "first_ack", "soft_row")  # fmt: skip
+_COLUMNS = (
+    "b",
+    "u",
+    "start",
+    "end",
+    "mcs",
+    "prbs",
+    "attempts",
+    "state",
+    "next_slot",
+    "feedback_slot",
+    "first_ack",
+    "soft_row",
+)
 
 
 class TransportBlocks:
@@ -64,13 +76,26 @@ class TransportBlocks:
     :param power_headroom: ``scheduler.power_headroom`` (see :meth:`need`)
     """
 
-    def __init__(self, link, cell, num_timelines, num_users, reference_snr_shift_db, bits, position, device,
-                 olla_offset_db=None, shared_olla=False, power_headroom=True):  # fmt: skip
+    def __init__(
+        self,
+        link,
+        cell,
+        num_timelines,
+        num_users,
+        reference_snr_shift_db,
+        bits,
+        position,
+        device,
+        olla_offset_db=None,
+        shared_olla=False,
+        power_headroom=True,
+    ):
         self.fidelity, self.max_attempts = link.fidelity, 1 + link.harq.max_retx
         self.round_trip_slots = link.harq.round_trip_slots
         self.quantizer = UniformQuantizer(link.bits_per_value)
-        self.table, thresholds = _tables(cell.num_prbs, len(cell.pilot_ofdm_symbol_indices), link.mcs_table,
-                                         link.bler_target)  # fmt: skip
+        self.table, thresholds = _tables(
+            cell.num_prbs, len(cell.pilot_ofdm_symbol_indices), link.mcs_table, link.bler_target
+        )
         self.tb_size = self.table.tb_size.to(device)
         usable = self.table.usable
         first_usable = torch.where(usable.any(0), usable.float().argmax(0), 0)
@@ -84,8 +109,9 @@ class TransportBlocks:
         self.mcs_table = link.mcs_table
         self.olla = None
         if self.fixed_mcs is None:
-            self.olla = LinkAdaptation(num_users, link.bler_target, link.mcs_table, olla=True,
-                                       batch_size=num_timelines, device=str(device))  # fmt: skip
+            self.olla = LinkAdaptation(
+                num_users, link.bler_target, link.mcs_table, olla=True, batch_size=num_timelines, device=str(device)
+            )
             if olla_offset_db is not None:
                 self.olla.offset_db = torch.as_tensor(olla_offset_db)[None, :]
         self.last_mcs = torch.full((num_timelines, num_users), int(first_usable[1]), dtype=torch.long, device=device)
@@ -104,32 +130,42 @@ class TransportBlocks:
             self.bit_ok = torch.zeros(bits.shape, dtype=torch.bool, device=device)
         self.device = device
         self.shape = (num_timelines, num_users)
-        self.tb = {c: torch.zeros(0, dtype=torch.long, device=device) for c in _COLUMNS}
+        self._table = {c: torch.zeros(0, dtype=torch.long, device=device) for c in _COLUMNS}  # capacity grows
+        self._count = 0
+        self._open = torch.zeros(0, dtype=torch.long, device=device)  # TBs waiting for feedback or a retransmission
         self.soft = torch.zeros(0, 0, device=device)
         self.soft_free = torch.zeros(0, dtype=torch.bool, device=device)
         self.records: list[dict[str, torch.Tensor]] = []
+
+    @property
+    def tb(self) -> dict[str, torch.Tensor]:
+        """Every TB so far, one entry per TB in each column (views: writing to them writes the table)."""
+        return {c: v[: self._count] for c, v in self._table.items()}
 
     # ------------------------------------------------------------------ what is due
 
     def due(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(tb, prbs)``, each [num_timelines, num_users] int64: the oldest TB whose retransmission is due
         in ``slot`` (-1: none) and its PRBs (0: none)."""
-        tb = self.tb
-        waiting = (tb["state"] == PENDING) & (tb["next_slot"] <= slot)
+        tb, ids = self.tb, self._due_ids(slot)
         oldest = torch.full(self.shape, -1, dtype=torch.long, device=self.device)
-        if bool(waiting.any()):
-            ids = torch.nonzero(waiting).squeeze(-1)
+        if len(ids):
             flat = tb["b"][ids] * self.shape[1] + tb["u"][ids]
-            first = torch.full((self.shape[0] * self.shape[1],), len(tb["b"]), dtype=torch.long, device=self.device)
+            first = torch.full((self.shape[0] * self.shape[1],), self._count, dtype=torch.long, device=self.device)
             first = first.scatter_reduce(0, flat, ids, "amin")
-            oldest = torch.where(first < len(tb["b"]), first, -1).view(self.shape)
-        prbs = torch.where(oldest >= 0, tb["prbs"][oldest.clamp_min(0)], 0) if len(tb["b"]) else torch.zeros_like(oldest)
+            oldest = torch.where(first < self._count, first, -1).view(self.shape)
+        prbs = torch.where(oldest >= 0, tb["prbs"][oldest.clamp_min(0)], 0) if self._count else torch.zeros_like(oldest)
         return oldest, prbs
+
+    def _due_ids(self, slot: int) -> torch.Tensor:
+        # only the open TBs (waiting for feedback or a retransmission) are looked at: a run's HARQ work stays
+        # linear in its TBs
+        tb, ids = self.tb, self._open
+        return ids[(tb["state"][ids] == PENDING) & (tb["next_slot"][ids] <= slot)]
 
     def waiting_ranges(self, slot: int):
         """Payload ranges of TBs whose retransmission is due in ``slot``: ``(b, u, start, end)`` 1-D each."""
-        tb = self.tb
-        return self.ranges(torch.nonzero((tb["state"] == PENDING) & (tb["next_slot"] <= slot)).squeeze(-1))
+        return self.ranges(self._due_ids(slot))
 
     def ranges(self, ids: torch.Tensor):
         """``(b, u, start, end)``, 1-D each: where the payload of TBs ``ids`` lies."""
@@ -138,22 +174,24 @@ class TransportBlocks:
 
     def next_event(self, slot: int) -> float:
         """The next slot after ``slot`` at which a retransmission falls due or feedback arrives (``inf``: none)."""
-        tb = self.tb
-        times = torch.cat([tb["next_slot"][tb["state"] == PENDING], tb["feedback_slot"]])
+        tb, ids = self.tb, self._open
+        times = torch.cat([tb["next_slot"][ids][tb["state"][ids] == PENDING], tb["feedback_slot"][ids]])
         later = times[times > slot]
         return float(later.min()) if len(later) else math.inf
 
     # ------------------------------------------------------------------ how many PRBs new data needs
 
-    def need(self, users: torch.Tensor, backlog: torch.Tensor, sinr_prb: torch.Tensor) -> torch.Tensor:
+    def need(self, users: torch.Tensor, backlog: torch.Tensor, sinr_prb: torch.Tensor, best_first=True):
         """PRBs that carry each user's backlog in one TB at the MCS link adaptation would pick.
 
-        The reported SINR is the mean over the carrier of the CQI (reference power), less the outer-loop
-        back-off; a grant of ``b`` PRBs moves it by the power rule. With ``b`` PRBs the user carries the TB
-        size of the highest MCS whose BLER at that SINR meets the target. The need is the fewest PRBs that
-        carry the backlog; where none do, with ``scheduler.power_headroom`` the grant that carries the most
-        (a power-limited user gains nothing from PRBs its power cannot fill, which a gNB learns from its
-        power headroom reports), else the whole carrier.
+        The SINR a grant of ``b`` PRBs would report is the EESM (beta of the user's last MCS) of the CQI of the
+        PRBs it would get, less the outer-loop back-off, moved by the power rule for ``b``: the user's ``b``
+        best PRBs under a channel-aware scheduler (``best_first``), the carrier's average PRB under a blind
+        one. With ``b`` PRBs the user carries the TB size of the highest MCS whose BLER at that SINR meets
+        the target. The need is the fewest PRBs that carry the backlog; where none do, with
+        ``scheduler.power_headroom`` the grant that carries the most (a power-limited user gains nothing
+        from PRBs its power cannot fill, which a gNB learns from its power headroom reports), else the
+        whole carrier.
 
         :param users: [num_active]; :param backlog: [num_timelines, num_active] bits
         :param sinr_prb: [num_timelines, num_active, num_prbs] linear CQI at the reference power
@@ -165,9 +203,9 @@ class TransportBlocks:
             carried = tb_size[self.fixed_mcs].expand(*backlog.shape, -1).clone()
             carried[..., ~self.table.usable[self.fixed_mcs, 1:].to(self.device)] = 0
         else:
-            report_db = 10 * torch.log10(sinr_prb.mean(-1).clamp_min(1e-12))
-            report_db = report_db - self.olla.offset_db[:, users].to(report_db)
-            sinr_db = report_db[..., None] + self.shift_db[users, 1:][None]  # [timelines, active, b]
+            effective = eesm_of_best(sinr_prb, self.last_mcs[:, users], self.mcs_table, best_first)
+            report_db = 10 * torch.log10(effective.clamp_min(1e-12)) - self.olla.offset_db[:, users, None].to(effective)
+            sinr_db = report_db + self.shift_db[users, 1:][None]  # [timelines, active, b]
             meets = self.thresholds[:, 1:].T <= sinr_db[..., None]  # [timelines, active, b, num_mcs]
             best = torch.where(meets.any(-1), meets.shape[-1] - 1 - meets.flip(-1).float().argmax(-1), -1)
             carried = torch.where(best >= 0, _take(tb_size, best), 0)
@@ -180,8 +218,16 @@ class TransportBlocks:
 
     def _codec(self, mcs: int, prbs: int) -> TransportBlockLink:
         args = self._codec_args
-        return _codec(mcs, prbs, args["subcarrier_spacing_hz"], tuple(args["pilot_ofdm_symbol_indices"]),
-                      args["mcs_table"], args["decoder"], args["num_bp_iter"], args["device"])  # fmt: skip
+        return _codec(
+            mcs,
+            prbs,
+            args["subcarrier_spacing_hz"],
+            tuple(args["pilot_ofdm_symbol_indices"]),
+            args["mcs_table"],
+            args["decoder"],
+            args["num_bp_iter"],
+            args["device"],
+        )
 
     def send(self, slot, granted, backlog, sent, due_tb, due_prbs, sinr_prb_granted):
         """Form this slot's TBs: due retransmissions where the grant holds them, new data elsewhere.
@@ -208,9 +254,13 @@ class TransportBlocks:
         b, u = torch.nonzero(new, as_tuple=True)
         start = sent[b, u]
         ids = self._append(
-            b=b, u=u, start=start, end=start + torch.minimum(tb_size[b, u], backlog[b, u]), mcs=mcs[b, u],
+            b=b,
+            u=u,
+            start=start,
+            end=start + torch.minimum(tb_size[b, u], backlog[b, u]),
+            mcs=mcs[b, u],
             prbs=granted[b, u],
-        )  # fmt: skip
+        )
         tb_of_user = torch.where(retx, due_tb, -1)
         tb_of_user[b, u] = ids
         return tb_of_user, ids
@@ -234,15 +284,22 @@ class TransportBlocks:
 
     def _append(self, **columns) -> torch.Tensor:
         n = len(columns["b"])
-        first = len(self.tb["b"])
+        first = self._count
+        if first + n > len(self._table["b"]):  # double the capacity: appending stays linear in the TBs
+            grow = max(first + n, 2 * len(self._table["b"]), 1024) - len(self._table["b"])
+            self._table = {c: torch.cat([v, v.new_zeros(grow)]) for c, v in self._table.items()}
         filled = {
-            "attempts": 0, "state": PENDING, "next_slot": -1, "feedback_slot": -1, "first_ack": -1, "soft_row": -1
-        }  # fmt: skip
+            "attempts": 0,
+            "state": PENDING,
+            "next_slot": -1,
+            "feedback_slot": -1,
+            "first_ack": -1,
+            "soft_row": -1,
+        }
         for c in _COLUMNS:
-            value = columns[c] if c in columns else torch.full((n,), filled[c], dtype=torch.long, device=self.device)
-            self.tb[c] = torch.cat([self.tb[c], value.to(torch.long)])
-        rows = self._soft_rows(n)
-        self.tb["soft_row"][first:] = rows
+            self._table[c][first : first + n] = columns[c] if c in columns else filled[c]
+        self._count += n
+        self._table["soft_row"][first : first + n] = self._soft_rows(n)
         return torch.arange(first, first + n, device=self.device)
 
     def _soft_rows(self, n: int) -> torch.Tensor:
@@ -277,8 +334,9 @@ class TransportBlocks:
 
     def _configs(self, tb_of_user) -> dict[tuple[int, int], torch.Tensor]:
         ids = tb_of_user[tb_of_user >= 0]
-        keys = self.tb["mcs"][ids] * 1000 + self.tb["prbs"][ids]
-        return {(int(k) // 1000, int(k) % 1000): ids[keys == k] for k in keys.unique().tolist()}
+        pairs = torch.stack([self.tb["mcs"][ids], self.tb["prbs"][ids]], 1)
+        configs = pairs.unique(dim=0).tolist()
+        return {(m, p): ids[(pairs[:, 0] == m) & (pairs[:, 1] == p)] for m, p in configs}
 
     def _tb_bits(self, ids, tb_size) -> torch.Tensor:
         """[len(ids), tb_size] payload bits of TBs ``ids``, zero padding after their payload."""
@@ -301,8 +359,10 @@ class TransportBlocks:
             ``payload_bits`` (payload bits delivered); and ``resolved``, 1-D ids of TBs delivered or given up
         """
         tb = self.tb
-        events = {k: torch.zeros(self.shape, dtype=torch.long, device=self.device)
-                  for k in ("start", "end", "res", "coded_bits", "decoded_bits", "payload_bits")}  # fmt: skip
+        events = {
+            k: torch.zeros(self.shape, dtype=torch.long, device=self.device)
+            for k in ("start", "end", "res", "coded_bits", "decoded_bits", "payload_bits")
+        }
         ids = tb_of_user[tb_of_user >= 0]
         n = len(ids)
         events["resolved"] = ids[:0]
@@ -317,7 +377,9 @@ class TransportBlocks:
         sinr = torch.zeros(n, width, device=self.device)
         x = torch.zeros(n, width, dtype=torch.complex64, device=self.device)
         target = local[row_tb[rows]], row_k[rows]
-        sinr.view(n, -1, self.res_per_prb)[target] = out["sinr" if self.fidelity == "link" else "sinr_abstraction"][rows]
+        sinr.view(n, -1, self.res_per_prb)[target] = out["sinr" if self.fidelity == "link" else "sinr_abstraction"][
+            rows
+        ]
         x.view(n, -1, self.res_per_prb)[target] = out["x"][rows].to(x.dtype)
         ack = torch.zeros(n, dtype=torch.bool, device=self.device)
         if self.fidelity == "abstraction":
@@ -341,6 +403,9 @@ class TransportBlocks:
         tb["state"][ids] = torch.where(final, DONE, PENDING)
         tb["next_slot"][ids] = slot + self.round_trip_slots
         self.soft_free[tb["soft_row"][ids[final]]] = True
+        # open: still to be retransmitted, or its first attempt's feedback is still to come (the outer loop's)
+        candidates = torch.cat([self._open, ids]).unique()
+        self._open = candidates[(tb["state"][candidates] == PENDING) | (tb["feedback_slot"][candidates] > slot)]
         coded_bits = self.table.coded_bits.to(self.device)[mcs, prbs]
         tb_size = self.tb_size[mcs, prbs]
         payload = tb["end"][ids] - tb["start"][ids]
@@ -362,16 +427,22 @@ class TransportBlocks:
             }
         )
         b, u = tb["b"][ids], tb["u"][ids]
-        for key, value in (("start", tb["start"][ids]), ("end", tb["end"][ids]), ("res", prbs * self.res_per_prb),
-                           ("coded_bits", coded_bits), ("decoded_bits", tb_size * ack), ("payload_bits", payload * ack)):
-            events[key][b, u] = value  # fmt: skip
+        for key, value in (
+            ("start", tb["start"][ids]),
+            ("end", tb["end"][ids]),
+            ("res", prbs * self.res_per_prb),
+            ("coded_bits", coded_bits),
+            ("decoded_bits", tb_size * ack),
+            ("payload_bits", payload * ack),
+        ):
+            events[key][b, u] = value
         events["resolved"] = ids[final]
         return events
 
     def feedback(self, slot: int) -> torch.Tensor:
         """[num_timelines, num_users] int32: first-attempt HARQ feedback arriving in ``slot`` (1 ACK, 0 NACK, -1)."""
         tb = self.tb
-        arriving = torch.nonzero(tb["feedback_slot"] == slot).squeeze(-1)
+        arriving = self._open[tb["feedback_slot"][self._open] == slot]
         out = torch.full(self.shape, -1, dtype=torch.int32, device=self.device)
         out[tb["b"][arriving], tb["u"][arriving]] = tb["first_ack"][arriving].to(torch.int32)
         return out
@@ -386,7 +457,7 @@ class TransportBlocks:
         average, and it rests where the first-attempt BLER over all their TBs is the target. (Weighing
         by the copies that heard feedback instead would let the last, faded copies of a snapshot drive it.)
         """
-        if self.olla is None or not bool((self.tb["feedback_slot"] == slot).any()):
+        if self.olla is None or not bool((self.tb["feedback_slot"][self._open] == slot).any()):
             return
         feedback = self.feedback(slot)
         if not self.shared_olla:
@@ -432,13 +503,44 @@ class TransportBlocks:
         return {k: torch.cat([r[k] for r in self.records]) for k in self.records[0]}
 
 
+def eesm_of_best(sinr_prb: torch.Tensor, mcs: torch.Tensor, mcs_table: int, best_first: bool) -> torch.Tensor:
+    """[..., num_prbs]: for every grant size ``b``, Sionna's EESM (beta of ``mcs``) of the ``b`` largest of
+    ``sinr_prb`` [..., num_prbs] (``best_first``), or of all of them for every ``b``.
+
+    Sionna's formula, ``-beta ln(mean exp(-sinr / beta))``, for every ``b`` at once by a cumulative sum
+    over the SINRs sorted best first (its EESM block would need a ``[..., num_prbs, num_prbs]`` input), in
+    the log domain, where no exponential under- or overflows.
+    """
+    from sim.phy.abstraction import eesm_beta
+
+    beta = eesm_beta(mcs, mcs_table).to(sinr_prb)[..., None]
+    if not best_first:
+        return effective_sinr(sinr_prb.float(), mcs, mcs_table)[..., None].expand_as(sinr_prb).to(sinr_prb)
+    ordered = sinr_prb.sort(-1, descending=True).values
+    counts = torch.arange(1, sinr_prb.shape[-1] + 1, device=sinr_prb.device)
+    return -beta * (torch.logcumsumexp(-ordered / beta, dim=-1) - torch.log(counts))
+
+
 @functools.lru_cache(maxsize=512)
 def _codec(mcs, prbs, subcarrier_spacing_hz, pilots, mcs_table, decoder, num_bp_iter, device) -> TransportBlockLink:
     """The encoder, mapper, demapper and decoder of one (MCS, PRBs) TB, built once per process (building a 5G
     LDPC code takes tens of milliseconds; a run meets the same few dozen again and again)."""
-    return TransportBlockLink(mcs, prbs, subcarrier_spacing_hz=subcarrier_spacing_hz,
-                              pilot_ofdm_symbol_indices=list(pilots), mcs_table=mcs_table, decoder=decoder,
-                              num_bp_iter=num_bp_iter, device=device)  # fmt: skip
+    return TransportBlockLink(
+        mcs,
+        prbs,
+        subcarrier_spacing_hz=subcarrier_spacing_hz,
+        pilot_ofdm_symbol_indices=list(pilots),
+        mcs_table=mcs_table,
+        decoder=decoder,
+        num_bp_iter=num_bp_iter,
+        device=device,
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def transport_block_table(num_prbs: int, num_pilot_symbols: int, mcs_table: int) -> TransportBlockTable:
+    """The carrier's :class:`~sim.phy.digital.TransportBlockTable`, made once per process."""
+    return TransportBlockTable(num_prbs, num_pilot_symbols, mcs_table)
 
 
 @functools.lru_cache(maxsize=16)
@@ -448,7 +550,7 @@ def _tables(num_prbs: int, num_pilot_symbols: int, mcs_table: int, bler_target: 
     The thresholds come from the PHY abstraction, which draws an ACK on every call: Sionna's generator is put
     back, so a run draws the same channels and noise whether these were cached or not.
     """
-    table = TransportBlockTable(num_prbs, num_pilot_symbols, mcs_table)
+    table = transport_block_table(num_prbs, num_pilot_symbols, mcs_table)
     with sionna_rng_untouched():
         return table, sinr_thresholds_db(table, bler_target)
 

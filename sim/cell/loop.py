@@ -42,7 +42,7 @@ import torch
 from sim.cell.analog import AnalogPayloads, PrbRows
 from sim.cell.harq import TransportBlocks
 from sim.mac.power import UplinkPower
-from sim.mac.scheduler import SCHEDULERS, grants
+from sim.mac.scheduler import IDLE, SCHEDULERS, grants
 from sim.mac.traffic import fifo
 from sim.phy.analog import GrantedPrbLink
 from sim.phy.channels import channel_model
@@ -61,8 +61,9 @@ class CellRecords:
     slots as indices from 0.
 
     Jobs: ``arrival_s``, ``encode_start_s``, ``encode_end_s`` (the device's FIFO), ``ready_slot`` (first
-    slot its tokens may use), ``first_slot``/``done_slot`` (first slot on air; slot in which its last tokens
-    were delivered or given up), ``on_air_slots``, ``waiting_slots`` (queued, not granted), ``harq_slots``
+    slot its tokens may use), ``done_slot`` (slot in which its last tokens were delivered or given up; -1
+    for a job a ``max_slots`` run left unfinished, whose task records then mean nothing), ``on_air_slots``,
+    ``waiting_slots`` (queued, not granted), ``harq_slots``
     (all sent, waiting for HARQ feedback), ``res`` (REs its tokens took on air, every attempt),
     ``coded_bits`` and ``erased_values`` (digital: token values lost with a TB that failed for good).
     Tasks: ``uplink_done_s`` (end of the slot the group's last tokens came in), ``critical_user`` (whose
@@ -98,6 +99,7 @@ class CellRecords:
         for p in parts:
             offsets.append(shift)
             shift += p.active_slots.shape[0]
+
         def stacked(name):
             tables = [getattr(p, name) for p in parts]
             if not tables[0]:
@@ -117,6 +119,13 @@ class CellRecords:
             transmissions=stacked("transmissions"),
             olla_offset_db=parts[-1].olla_offset_db,
         )
+
+
+def _release(owner: torch.Tensor, users: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
+    """``owner`` [B, P] with each user's PRBs beyond its first ``usable`` [B, A] (in PRB order) made idle."""
+    rank = (owner[:, :, None] == users[None, None, :]).long().cumsum(1) - 1  # [B, P, A]
+    keep = (owner[:, :, None] == users[None, None, :]) & (rank < usable[:, None, :])
+    return torch.where(keep.any(-1), owner, IDLE)
 
 
 class CellLoop:
@@ -148,8 +157,21 @@ class CellLoop:
     >>> records = loop(torch.zeros(8, 1, 1, dtype=torch.float64), payload)
     """
 
-    def __init__(self, scenario, values_per_user, device_s, edge_s, num_timelines, device, snr_db=None,
-                 shares=None, olla_offset_db=None, shared_olla=False, trace=False, channel_seed=None):  # fmt: skip
+    def __init__(
+        self,
+        scenario,
+        values_per_user,
+        device_s,
+        edge_s,
+        num_timelines,
+        device,
+        snr_db=None,
+        shares=None,
+        olla_offset_db=None,
+        shared_olla=False,
+        trace=False,
+        channel_seed=None,
+    ):
         s = scenario
         self.scenario, self.device = s, device
         self.num_users, self.num_groups = len(s.users), len(s.groups)
@@ -170,12 +192,14 @@ class CellLoop:
         self.units = self.values_per_user * bits_per_value if self.digital else self.values_per_user // 2
         self.device_s = torch.as_tensor(device_s, dtype=torch.float64, device=device)
         self.edge_s = torch.as_tensor(edge_s, dtype=torch.float64, device=device)
-        self.prb_link = GrantedPrbLink(s.cell.subcarrier_spacing_hz, s.cell.pilot_ofdm_symbol_indices, s.channel.csi,
-                                       device=str(device))  # fmt: skip
+        self.prb_link = GrantedPrbLink(
+            s.cell.subcarrier_spacing_hz, s.cell.pilot_ofdm_symbol_indices, s.channel.csi, device=str(device)
+        )
         from sionna.phy.channel import subcarrier_frequencies
 
-        self.frequencies = subcarrier_frequencies(self.num_prbs * NUM_SUBCARRIERS_PER_PRB, s.cell.subcarrier_spacing_hz,
-                                                  device=str(device))  # fmt: skip
+        self.frequencies = subcarrier_frequencies(
+            self.num_prbs * NUM_SUBCARRIERS_PER_PRB, s.cell.subcarrier_spacing_hz, device=str(device)
+        )
         policy = s.scheduler.policy
         options = {"beta": s.scheduler.pf_beta} if policy == "proportional-fair" else {}
         if policy in ("equal-share", "token-aware"):
@@ -196,8 +220,16 @@ class CellLoop:
             device=str(self.device),
             geometry=cell_geometry(s),
         )
-        return SlotFading(ch.model, model, self.num_timelines * self.num_users, self.slot_s, ch.speed_mps,
-                          s.cell.carrier_frequency_hz, device=str(self.device), seed=self.channel_seed)  # fmt: skip
+        return SlotFading(
+            ch.model,
+            model,
+            self.num_timelines * self.num_users,
+            self.slot_s,
+            ch.speed_mps,
+            s.cell.carrier_frequency_hz,
+            device=str(self.device),
+            seed=self.channel_seed,
+        )
 
     def __call__(self, arrival_s: torch.Tensor, payload: torch.Tensor | None, max_slots=None) -> CellRecords:
         dev, T = self.device, self.slot_s
@@ -223,10 +255,21 @@ class CellLoop:
         if self.digital:
             quantizer = UniformQuantizer(self.scenario.link.bits_per_value)
             bits = None if payload is None else quantizer.to_bits(payload.to(dev)).reshape(B, U, J * per_job)
-            shift = self.power.shift_db(torch.arange(P + 1, dtype=torch.float64).clamp_min(1).expand(U, -1).T).T
-            link = TransportBlocks(self.scenario.link, self.scenario.cell, B, U, shift, bits, position, dev,
-                                   olla_offset_db=self.olla_offset_db, shared_olla=self.shared_olla,
-                                   power_headroom=self.scenario.scheduler.power_headroom)  # fmt: skip
+            every_grant = torch.arange(P + 1, dtype=torch.float64, device=dev).clamp_min(1)[:, None].expand(-1, U)
+            shift = self.power.shift_db(every_grant).T  # [U, P + 1]: each user's SNR shift at each grant size
+            link = TransportBlocks(
+                self.scenario.link,
+                self.scenario.cell,
+                B,
+                U,
+                shift,
+                bits,
+                position,
+                dev,
+                olla_offset_db=self.olla_offset_db,
+                shared_olla=self.shared_olla,
+                power_headroom=self.scenario.scheduler.power_headroom,
+            )
         else:
             symbols = None
             if payload is not None:
@@ -256,6 +299,8 @@ class CellLoop:
             if not bool(wants.any()):  # nothing to send: on to the next arrival or feedback
                 later = ready_slot[ready_slot > t]
                 upcoming = min(float(later.min()) if len(later) else math.inf, link.next_event(t))
+                if max_slots is not None and upcoming >= max_slots:
+                    break
                 if upcoming == math.inf:
                     if bool(not_done.any()):
                         raise RuntimeError("the cell loop has undelivered tasks and nothing left to happen")
@@ -276,13 +321,15 @@ class CellLoop:
             rate = R * torch.log2(1 + sinr_ref)  # [B, A, P] achievable bits per PRB
 
             # 4. Scheduling: retransmissions first, with exactly their PRBs
-            need = link.need(users, backlog[:, users], sinr_ref)
-            first = torch.zeros_like(need, dtype=torch.bool) if due is None else due[0][:, users] >= 0
-            if due is not None:
-                need = torch.where(first, due[1][:, users], need)
+            new_need = link.need(users, backlog[:, users], sinr_ref, scheduler.channel_aware)
+            first = torch.zeros_like(new_need, dtype=torch.bool) if due is None else due[0][:, users] >= 0
+            need = new_need if due is None else torch.where(first, due[1][:, users], new_need)
             group_backlog = torch.zeros(B, self.num_groups, dtype=torch.float64, device=dev)
             group_backlog.index_add_(1, g_of_u, backlog.to(torch.float64))
             owner = scheduler(users, need, rate, group_backlog[:, g_of_u[users]], first)
+            if due is not None:  # a retransmission short of its PRBs waits; new data uses no more than it needs
+                usable = torch.where(first & (grants(owner, U)[:, users] >= need), need, torch.minimum(need, new_need))
+                owner = _release(owner, users, usable)
             granted = grants(owner, U)  # [B, U]
             if self.trace:
                 full_need = torch.zeros(B, U, dtype=torch.long, device=dev)
@@ -294,8 +341,9 @@ class CellLoop:
 
             # 6.-8. Link adaptation, the PHY on the granted PRBs, HARQ
             rows = PrbRows.of(owner, users, h, snr_re_db)
-            sinr_granted = torch.zeros(B, U, P, device=dev)
+            sinr_granted = None
             if self.digital:  # the CQI at the power per RE the grant leaves, on the granted PRBs
+                sinr_granted = torch.zeros(B, U, P, device=dev)
                 spread = torch.pow(10.0, self.power.shift_db(granted)[:, users] / 10).to(sinr_ref)[..., None]
                 sinr_granted[rows.b, rows.u, rows.p] = (sinr_ref * spread)[rows.b, rows.a, rows.p].float()
             events = link.transmit(t, rows, granted, backlog, sent, self.prb_link, rate, due, sinr_granted)
@@ -319,7 +367,6 @@ class CellLoop:
             jobs["on_air_slots"] += on_air
             jobs["waiting_slots"] += queued
             jobs["harq_slots"] += ready & not_done & ~on_air & ~queued
-            jobs["first_slot"] = torch.where(on_air & (jobs["first_slot"] < 0), t, jobs["first_slot"])
             sent = events["sent"]
             done = ready & not_done & (job_end <= sent[..., None]) & (unresolved == 0)
             jobs["done_slot"] = torch.where(done, t, jobs["done_slot"])
@@ -357,9 +404,7 @@ class CellLoop:
             values = link.quantizer.from_bits(link.received.view(B, U, J, -1)) * value_ok
             in_payload = torch.arange(value_ok.shape[-1], device=dev) < self.values_per_user[:, None, None]
             jobs["erased_values"] = (~value_ok & in_payload[None]).sum(-1)
-        jobs.update(
-            arrival_s=arrival, encode_start_s=encode_start, encode_end_s=encode_end, ready_slot=ready_slot
-        )
+        jobs.update(arrival_s=arrival, encode_start_s=encode_start, encode_end_s=encode_end, ready_slot=ready_slot)
         return CellRecords(
             slot_s=T,
             jobs=jobs,
@@ -382,14 +427,17 @@ class CellLoop:
     def _records(self, B, U, J) -> tuple[dict, dict]:
         """Zeroed per-job and per-user records (see :class:`CellRecords`)."""
         dev = self.device
-        jobs = {k: torch.zeros(B, U, J, dtype=torch.long, device=dev) for k in ("on_air_slots", "waiting_slots",
-                                                                                "harq_slots")}  # fmt: skip
-        jobs["first_slot"] = torch.full((B, U, J), -1, dtype=torch.long, device=dev)
+        jobs = {
+            k: torch.zeros(B, U, J, dtype=torch.long, device=dev)
+            for k in ("on_air_slots", "waiting_slots", "harq_slots")
+        }
         jobs["done_slot"] = torch.full((B, U, J), -1, dtype=torch.long, device=dev)
         jobs["res"] = torch.zeros(B, U, J, dtype=torch.float64, device=dev)
         jobs["coded_bits"] = torch.zeros(B, U, J, dtype=torch.float64, device=dev)
-        users = {k: torch.zeros(B, U, dtype=torch.long, device=dev) for k in ("granted_prb_slots", "granted_slots",
-                 "backlogged_slots", "res", "delivered_bits")}  # fmt: skip
+        users = {
+            k: torch.zeros(B, U, dtype=torch.long, device=dev)
+            for k in ("granted_prb_slots", "granted_slots", "backlogged_slots", "res", "delivered_bits")
+        }
         users["snr_re_db_sum"] = torch.zeros(B, U, dtype=torch.float64, device=dev)
         return jobs, users
 

@@ -15,13 +15,13 @@ from sim.phy.numerology import NUM_OFDM_SYMBOLS_PER_SLOT, NUM_SUBCARRIERS_PER_PR
 
 @dataclass(frozen=True)
 class EqualShare:
-    """The reference allocation: every user holds the same whole number of PRBs, at least one.
+    """The reference share: every user the same whole number of PRBs, at least one.
 
-    The PHY codes each payload on this many PRBs (digital: TB sizes, and
-    the subcarriers placed users spread their power over); the MAC
-    (:mod:`sim.mac.scheduler`) decides in which slots they go on air.
-    With fewer PRBs than users every user still gets one: the scheduler
-    time-shares the carrier.
+    A user's ``snr_db`` is its SNR per RE when its power spreads over this
+    many PRBs (:class:`~sim.mac.power.UplinkPower`); ``equal-share`` grants
+    it in every slot; training sends on it (and the digital noise proxy sizes
+    its TBs for it). With fewer PRBs than users it is still one PRB: the
+    schedulers that share PRBs over slots time-share the carrier.
 
     :param num_prbs: PRBs of the carrier
     :param num_users: users sharing them

@@ -7,8 +7,9 @@ on how many PRBs the scheduler gives it:
 
 - A user with a fixed ``snr_db`` (given, or filled in from geometry at full
   power): ``snr_db`` is the SNR per RE at the **reference share**
-  ``b_ref = max(1, num_prbs // num_users)`` (the equal share; ``EqualShare``)
-  and a grant of ``b`` PRBs moves it by ``-10 log10(b / b_ref)`` dB.
+  ``b_ref = max(1, num_prbs // num_users)`` (the equal share,
+  :class:`~sim.mac.allocation.EqualShare`) and a grant of ``b`` PRBs moves it
+  by ``-10 log10(b / b_ref)`` dB.
 - A placed user with ``radio.p0_dbm`` set: TS 38.213 open-loop power control
   (Sionna's ``open_loop_uplink_power_control``): ``P(b) = min(P_max,
   P0 + alpha PL + 10 log10(b))``, so the power per PRB stays at
@@ -49,19 +50,19 @@ class UplinkPower:
         self.radio = radio
 
     def per_re_power_db(self, prbs: torch.Tensor) -> torch.Tensor:
-        """[..., num_users] transmit power per RE relative to an arbitrary reference, dB."""
-        b = torch.as_tensor(prbs, dtype=torch.float64).clamp_min(1e-12)
+        """[..., num_users] transmit power per RE relative to an arbitrary reference, dB (on ``prbs``' device)."""
+        b = torch.as_tensor(prbs).to(torch.float64).clamp_min(1e-12)
         spread = -10 * torch.log10(b)  # full power over b PRBs
         if not bool(self.controlled.any()):
             return spread
         from sionna.phy.utils import db_to_lin, watt_to_dbm
         from sionna.sys import open_loop_uplink_power_control
 
-        loss = db_to_lin(self.coupling_loss_db.expand_as(b), precision="double")
+        loss = db_to_lin(self.coupling_loss_db.to(b.device).expand_as(b), precision="double")
         tx_dbm = watt_to_dbm(
             open_loop_uplink_power_control(
                 loss,
-                (12 * torch.as_tensor(prbs)).to(torch.int64).clamp_min(1).expand_as(b),
+                (12 * b).round().to(torch.int64).clamp_min(1),
                 alpha=self.radio.alpha,
                 p0_dbm=self.radio.p0_dbm,
                 ut_max_power_dbm=self.radio.ut_max_power_dbm,
@@ -69,15 +70,15 @@ class UplinkPower:
             ),
             precision="double",
         )
-        return torch.where(self.controlled, tx_dbm - 10 * torch.log10(b), spread)
+        return torch.where(self.controlled.to(b.device), tx_dbm - 10 * torch.log10(b), spread)
 
     def shift_db(self, prbs: torch.Tensor) -> torch.Tensor:
         """[..., num_users]: SNR per RE at ``prbs`` minus SNR per RE at the reference share, dB."""
-        reference = self.per_re_power_db(torch.full_like(torch.as_tensor(prbs, dtype=torch.float64),
-                                                          float(self.reference_prbs)))  # fmt: skip
+        prbs = torch.as_tensor(prbs)
+        reference = self.per_re_power_db(torch.full(prbs.shape, float(self.reference_prbs), device=prbs.device))
         return self.per_re_power_db(prbs) - reference
 
     def __call__(self, prbs: torch.Tensor) -> torch.Tensor:
         prbs = torch.as_tensor(prbs)
-        snr = self.snr_db + self.shift_db(prbs)
+        snr = self.snr_db.to(prbs.device) + self.shift_db(prbs)
         return torch.where(prbs > 0, snr, -math.inf)

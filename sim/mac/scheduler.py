@@ -9,7 +9,8 @@ granted twice, no user gets more PRBs than it can use, and the carrier is
 never exceeded. ``SCHEDULERS`` maps ``scheduler.policy`` to its class:
 
 - ``equal-share``: every user owns ``num_prbs // num_users`` consecutive PRBs
-  in every slot (static OFDMA, the paper's setting); unused PRBs stay idle.
+  in every slot (static OFDMA, the paper's setting); unused PRBs stay idle. A
+  TB formed on a share fits it again, so its retransmission needs no priority.
 - ``round-robin``: the backlogged user served longest ago first, each on
   consecutive PRBs from the bottom of the carrier (channel-blind).
 - ``proportional-fair``: per PRB, the largest achievable-over-average rate
@@ -34,6 +35,7 @@ from sionna.sys import PFSchedulerSUMIMO
 from torch import nn
 
 IDLE = -1  # owner of a PRB nobody is granted
+STARVED = 1e30  # the PF metric of a user whose average rate has decayed to 0: above any finite one
 
 
 def fixed_shares(shares, num_users: int, num_prbs: int) -> torch.Tensor:
@@ -131,6 +133,8 @@ class Scheduler(nn.Module):
         or :data:`IDLE`.
     """
 
+    channel_aware = False  # gives each user its best PRBs (the cell loop sizes digital needs by them)
+
     def __init__(self, num_users: int, num_prbs: int, batch_size: int = 1):
         super().__init__()
         self.num_users, self.num_prbs, self.batch_size = num_users, num_prbs, batch_size
@@ -155,13 +159,16 @@ def _to_all_users(owner_local: torch.Tensor, users: torch.Tensor) -> torch.Tenso
 class MetricScheduler(Scheduler):
     """A per-PRB metric, assigned by :func:`assign_prbs`; retransmissions first."""
 
+    channel_aware = True
+
     def metric(self, users, rate, group_backlog) -> torch.Tensor:
         """[batch_size, num_active, num_prbs] float, larger goes first."""
         raise NotImplementedError
 
     def schedule(self, users, need, rate, group_backlog, first):
         metric = self.metric(users, rate, group_backlog)
-        lift = metric.abs().amax().clamp_min(1.0) * 4  # above any metric: retransmissions are served first
+        # a lift above any metric's spread puts the retransmissions ahead of everyone else, in metric order
+        lift = 4 * metric.abs().amax().clamp_min(1.0)
         metric = metric + lift * first[..., None]
         metric = metric.masked_fill((need <= 0)[..., None], -torch.inf)
         return _to_all_users(assign_prbs(metric, need), users)
@@ -205,7 +212,8 @@ class RoundRobinScheduler(Scheduler):
     def schedule(self, users, need, rate, group_backlog, first):
         waited = self.slot - self.last_served.to(need.device)[:, users]
         cyclic = (users - self.slot) % self.num_users  # 0 for the user whose turn it is
-        rank = (waited * self.num_users - cyclic).to(torch.float64) + first * 1e12  # exact integers
+        # exact integers; a retransmission's 1e12 is above any wait (slots times users)
+        rank = (waited * self.num_users - cyclic).to(torch.float64) + first * 1e12
         rank = rank.masked_fill(need <= 0, -torch.inf)
         return _to_all_users(contiguous_fill(rank, need, self.num_prbs), users)
 
@@ -234,7 +242,10 @@ class ProportionalFairScheduler(MetricScheduler):
         full = torch.zeros(rate.shape[0], 1, self.num_prbs, self.num_users, dtype=torch.float32)
         full[..., users.cpu()] = rate.permute(0, 2, 1)[:, None].float().cpu()
         self.pf(self.delivered, full)
-        return self.pf.pf_metric[:, 0].permute(0, 2, 1)[:, users.cpu()].to(rate.device, torch.float64)
+        metric = self.pf.pf_metric[:, 0].permute(0, 2, 1)[:, users.cpu()].to(rate.device, torch.float64)
+        # A user idle for thousands of slots has Sionna's float32 average at 0 and an infinite metric: it goes
+        # first (by rate among such users), and the metric stays finite for the assignment
+        return torch.where(torch.isfinite(metric), metric, STARVED * (1 + rate.to(torch.float64)))
 
     def observe(self, owner, delivered_bits) -> None:
         self.delivered = delivered_bits.float().cpu()
@@ -272,23 +283,33 @@ class AllocatedShareScheduler(TaskAwareScheduler):
     (:class:`~sim.mac.allocation.TokenAwareAllocation`) on its own PRBs in
     every slot, as the allocation planned; PRBs a share leaves unused go to
     users that can use more than their share, in :class:`TaskAwareScheduler`
-    order, so the carrier is never idle while anyone waits.
+    order, so the carrier is never idle while anyone waits. A due
+    retransmission goes before all of it, on its best PRBs, whoever's share
+    they are in.
 
     :param shares: [num_users] PRBs of each user
     """
+
+    channel_aware = False  # its shares are fixed PRBs
 
     def __init__(self, num_users: int, num_prbs: int, batch_size: int = 1, shares=None):
         super().__init__(num_users, num_prbs, batch_size)
         self.static = StaticShareScheduler(num_users, num_prbs, batch_size, shares)
 
     def schedule(self, users, need, rate, group_backlog, first):
-        planned = self.static.planned(users, need)
-        used = grants(planned, self.num_users)[:, users]
-        more = (need - used).clamp_min(0)
-        metric = self.metric(users, rate, group_backlog).masked_fill((more <= 0)[..., None], -torch.inf)
-        metric = metric.masked_fill((planned >= 0)[:, None, :], -torch.inf)  # PRBs in use by their owners
+        metric = self.metric(users, rate, group_backlog)
+        # retransmissions first, on their best PRBs wherever they are; then every other user's share (less any
+        # PRB a retransmission took); then what is left, to users that can use more
+        first_metric = metric.masked_fill(~first[..., None], -torch.inf)
+        owner = _to_all_users(assign_prbs(first_metric, torch.where(first, need, 0)), users)
+        planned = self.static.planned(users, torch.where(first, 0, need))
+        owner = torch.where(owner >= 0, owner, planned)
+        more = (need - grants(owner, self.num_users)[:, users]).clamp_min(0)
+        metric = metric.masked_fill((more <= 0)[..., None], -torch.inf).masked_fill(
+            (owner >= 0)[:, None, :], -torch.inf
+        )
         extra = _to_all_users(assign_prbs(metric, more), users)
-        return torch.where(planned >= 0, planned, extra)
+        return torch.where(owner >= 0, owner, extra)
 
 
 SCHEDULERS = {

@@ -144,6 +144,12 @@ def transport_block_size(
     return tb_size
 
 
+def eesm_beta(mcs_index: torch.Tensor, mcs_table_index: int = 1) -> torch.Tensor:
+    """[...] float: the beta of Sionna's EESM for each PUSCH MCS of ``mcs_index`` [...]."""
+    eesm = _pusch_blocks(mcs_table_index, config.precision, str(mcs_index.device))[1]
+    return eesm.beta_tensor[mcs_table_index - 1].to(mcs_index.device)[mcs_index.long().clamp_min(0)]
+
+
 def effective_sinr(sinr: torch.Tensor, mcs_index: torch.Tensor, mcs_table_index: int = 1) -> torch.Tensor:
     """Sionna's EESM of each link's SINRs, with the beta of its MCS.
 

@@ -7,7 +7,7 @@ from sionna.phy import Block
 from sionna.phy.channel import AWGN, OFDMChannel
 from sionna.phy.ofdm import ResourceGrid, ResourceGridMapper
 
-from sim.phy.estimation import PilotLSEstimator, mmse_equalize
+from sim.phy.estimation import PilotLSEstimator, abstraction_sinr, mmse_equalize
 from sim.phy.numerology import NUM_OFDM_SYMBOLS_PER_SLOT, NUM_SUBCARRIERS_PER_PRB
 
 
@@ -184,8 +184,5 @@ class GrantedPrbLink(Block):
         sinr = out["sinr"]
         # Unbiased (zero-forcing) estimate: the MMSE estimate times (1 + 1/SINR); its noise variance is 1/SINR.
         out["x"] = out["symbols"] * (1 + 1 / sinr.clamp_min(1e-12))
-        h_hat, err_var = out["h_hat"], out["err_var"]
-        shrink = 1 / (1 + err_var)
-        gain = shrink.square() * (h_hat.real.square() + h_hat.imag.square())
-        out["sinr_abstraction"] = gain / (shrink * err_var + no.to(self.dtype)[:, None])
+        out["sinr_abstraction"] = abstraction_sinr(out["h_hat"], out["err_var"], no.to(self.dtype)[:, None])
         return out

@@ -32,6 +32,7 @@ from torch import nn
 
 from sim.phy.abstraction import TransportBlockAbstraction
 from sim.phy.analog import AnalogLink
+from sim.phy.estimation import abstraction_sinr
 from sim.phy.ldpc import tb_decoder
 from sim.phy.link_adaptation import LinkAdaptation
 from sim.phy.numerology import NUM_OFDM_SYMBOLS_PER_SLOT, NUM_SUBCARRIERS_PER_PRB, pilot_symbol_indices
@@ -138,10 +139,7 @@ class OfdmStage(nn.Module):
         sinr = out["sinr"].reshape(batch, num_slots, num_res)
         # Unbiased (zero-forcing) estimate: the MMSE estimate times (1 + 1/SINR); its noise variance is 1/SINR.
         x = out["symbols"].reshape(batch, num_slots, num_res) * (1 + 1 / sinr.clamp_min(1e-12))
-        h_hat, err_var = out["h_hat"], out["err_var"]
-        shrink = 1 / (1 + err_var)
-        gain = shrink.square() * (h_hat.real.square() + h_hat.imag.square())
-        sinr_mmse = gain / (shrink * err_var + torch.pow(10.0, -snr_db / 10)[:, None])
+        sinr_mmse = abstraction_sinr(out["h_hat"], out["err_var"], torch.pow(10.0, -snr_db / 10)[:, None])
         return {"x": x, "sinr": sinr, "sinr_abstraction": sinr_mmse.reshape(batch, num_slots, num_res)}
 
 
@@ -349,7 +347,9 @@ class TransportBlockTable:
         num_mcs = MAX_MCS_INDEX[mcs_table] + 1
         mcs = torch.arange(num_mcs)[:, None].expand(num_mcs, num_prbs + 1)
         prbs = torch.arange(num_prbs + 1)[None, :].expand(num_mcs, num_prbs + 1)
-        bits_per_symbol, code_rate = decode_mcs_index(mcs, table_index=mcs_table, is_pusch=True, transform_precoding=False)
+        bits_per_symbol, code_rate = decode_mcs_index(
+            mcs, table_index=mcs_table, is_pusch=True, transform_precoding=False
+        )
         tb_size, cb_size, num_cbs, *_ = calculate_tb_size(
             bits_per_symbol,
             code_rate,

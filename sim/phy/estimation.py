@@ -99,3 +99,21 @@ def mmse_equalize(y: torch.Tensor, h_hat: torch.Tensor, no: torch.Tensor, err_va
     """
     gain = h_hat.real.square() + h_hat.imag.square()  # |h|^2 without a square root
     return h_hat.conj() * y / (gain + no + err_var)
+
+
+def abstraction_sinr(h_hat: torch.Tensor, err_var: torch.Tensor, no: torch.Tensor) -> torch.Tensor:
+    r"""Per-RE SINR the PHY abstraction judges a link by: that of the MMSE channel estimate.
+
+    For a unit-power channel the MMSE estimate is :math:`c \hat h` with :math:`c = 1 / (1 + \sigma^2_e)`,
+    and its error variance is :math:`c \sigma^2_e`, so the SINR is
+    :math:`c^2 |\hat h|^2 / (c \sigma^2_e + N_0)`. It equals the receiver's own
+    :math:`|\hat h|^2 / (N_0 + \sigma^2_e)` with perfect CSI and at high SNR; at low SNR an LS estimate's
+    :math:`|\hat h|^2` is mostly noise, and the receiver's SINR would have the abstraction deliver more
+    than the channel's capacity.
+
+    :input h_hat: [...], complex. :input err_var: [...], float. :input no: broadcastable to [...], float.
+    :output: [...], float, linear.
+    """
+    shrink = 1 / (1 + err_var)
+    gain = shrink.square() * (h_hat.real.square() + h_hat.imag.square())
+    return gain / (shrink * err_var + no)

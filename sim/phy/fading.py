@@ -12,8 +12,9 @@ realisation on every call, so these blocks turn the scenario's model into a
   taps are deterministic functions of time after that. The block draws them
   exactly as Sionna's ``TDL`` does and evaluates the taps at any absolute
   time, so a link's channel evolves continuously for as long as the
-  simulation runs, correlated in time by ``channel.speed_mps`` with the Jakes
-  correlation J0(2 pi f_D tau). With the same draws it equals Sionna's
+  simulation runs, correlated in time by ``channel.speed_mps`` (the diffuse
+  part of a tap with the Jakes correlation J0(2 pi f_D tau); TDL-D and TDL-E
+  add a specular component to their first tap). With the same draws it equals Sionna's
   ``TDL`` output (``tests/sim/test_cell.py``). ``rayleigh`` is one tap of unit
   power with the same Doppler process (Sionna's ``RayleighBlockFading``, which
   training uses, has the same marginal but no time evolution).
@@ -68,8 +69,9 @@ class SumOfSinusoidsFading:
     >>> a, tau = fading(torch.full((20,), 0.5e-3), torch.arange(20))
     """
 
-    def __init__(self, tdl, num_links: int, doppler_hz: float = 0.0, num_sinusoids: int = 20, device=None,
-                 generator=None):  # fmt: skip
+    def __init__(
+        self, tdl, num_links: int, doppler_hz: float = 0.0, num_sinusoids: int = 20, device=None, generator=None
+    ):
         from sionna.phy import config
         from sionna.phy.utils import rand
 
@@ -108,11 +110,16 @@ class SumOfSinusoidsFading:
         self.num_links, self.num_paths = num_links, num_paths
 
     def __call__(self, time_s: torch.Tensor, links: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = time_s.to(self.doppler)[:, None, None]
-        argument = self.doppler[links] * t * self.cos_alpha[links] + self.phi[links]  # [n, paths, sinusoids]
+        # phases in float64, wrapped to one turn before float32: a float32 product of Doppler and an absolute
+        # time of minutes would already be off by a tenth of a radian
+        t = time_s.to(self.doppler.device, torch.float64)[:, None, None]
+        turn = 2 * math.pi
+        argument = torch.remainder(self.doppler[links].double() * t * self.cos_alpha[links] + self.phi[links], turn)
+        argument = argument.float()  # [n, paths, sinusoids]
         a = torch.polar(self.amplitude[:, None].expand_as(argument), argument).sum(-1)
         if self.los:
-            specular = self.doppler[links, 0, 0] * t[:, 0, 0] * self.los_cos + self.phi_los[links]
+            specular = self.doppler[links, 0, 0].double() * t[:, 0, 0] * self.los_cos + self.phi_los[links]
+            specular = torch.remainder(specular, turn).float()
             a[:, 0] += self.los_amplitude * torch.polar(torch.ones_like(specular), specular)
         return a, self.delays.expand(len(links), -1)
 
@@ -154,9 +161,6 @@ class RedrawnBlockFading:
 class UnitChannel:
     """AWGN: one path of gain 1 and delay 0 for every link."""
 
-    def __init__(self, device=None):
-        self.device = device
-
     def __call__(self, time_or_slot, links: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(links)
         return torch.ones(n, 1, dtype=torch.complex64, device=links.device), torch.zeros(n, 1, device=links.device)
@@ -186,25 +190,30 @@ class SlotFading:
     :output a: [n, num_paths], complex64; ``tau``: [n, num_paths], float32.
     """
 
-    def __init__(self, name, model, num_links, slot_s, speed_mps, carrier_frequency_hz, block_slots=None,
-                 device=None, seed=None):  # fmt: skip
+    def __init__(
+        self, name, model, num_links, slot_s, speed_mps, carrier_frequency_hz, block_slots=None, device=None, seed=None
+    ):
         self.slot_s = slot_s
         generator = None if seed is None else torch.Generator(device=str(device or "cpu")).manual_seed(seed)
         if model is None:
-            self._process, self._timed = UnitChannel(device), False
+            self._process, self._timed = UnitChannel(), False
         elif name == "rayleigh":
             doppler_hz = speed_mps * carrier_frequency_hz / SPEED_OF_LIGHT_MPS
             process = SumOfSinusoidsFading(None, num_links, doppler_hz, device=device, generator=generator)
             self._process, self._timed = process, True
         elif name.startswith("tdl-"):
-            self._process, self._timed = SumOfSinusoidsFading(model, num_links, device=device, generator=generator), True
+            self._process, self._timed = (
+                SumOfSinusoidsFading(model, num_links, device=device, generator=generator),
+                True,
+            )
         else:
             block = block_slots or coherence_slots(speed_mps, carrier_frequency_hz, slot_s)
             self._process, self._timed = RedrawnBlockFading(model, num_links, slot_s, block), False
 
     def __call__(self, slot: int, links: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._timed:
-            return self._process(torch.full((len(links),), slot * self.slot_s, device=links.device), links)
+            time_s = torch.full((len(links),), slot * self.slot_s, dtype=torch.float64, device=links.device)
+            return self._process(time_s, links)
         return self._process(slot, links)
 
     def response(self, slot: int, links: torch.Tensor, frequencies_hz: torch.Tensor) -> torch.Tensor:
@@ -215,8 +224,11 @@ class SlotFading:
             # frequency is computed once, and the response is one matrix product (Sionna's formula, batched)
             key = (frequencies_hz.data_ptr(), len(frequencies_hz))
             if getattr(self, "_steering_key", None) != key:
-                self._steering = frequency_response(torch.eye(a.shape[1], dtype=a.dtype, device=a.device),
-                                                    tau[:1].expand(a.shape[1], -1), frequencies_hz)  # fmt: skip
+                self._steering = frequency_response(
+                    torch.eye(a.shape[1], dtype=a.dtype, device=a.device),
+                    tau[:1].expand(a.shape[1], -1),
+                    frequencies_hz,
+                )
                 self._steering_key = key
             return a @ self._steering
         return frequency_response(a, tau, frequencies_hz)

@@ -36,8 +36,19 @@ def sender(uid, snr_db=10.0, modalities=("text", "image"), **extra):
     return {"id": uid, "modalities": list(modalities), "snr_db": snr_db} | extra
 
 
-def run(s, values, timelines, jobs=1, arrival_s=None, device_s=None, edge_s=None, payload=True, seed=0,
-        max_slots=None, **options):  # fmt: skip
+def run(
+    s,
+    values,
+    timelines,
+    jobs=1,
+    arrival_s=None,
+    device_s=None,
+    edge_s=None,
+    payload=True,
+    seed=0,
+    max_slots=None,
+    **options,
+):
     """One cell-loop run of ``s`` with random payloads; returns (records, payload)."""
     config.seed = seed
     users, groups = len(s.users), len(s.groups)
@@ -46,9 +57,14 @@ def run(s, values, timelines, jobs=1, arrival_s=None, device_s=None, edge_s=None
     if arrival_s is None:
         arrival_s = torch.zeros(timelines, groups, jobs, dtype=torch.float64)
     loop = CellLoop(
-        s, values, device_s if device_s is not None else [0.0] * users, edge_s if edge_s is not None else [0.0] * groups,
-        timelines, CPU, **options,
-    )  # fmt: skip
+        s,
+        values,
+        device_s if device_s is not None else [0.0] * users,
+        edge_s if edge_s is not None else [0.0] * groups,
+        timelines,
+        CPU,
+        **options,
+    )
     return loop(arrival_s, data, max_slots=max_slots), data
 
 
@@ -103,8 +119,15 @@ def test_conservation_in_every_slot(tiny, mode, policy):
     link = {"mode": mode, "fidelity": "abstraction", "harq": {"max_retx": 2, "round_trip_slots": 3}}
     s = scenario(tiny, users, groups, cell={"num_prbs": 6}, scheduler={"policy": policy}, link=link)
     values = [96, 160, 64, 128]
-    records, payload = run(s, values, timelines=3, jobs=8, arrival_s=poisson_arrivals(400.0, 3, 2, 8),
-                           device_s=[1e-3, 3e-4, 2e-4, 1e-3], trace=True)  # fmt: skip
+    records, payload = run(
+        s,
+        values,
+        timelines=3,
+        jobs=8,
+        arrival_s=poisson_arrivals(400.0, 3, 2, 8),
+        device_s=[1e-3, 3e-4, 2e-4, 1e-3],
+        trace=True,
+    )
     for step in records.trace:
         owner, granted, need = step["owner"], step["granted"], step["need"]
         assert torch.equal(grants(owner, len(users)), granted)  # a PRB has one owner: never granted twice
@@ -157,14 +180,32 @@ def test_conservation_in_every_slot(tiny, mode, policy):
 
 
 def test_the_latency_breakdown_is_measured_term_by_term_and_sums_to_the_latency(tiny):
-    users = [sender(f"u{i}", snr, m) for i, (snr, m) in enumerate([(15.0, ["text"]), (3.0, ["image"]),
-                                                                    (-4.0, ["audio"])])]  # fmt: skip
+    users = [
+        sender(f"u{i}", snr, m) for i, (snr, m) in enumerate([(15.0, ["text"]), (3.0, ["image"]), (-4.0, ["audio"])])
+    ]
     link = {"mode": "digital", "fidelity": "abstraction", "harq": {"max_retx": 3, "round_trip_slots": 4}}
-    s = scenario(tiny, users, [{"id": "g", "users": ["u0", "u1", "u2"]}], cell={"num_prbs": 4},
-                 scheduler={"policy": "proportional-fair"}, link=link)  # fmt: skip
-    records, _ = run(s, [64, 128, 96], timelines=2, jobs=30, arrival_s=poisson_arrivals(150.0, 2, 1, 30),
-                     device_s=[4e-3, 1e-3, 2e-3], edge_s=[3e-3])  # fmt: skip
-    group, timeline, job = (torch.arange(60) * 0).numpy(), (torch.arange(60) // 30).numpy(), (torch.arange(60) % 30).numpy()
+    s = scenario(
+        tiny,
+        users,
+        [{"id": "g", "users": ["u0", "u1", "u2"]}],
+        cell={"num_prbs": 4},
+        scheduler={"policy": "proportional-fair"},
+        link=link,
+    )
+    records, _ = run(
+        s,
+        [64, 128, 96],
+        timelines=2,
+        jobs=30,
+        arrival_s=poisson_arrivals(150.0, 2, 1, 30),
+        device_s=[4e-3, 1e-3, 2e-3],
+        edge_s=[3e-3],
+    )
+    group, timeline, job = (
+        (torch.arange(60) * 0).numpy(),
+        (torch.arange(60) // 30).numpy(),
+        (torch.arange(60) % 30).numpy(),
+    )
     terms = task_latencies(records, group, timeline, job)
     np.testing.assert_allclose(sum(terms[k] for k in BREAKDOWN), terms["latency"], rtol=0, atol=1e-9)
     for k in BREAKDOWN:
@@ -174,8 +215,13 @@ def test_the_latency_breakdown_is_measured_term_by_term_and_sums_to_the_latency(
 
 @pytest.mark.parametrize("policy", ["equal-share", "round-robin", "proportional-fair", "max-rate", "task-aware"])
 def test_one_user_without_queueing_waits_for_nothing(tiny, policy):
-    s = scenario(tiny, [sender("u0", 20.0)], cell={"num_prbs": 6}, channel={"model": "awgn", "csi": "perfect"},
-                 scheduler={"policy": policy})  # fmt: skip
+    s = scenario(
+        tiny,
+        [sender("u0", 20.0)],
+        cell={"num_prbs": 6},
+        channel={"model": "awgn", "csi": "perfect"},
+        scheduler={"policy": policy},
+    )
     device_s = 3 * SLOT_S  # encoding ends on a slot boundary
     for symbols, slots in ((50, 1), (6 * RES_PER_PRB + 1, 2), (20 * RES_PER_PRB, 4)):
         records, _ = run(s, [2 * symbols], timelines=1, device_s=[device_s], edge_s=[1e-4])
@@ -238,8 +284,13 @@ def test_channel_aware_scheduling_gives_lower_token_nmse_than_round_robin_on_a_s
     users = [sender(f"u{i}", 5.0) for i in range(6)]
     nmse = {}
     for policy in ("round-robin", "proportional-fair", "max-rate"):
-        s = scenario(tiny, users, cell={"num_prbs": 24}, channel={"model": "tdl-a", "delay_spread_s": 300e-9},
-                     scheduler={"policy": policy})  # fmt: skip
+        s = scenario(
+            tiny,
+            users,
+            cell={"num_prbs": 24},
+            channel={"model": "tdl-a", "delay_spread_s": 300e-9},
+            scheduler={"policy": policy},
+        )
         records, payload = run(s, [2 * 2 * RES_PER_PRB] * 6, timelines=64, seed=1)
         nmse[policy] = float((records.received - payload).square().sum() / payload.square().sum())
     assert nmse["proportional-fair"] < 0.75 * nmse["round-robin"], nmse
@@ -254,8 +305,14 @@ def test_task_aware_lowers_mean_latency_against_round_robin(tiny):
     groups = [{"id": "large", "users": ["u0", "u1"]}, {"id": "small", "users": ["u2", "u3"]}]
     latency = {}
     for policy in ("round-robin", "task-aware"):
-        s = scenario(tiny, users, groups, cell={"num_prbs": 4}, channel={"model": "awgn", "csi": "perfect"},
-                     scheduler={"policy": policy})  # fmt: skip
+        s = scenario(
+            tiny,
+            users,
+            groups,
+            cell={"num_prbs": 4},
+            channel={"model": "awgn", "csi": "perfect"},
+            scheduler={"policy": policy},
+        )
         records, _ = run(s, [6000, 6000, 600, 600], timelines=8, payload=False)
         latency[policy] = float(records.tasks["edge_end_s"].mean())
     # the small group's 6 PRB-slots take 2 slots; then the large group's 42 end at slot 12
@@ -268,11 +325,17 @@ def test_proportional_fair_beats_round_robin_in_sum_log_throughput(tiny):
     users = [sender(f"u{i}", snr) for i, snr in enumerate(np.linspace(-5, 20, 6))]
     totals = {}
     for policy in ("round-robin", "proportional-fair"):
-        s = scenario(tiny, users, cell={"num_prbs": 12}, channel={"model": "tdl-a", "speed_mps": 3.0},
-                     scheduler={"policy": policy})  # fmt: skip
+        s = scenario(
+            tiny,
+            users,
+            cell={"num_prbs": 12},
+            channel={"model": "tdl-a", "speed_mps": 3.0},
+            scheduler={"policy": policy},
+        )
         records, _ = run(s, [10**9] * 6, timelines=4, payload=False, max_slots=400)
-        rate = records.users["res"].double() * torch.log2(1 + 10 ** (records.users["snr_re_db_sum"] /
-                                                                    records.users["granted_slots"].clamp_min(1) / 10))
+        rate = records.users["res"].double() * torch.log2(
+            1 + 10 ** (records.users["snr_re_db_sum"] / records.users["granted_slots"].clamp_min(1) / 10)
+        )
         totals[policy] = float(torch.log(rate.clamp_min(1)).sum())
     assert totals["proportional-fair"] >= totals["round-robin"] + 1.0, totals
 
@@ -296,8 +359,9 @@ def sionna_reference_loop(s, timelines, slots, seed):
     from sim.phy.channels import channel_model
 
     users, num_prbs = len(s.users), s.cell.num_prbs
-    model = channel_model("tdl-a", carrier_frequency_hz=3.5e9, delay_spread_s=s.channel.delay_spread_s,
-                          speed_mps=s.channel.speed_mps)  # fmt: skip
+    model = channel_model(
+        "tdl-a", carrier_frequency_hz=3.5e9, delay_spread_s=s.channel.delay_spread_s, speed_mps=s.channel.speed_mps
+    )
     fading = SlotFading("tdl-a", model, timelines * users, SLOT_S, s.channel.speed_mps, 3.5e9, device="cpu", seed=seed)
     frequencies = subcarrier_frequencies(12 * num_prbs, 30e3)
     phy = pusch_phy_abstraction(1)
@@ -335,8 +399,14 @@ def test_full_buffer_pf_throughput_matches_a_loop_of_sionnas_own_blocks(tiny):
     Sionna's PF) within 5 % of Sionna SYS's loop on the same channel draws (16 timelines x 500 slots)."""
     users = [sender(f"u{i}", snr) for i, snr in enumerate([3.0, 8.0, 13.0, 18.0])]
     link = {"mode": "digital", "fidelity": "abstraction", "harq": {"max_retx": 0, "round_trip_slots": 1}}
-    s = scenario(tiny, users, cell={"num_prbs": 12}, channel={"model": "tdl-a", "csi": "perfect"},
-                 scheduler={"policy": "proportional-fair", "power_headroom": False}, link=link)  # fmt: skip
+    s = scenario(
+        tiny,
+        users,
+        cell={"num_prbs": 12},
+        channel={"model": "tdl-a", "csi": "perfect"},
+        scheduler={"policy": "proportional-fair", "power_headroom": False},
+        link=link,
+    )
     timelines, slots = 16, 500
     reference = sionna_reference_loop(s, timelines, slots, seed=4).mean(0)
     records, _ = run(s, [10**8] * 4, timelines=timelines, payload=False, seed=4, max_slots=slots, channel_seed=4)
@@ -366,3 +436,19 @@ def test_a_run_draws_the_same_whether_the_link_adaptation_tables_were_cached_or_
     warm, _ = run(s, [512], timelines=4, seed=3)
     for key, value in cold.tbs.items():
         assert torch.equal(value, warm.tbs[key]), key
+
+
+def test_the_eesm_of_a_users_best_prbs_is_sionnas_for_every_grant_size():
+    from sim.cell.harq import eesm_of_best
+    from sim.phy.abstraction import effective_sinr
+
+    # up to 18 dB: above that Sionna's float32 exponentials underflow for small betas and it caps at 30 dB
+    sinr = torch.rand(3, 4, 10, generator=torch.Generator().manual_seed(0)).double() * 60
+    mcs = torch.tensor([3, 9, 17, 27]).expand(3, -1)
+    ours = eesm_of_best(sinr, mcs, 1, best_first=True)
+    ordered = sinr.sort(-1, descending=True).values
+    for b in (1, 4, 10):
+        top = torch.where(torch.arange(10) < b, ordered, 0.0)  # Sionna's EESM skips the zeros
+        torch.testing.assert_close(ours[..., b - 1], effective_sinr(top.float(), mcs).double(), rtol=1e-4, atol=1e-4)
+    blind = eesm_of_best(sinr, mcs, 1, best_first=False)
+    torch.testing.assert_close(blind[..., 0], effective_sinr(sinr.float(), mcs).double(), rtol=1e-4, atol=1e-4)

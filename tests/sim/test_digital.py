@@ -141,16 +141,33 @@ def test_coded_bler_waterfall_within_1db_of_sionnas_reference_chain(mcs):
     assert abs(gap) < 1.0, (snrs, ours, reference)
 
 
-def digital_cell(tiny, mcs, snr_db, fidelity="link", max_retx=0, round_trip_slots=4, channel="awgn", csi="perfect",
-                 timelines=4, values=(256, 64), seed=0):  # fmt: skip
+def digital_cell(
+    tiny,
+    mcs,
+    snr_db,
+    fidelity="link",
+    max_retx=0,
+    round_trip_slots=4,
+    channel="awgn",
+    csi="perfect",
+    timelines=4,
+    values=(256, 64),
+    seed=0,
+):
     """Two users (256 and 64 token values) on 4 PRBs, equal shares, through the cell loop's digital link."""
-    tiny["users"] = [{"id": "q", "modalities": ["text"], "snr_db": snr_db},
-                     {"id": "cam", "modalities": ["image"], "snr_db": snr_db}]  # fmt: skip
+    tiny["users"] = [
+        {"id": "q", "modalities": ["text"], "snr_db": snr_db},
+        {"id": "cam", "modalities": ["image"], "snr_db": snr_db},
+    ]
     tiny["groups"] = [{"id": "g", "users": ["q", "cam"]}]
     tiny["cell"] = {"num_prbs": 4}
     tiny["channel"] = {"model": channel, "csi": csi}
-    link = {"mode": "digital", "mcs": mcs, "fidelity": fidelity,
-            "harq": {"max_retx": max_retx, "round_trip_slots": round_trip_slots}}  # fmt: skip
+    link = {
+        "mode": "digital",
+        "mcs": mcs,
+        "fidelity": fidelity,
+        "harq": {"max_retx": max_retx, "round_trip_slots": round_trip_slots},
+    }
     tiny["link"] = link
     s = validate_scenario(tiny)
     config.seed = seed
@@ -205,8 +222,7 @@ def test_harq_lowers_the_residual_block_error_rate(tiny):
 
 @pytest.mark.parametrize("fidelity", ["link", "abstraction"])
 @pytest.mark.parametrize("channel, csi", [("awgn", "perfect"), ("rayleigh", "ls"), ("tdl-a", "ls")])
-def test_information_bits_never_exceed_the_shannon_capacity_of_the_resource_elements_used(tiny, channel, csi,
-                                                                                          fidelity):  # fmt: skip
+def test_information_bits_never_exceed_the_shannon_capacity_of_the_resource_elements_used(tiny, channel, csi, fidelity):
     """TB bits delivered <= sum over every attempt's REs of log2(1 + SNR per RE), at every SNR, MCS fixed or
     adapted (fading only lowers the ergodic capacity below that of its mean SNR).
 
@@ -215,8 +231,9 @@ def test_information_bits_never_exceed_the_shannon_capacity_of_the_resource_elem
     """
     for fixed in ("auto", 27):
         for snr in (-10.0, -5.0, 0.0, 10.0, 25.0):
-            s, records, _ = digital_cell(copy.deepcopy(tiny), fixed, snr, fidelity, max_retx=3, channel=channel,
-                                         csi=csi, timelines=4, seed=2)  # fmt: skip
+            s, records, _ = digital_cell(
+                copy.deepcopy(tiny), fixed, snr, fidelity, max_retx=3, channel=channel, csi=csi, timelines=4, seed=2
+            )
             tb = records.tbs
             snr_re = snr - 10 * torch.log10(tb["prbs"] / 2.0)  # the power of 2 PRBs spread over the grant
             capacity = (tb["prbs"] * 144 * torch.log2(1 + 10 ** (snr_re / 10))).sum()
