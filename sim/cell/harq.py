@@ -229,7 +229,7 @@ class TransportBlocks:
             args["device"],
         )
 
-    def send(self, slot, granted, backlog, sent, due_tb, due_prbs, sinr_prb_granted):
+    def send(self, granted, backlog, sent, due_tb, due_prbs, sinr_prb_granted):
         """Form this slot's TBs: due retransmissions where the grant holds them, new data elsewhere.
 
         :param granted: [num_timelines, num_users] PRBs granted; ``backlog``, ``sent``: new payload bits queued
@@ -275,7 +275,7 @@ class TransportBlocks:
         :param sinr_prb: [B, U, P] CQI at the power per RE of the grant on the granted PRBs, 0 elsewhere
         :output: :meth:`receive`'s events and ``sent``, ``created`` (1-D ids of the TBs formed now)
         """
-        tb_of_user, created = self.send(slot, granted, backlog, sent, *due, sinr_prb)
+        tb_of_user, created = self.send(granted, backlog, sent, *due, sinr_prb)
         out = link(self.symbols(tb_of_user, rows.b, rows.u, rows.k), rows.h, rows.no)
         events = self.receive(slot, tb_of_user, rows.b, rows.u, rows.k, out)
         sent = sent.clone()

@@ -121,6 +121,12 @@ class CellRecords:
         )
 
 
+def stream_index(position: torch.Tensor, units_per_job: torch.Tensor, padded: int) -> torch.Tensor:
+    """Where unit ``position`` of a user's stream (its jobs back to back, ``units_per_job`` each) lies in
+    the padded layout ``[num_jobs * padded]`` of its payloads (broadcasts)."""
+    return torch.div(position, units_per_job, rounding_mode="floor") * padded + position % units_per_job
+
+
 def _release(owner: torch.Tensor, users: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
     """``owner`` [B, P] with each user's PRBs beyond its first ``usable`` [B, A] (in PRB order) made idle."""
     rank = (owner[:, :, None] == users[None, None, :]).long().cumsum(1) - 1  # [B, P, A]
@@ -249,8 +255,8 @@ class CellLoop:
         job_start = torch.arange(J, device=dev)[None, :] * units[:, None]  # [U, J]
         job_end = job_start + units[:, None]
 
-        def position(pos, user):  # a user's stream position -> index into the padded [J * per_job] layout
-            return torch.div(pos, units[user], rounding_mode="floor") * per_job + pos % units[user]
+        def position(pos, user):
+            return stream_index(pos, units[user], per_job)
 
         if self.digital:
             quantizer = UniformQuantizer(self.scenario.link.bits_per_value)
