@@ -419,7 +419,7 @@ class Simulation:
             calibration,
             _group_of_user(s),
             num_prbs=s.cell.num_prbs,
-            power=UplinkPower(s, share.prbs_per_user),
+            power=UplinkPower(s),
             res_per_prb=share.data_symbols_per_slot // share.prbs_per_user,
             slot_s=slot_duration_s(s.cell.subcarrier_spacing_hz),
             device_s=device_s,

@@ -33,6 +33,7 @@ import numpy as np
 
 from models.data.fashion_avqa import ANSWERS, QUESTION_TYPES
 from models.encoders import encoder_output_shape
+from sim.mac.power import reference_share
 
 MS = 1e3
 BREAKDOWN = (
@@ -82,7 +83,6 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
     qtypes = s.dataset.question_types
     digital = s.link.mode == "digital"
     allocation = evaluation.allocation
-    num_users = len(s.users)
     g_of_task, b_of_task, j_of_task = tasks["group"], tasks["timeline"], tasks["job"]
     jobs = {k: v.cpu().numpy() for k, v in records.jobs.items()}
     users_rec = {k: v.cpu().numpy().sum(0) for k, v in records.users.items()}  # summed over timelines
@@ -154,7 +154,7 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
     nmse = evaluation.nmse_error / np.maximum(evaluation.nmse_power, 1e-30)
     needs = [QUESTION_TYPES[q].needs | {"text"} for q in qtypes]  # every question needs its text
     shares = allocation["prbs"] if allocation else None
-    reference_prbs = max(1, s.cell.num_prbs // num_users)
+    reference_prbs = reference_share(s)
     users, per_user = [], []
     for i, u in enumerate(s.users):
         g = g_of_user[i]

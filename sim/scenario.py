@@ -431,6 +431,15 @@ def _cross_check(s: Scenario) -> list[ScenarioError]:
                 f"more PRBs (cell.bandwidth_hz), or a policy that shares PRBs over slots: {others}",
             )
         )
+    if s.radio.reference_prbs is not None and s.radio.reference_prbs > num_prbs:
+        errors.append(
+            ScenarioError(
+                "radio.reference_prbs",
+                s.radio.reference_prbs,
+                f"exceeds the carrier's {num_prbs} PRBs",
+                f"1..{num_prbs}",
+            )
+        )
     errors += _check_model_source(s)
     if s.traffic.arrival == "poisson" and s.traffic.rate_per_s is None:
         errors.append(ScenarioError("traffic.rate_per_s", None, "is required with traffic.arrival: poisson"))
@@ -503,9 +512,9 @@ def _resolve(s: Scenario) -> Scenario:
             user.snr_db = s.snr_db
         if user.device_gflops is None:
             user.device_gflops = s.compute.device_gflops
-    # Placed users without an SNR get it from geometry, their power spread over their equal share of PRBs.
+    # Placed users without an SNR get it from geometry, their power spread over the reference share of PRBs.
     share = EqualShare(s.cell.num_prbs, len(s.users), len(s.cell.pilot_ofdm_symbol_indices))
-    resolve_geometry(s, share.prbs_per_user)
+    resolve_geometry(s, s.radio.reference_prbs or share.prbs_per_user)
     sent = {m for u in s.users for m in u.modalities}
     s.tokens = {m: s.tokens[m] for m in MODALITIES if m in sent}  # nothing else is encoded or trained
     return s

@@ -71,6 +71,13 @@ class RadioConfig(Strict):
         None, description="open-loop power control target per PRB (TS 38.213 7.1.1); unset: full power"
     )
     alpha: float = Field(1.0, ge=0, le=1, description="path loss compensation of power control")
+    reference_prbs: int | None = Field(
+        None,
+        ge=1,
+        le=275,
+        description="PRBs a user's power spreads over to give its snr_db (its SNR per RE); "
+        "default the equal share, num_prbs // num_users (at least 1)",
+    )
 
 
 # ---------------------------------------------------------------- checks and resolution
@@ -218,8 +225,9 @@ def geometry_snr_db(scenario: Scenario, prbs_per_user: int) -> list[float | None
     """Each user's SNR per resource element at the BS from its path loss and shadow fading, dB.
 
     The user's transmit power (full power, or open-loop power control when
-    ``radio.p0_dbm`` is set) is spread evenly over its ``prbs_per_user * 12``
-    subcarriers; noise is -174 dBm/Hz plus the noise figure over one subcarrier.
+    ``radio.p0_dbm`` is set) is spread evenly over the ``prbs_per_user * 12``
+    subcarriers of the reference share (``radio.reference_prbs``, by default the
+    equal share); noise is -174 dBm/Hz plus the noise figure over one subcarrier.
     ``None`` for a user without geometry (no path loss resolved).
     """
     import torch

@@ -187,8 +187,7 @@ class CellLoop:
         group_index = {uid: g for g, group in enumerate(s.groups) for uid in group.users}
         self.group_of_user = torch.tensor([group_index[u.id] for u in s.users], device=device)
         self.res_per_prb = NUM_SUBCARRIERS_PER_PRB * (NUM_OFDM_SYMBOLS_PER_SLOT - len(s.cell.pilot_ofdm_symbol_indices))
-        self.reference_prbs = max(1, self.num_prbs // self.num_users)
-        self.power = UplinkPower(s, self.reference_prbs)
+        self.power = UplinkPower(s)
         if snr_db is not None:
             self.power.snr_db = torch.as_tensor(snr_db, dtype=torch.float64)
         self.digital = s.link.mode == "digital"

@@ -6,10 +6,10 @@ evenly over the subcarriers it is granted (Sionna's
 on how many PRBs the scheduler gives it:
 
 - A user with a fixed ``snr_db`` (given, or filled in from geometry at full
-  power): ``snr_db`` is the SNR per RE at the **reference share**
-  ``b_ref = max(1, num_prbs // num_users)`` (the equal share,
-  :class:`~sim.mac.allocation.EqualShare`) and a grant of ``b`` PRBs moves it
-  by ``-10 log10(b / b_ref)`` dB.
+  power): ``snr_db`` is the SNR per RE at the **reference share** ``b_ref``
+  (``radio.reference_prbs``; by default the equal share ``max(1, num_prbs //
+  num_users)``, :class:`~sim.mac.allocation.EqualShare`) and a grant of ``b``
+  PRBs moves it by ``-10 log10(b / b_ref)`` dB.
 - A placed user with ``radio.p0_dbm`` set: TS 38.213 open-loop power control
   (Sionna's ``open_loop_uplink_power_control``): ``P(b) = min(P_max,
   P0 + alpha PL + 10 log10(b))``, so the power per PRB stays at
@@ -26,11 +26,18 @@ import math
 import torch
 
 
+def reference_share(scenario) -> int:
+    """``b_ref``: the PRBs over which a user's power gives its ``snr_db`` (``radio.reference_prbs``, or the
+    equal share ``max(1, num_prbs // num_users)``)."""
+    return scenario.radio.reference_prbs or max(1, scenario.cell.num_prbs // len(scenario.users))
+
+
 class UplinkPower:
     """SNR per resource element of every user for a grant of ``b`` PRBs.
 
     :param scenario: validated scenario (users' ``snr_db``, ``pathloss_db``, ``shadow_fading_db``; ``radio``)
-    :param reference_prbs: ``b_ref``, the share the users' ``snr_db`` refer to
+    :param reference_prbs: ``b_ref``, the share the users' ``snr_db`` refer to (``None``: the scenario's,
+        :func:`reference_prbs`)
 
     :input prbs: [..., num_users], int or float. PRBs granted (0: none).
     :output snr_re_db: [..., num_users], float64. SNR per RE, dB (``-inf`` where nothing is granted).
@@ -39,8 +46,8 @@ class UplinkPower:
     >>> power.shift_db(torch.tensor([[1, 2, 4]]))  # fixed-SNR users: +3, 0, -3 dB
     """
 
-    def __init__(self, scenario, reference_prbs: int):
-        self.reference_prbs = reference_prbs
+    def __init__(self, scenario, reference_prbs: int | None = None):
+        self.reference_prbs = reference_prbs or reference_share(scenario)
         self.snr_db = torch.tensor([u.snr_db for u in scenario.users], dtype=torch.float64)
         radio = scenario.radio
         controlled = [radio.p0_dbm is not None and u.pathloss_db is not None for u in scenario.users]

@@ -238,3 +238,18 @@ def test_proportional_fair_serves_a_user_whose_average_has_decayed_to_zero():
         torch.arange(3), torch.tensor([[2, 6, 6]]), rate, torch.zeros(1, 3), torch.zeros(1, 3, dtype=torch.bool)
     )
     assert grants(owner, 3)[0, 0] == 2 and bool((owner >= 0).all())
+
+
+def test_the_reference_share_of_the_users_snr_is_a_scenario_key(tiny):
+    """radio.reference_prbs: the grant at which a user's SNR per RE is its snr_db (default the equal share)."""
+    from sim.mac.power import reference_share
+
+    assert reference_share(validate_scenario(tiny)) == 1  # 6 PRBs, 5 users
+    tiny["cell"] = {"num_prbs": 24}
+    assert reference_share(validate_scenario(tiny)) == 4
+    tiny["radio"] = {"reference_prbs": 2}
+    power = UplinkPower(validate_scenario(tiny))
+    snr = power(torch.tensor([[2, 4, 0, 1, 8]]))
+    np.testing.assert_allclose(snr[0, :2].numpy(), [15.0, 10.0 - 3.0103], atol=1e-4)
+    assert snr[0, 2] == -math.inf and snr[0, 3] == pytest.approx(0.0 + 3.0103, abs=1e-4)
+    assert snr[0, 4] == pytest.approx(-5.0 - 6.0206, abs=1e-4)
