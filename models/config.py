@@ -106,8 +106,18 @@ class AlignmentConfig(StageSettings):
     reconstruction_weight: float = Field(1.0, ge=0, description="weight of the text tokens' normalised MSE")
 
 
+class LearningRateMultipliers(Strict):
+    """Stage 2's learning rate of each parameter group, as a multiple of ``finetune.lr``."""
+
+    transceivers: float = Field(1.0, ge=0, description="transmitters and receivers (aligned in stage 1)")
+    lora: float = Field(1.0, ge=0, description="the backbone's LoRA adapters")
+    head: float = Field(1.0, ge=0, description="the answer head (encoder backbones)")
+
+
 class FinetuneConfig(StageSettings):
     """Stage 2: task fine-tuning of transmitters, receivers, LoRA and head, end to end."""
+
+    lr_multipliers: LearningRateMultipliers = Field(default_factory=LearningRateMultipliers)
 
 
 class TrainingConfig(Strict):
@@ -117,7 +127,12 @@ class TrainingConfig(Strict):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     train_tasks_per_group: int = Field(20000, gt=0)
     validation_every: int = Field(50, ge=0, description="fine-tuning steps between validation accuracies; 0: none")
-    validation_tasks_per_group: int = Field(250, gt=0, description="held-out tasks per group for validation")
+    validation_tasks_per_group: int = Field(
+        250, gt=0, description="validation-split tasks per group; they choose the weights kept and when to stop"
+    )
+    patience: int = Field(
+        0, ge=0, description="stop fine-tuning after this many validations in a row without a new best; 0: never"
+    )
     audio_encoder: AudioEncoderTraining = Field(default_factory=AudioEncoderTraining)
 
 

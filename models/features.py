@@ -55,7 +55,7 @@ def question_index(questions) -> np.ndarray:
 def audio_encoder_key(dataset: FashionAVQA, settings) -> str:
     return digest(
         {
-            "speech": dataset.speech_path("train").parent.name,
+            "speech": dataset.speech_path("train").stem,
             "training": settings.model_dump(),
             "version": FEATURES_VERSION,
         }
@@ -72,7 +72,7 @@ def load_features(
     """
     computed = {}
     if "image" in modalities:
-        num_images = dataset.config.train_images if split == "train" else dataset.config.test_images
+        num_images = dataset.config.count(split, "images")
         computed["image"] = _cached(
             "image",
             {"encoder": models.image_encoder, "px": models.image_size_px, "split": split, "num_images": num_images},
@@ -144,7 +144,7 @@ def _encode_speech(dataset, audio_key, audio_training, split, device, progress) 
         encoder = load_or_train_audio_encoder(
             audio_key,
             lambda: dataset.speech("train"),
-            lambda: dataset.speech("test"),
+            lambda: dataset.speech("validation"),
             audio_training,
             seed=dataset.seed,
             sample_rate_hz=dataset.config.sample_rate_hz,

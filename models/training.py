@@ -66,13 +66,28 @@ class TaskSampler:
 
 
 def adamw_with_schedule(params, settings):
-    """AdamW with a linear warm-up over the first 5 % of ``settings.steps``, then cosine decay to zero."""
+    """AdamW with a linear warm-up over the first 5 % of ``settings.steps``, then cosine decay to zero.
+
+    ``params``: parameters, or parameter groups (dicts with ``params`` and a ``lr`` each).
+    """
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     warmup = max(1, settings.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / settings.steps))))
     )
     return optimizer, schedule
+
+
+def parameter_groups(model: SplitModel, settings) -> list[dict]:
+    """Stage 2's trainable parameters in three groups, each at ``settings.lr`` times its multiplier:
+    the transceivers (aligned in stage 1), the LoRA adapters and the answer head."""
+    groups: dict[str, list] = {"transceivers": [], "lora": [], "head": []}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            kind = "lora" if "lora_" in name else "head" if name.startswith("backbone.") else "transceivers"
+            groups[kind].append(p)
+    multipliers = settings.lr_multipliers.model_dump()
+    return [{"params": ps, "lr": settings.lr * multipliers[k], "name": k} for k, ps in groups.items() if ps]
 
 
 @torch.no_grad()
@@ -98,20 +113,26 @@ def finetune_split_model(
     progress: bool = True,
     validate: Callable[[], float] | None = None,
     validation_every: int = 0,
+    patience: int = 0,
 ) -> list[dict]:
     """Stage 2: fine-tune ``model`` on tasks from ``sampler`` through ``channel``.
 
-    Every trainable parameter (transceivers, LoRA adapters, head) is trained.
+    Every trainable parameter (transceivers, LoRA adapters, head) is trained, each group at its own
+    learning rate (:func:`parameter_groups`). With ``validate``, the model ends at the weights of its
+    best validation accuracy (the latest of equals), and training stops early once ``patience``
+    validations in a row (0: never) have not beaten the best.
 
     :param settings: ``models.config.FinetuneConfig``
     :param validate: returns a held-out accuracy; called every ``validation_every`` steps and after the last
-    :output history: one ``{"stage", "step", "loss", "accuracy"[, "val_accuracy"]}`` per step
+    :output history: one ``{"stage", "step", "loss", "accuracy"[, "val_accuracy"]}`` per step; the row of
+        the weights kept has ``"selected": True``
     """
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout in the LoRA adapters draws from the global generator
-    optimizer, schedule = adamw_with_schedule([p for p in model.parameters() if p.requires_grad], settings)
+    optimizer, schedule = adamw_with_schedule(parameter_groups(model, settings), settings)
     num_slots = max(1, settings.batch_size // sampler.num_groups)
     history = []
+    best, best_row, best_state, stale = -math.inf, None, None, 0
     model.train()
     bar = progress_bar(range(settings.steps), enabled=progress, desc="fine-tuning")
     for step in bar:
@@ -124,12 +145,21 @@ def finetune_split_model(
         schedule.step()
         accuracy = (out["logits"].argmax(-1) == batch["answer"]).float().mean().item()
         history.append({"stage": "finetune", "step": step, "loss": loss.item(), "accuracy": accuracy})
-        if validate is not None and (
-            (validation_every and (step + 1) % validation_every == 0) or step + 1 == settings.steps
-        ):
-            history[-1]["val_accuracy"] = validate()
-            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{history[-1]['val_accuracy']:.3f}", refresh=False)
+        last = step + 1 == settings.steps
+        if validate is not None and ((validation_every and (step + 1) % validation_every == 0) or last):
+            val = history[-1]["val_accuracy"] = validate()
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val:.3f}", refresh=False)
+            if val >= best:
+                best, best_row, stale = val, history[-1], 0
+                best_state = {k: v.clone() for k, v in model.trainable_state().items()}
+            else:
+                stale += 1
+                if patience and stale >= patience:
+                    break
         elif step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.2f}", refresh=False)
+    if best_state is not None:
+        model.load_state_dict(best_state, strict=False)
+        best_row["selected"] = True
     model.eval()
     return history

@@ -227,11 +227,13 @@ def _print_summary(metrics: dict, out: Path) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"{metrics['scenario']}: accuracy {metrics['accuracy']:.3f} over {metrics['tasks']} tasks "
+        title=f"{metrics['scenario']}: accuracy {metrics['accuracy']:.3f} "
+        f"(95 % CI {_interval(metrics['accuracy_ci95'])}) over {metrics['tasks']} tasks "
         f"(majority answer {metrics['majority_answer_rate']:.3f}), "
         f"latency p95 {metrics['latency_ms']['p95']:.2f} ms"
     )
-    for column in ("user", "modalities", "group", "SNR dB", "accuracy", "token NMSE", "bits/task", "latency ms"):
+    columns = ("user", "modalities", "group", "SNR dB", "accuracy", "95 % CI", "token NMSE", "bits/task", "latency ms")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("user", "modalities", "group") else "right")
     for u in metrics["users"]:
         table.add_row(
@@ -240,6 +242,7 @@ def _print_summary(metrics: dict, out: Path) -> None:
             u["group"],
             f"{u['snr_db']:g}",
             f"{u['accuracy']:.3f}",
+            _interval(u["accuracy_ci95"]),
             f"{u['token_nmse']:.3f}",
             f"{u['bits_per_task']:.0f}",
             f"{u['latency_ms']['mean']:.2f}",
@@ -247,6 +250,10 @@ def _print_summary(metrics: dict, out: Path) -> None:
     console = Console(stderr=True)
     console.print(table)
     console.print(f"results in {out}/")
+
+
+def _interval(pair) -> str:
+    return f"{pair[0]:.3f}-{pair[1]:.3f}"
 
 
 def cmd_bench(args) -> int:

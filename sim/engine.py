@@ -41,7 +41,7 @@ SETTLED_DB = 0.5  # a warm-up pass that moves no user's back-off by more than th
 
 STAGES = ("align", "finetune")
 ALIGNED_MODULES = ("transmitters", "receivers")  # what stage 1 trains and saves
-VALIDATION_STREAM = 1 << 31  # offset of the validation tasks' seed from the evaluation's
+VALIDATION_STREAM = 1 << 31  # offset of the validation channel's and the calibration's seeds from the scenario's
 
 
 def checkpoint_key(scenario: Scenario, stage: str = "finetune") -> tuple[str, dict]:
@@ -65,7 +65,9 @@ def checkpoint_key(scenario: Scenario, stage: str = "finetune") -> tuple[str, di
     shaped_by = {
         "stage": stage,
         "seed": s.seed,
-        "dataset": s.dataset.model_dump(mode="json", exclude={"fashion_mnist_dir", "wordnet_dir", "espeak_ng"}),
+        "dataset": s.dataset.model_dump(
+            mode="json", exclude={"fashion_mnist_dir", "wordnet_dir", "espeak_ng", "test_images", "test_clips"}
+        ),
         "cell": s.cell.model_dump(mode="json", exclude={"bandwidth_hz"}),
         "channel": s.channel.model_dump(mode="json"),
         "layout": {"groups": layout, "num_users": len(s.users)},
@@ -73,7 +75,7 @@ def checkpoint_key(scenario: Scenario, stage: str = "finetune") -> tuple[str, di
         "models": s.models.model_dump(mode="json"),
         "audio_encoder": s.training.audio_encoder.model_dump(mode="json"),
         "training": training,
-        "version": 3,  # bump when training or its inputs change meaning
+        "version": 4,  # bump when training or its inputs change meaning
     }
     if s.link.mode == "digital":  # the noise proxy trains on; analog keys stay as they were
         shaped_by["link"] = s.link.model_dump(
@@ -119,7 +121,7 @@ class Simulation:
         self.scenario = scenario
         self.progress = progress
         self.device = apply_runtime(scenario.device, scenario.seed)
-        self.dataset = DATASETS[scenario.dataset.name](scenario.dataset, scenario.seed)
+        self.dataset = DATASETS[scenario.dataset.name](scenario.dataset)
         self._features: dict[str, SplitFeatures] = {}
         self._samplers: dict[tuple, TaskSampler] = {}
         # ``model_from``: another scenario trains (or has trained) the model this one evaluates
@@ -140,13 +142,14 @@ class Simulation:
             )
         return self._features[split]
 
-    def sampler(self, split: str, tasks_per_group: int, seed_offset: int = 0) -> TaskSampler:
-        """Every group's tasks of ``split``, drawn once per (split, count, seed offset)."""
-        key = (split, tasks_per_group, seed_offset)
+    def sampler(self, split: str, tasks_per_group: int) -> TaskSampler:
+        """Every group's tasks of ``split``, drawn once per (split, count) by the data set's seed alone:
+        two seeds of a scenario train, validate and test on the same tasks."""
+        key = (split, tasks_per_group)
         if key not in self._samplers:
             s = self.scenario
             tables = [
-                self.dataset.tasks(split, tasks_per_group, s.group_modalities(g), seed=s.seed * 1000 + i + seed_offset)
+                self.dataset.tasks(split, tasks_per_group, s.group_modalities(g), stream=i)
                 for i, g in enumerate(s.groups)
             ]
             self._samplers[key] = TaskSampler(tables, self.present, self.features(split))
@@ -216,7 +219,7 @@ class Simulation:
     def _finetune(self, aligned_history: list[dict]) -> dict:
         s = self.scenario
         sampler = self.sampler("train", s.training.train_tasks_per_group)
-        validation = self.sampler("test", s.training.validation_tasks_per_group, seed_offset=VALIDATION_STREAM)
+        validation = self.sampler("validation", s.training.validation_tasks_per_group)
         reseed(s.seed + 1)
         generator = torch.Generator().manual_seed(s.seed + 1)
         channel = self.uplink.training_channel(s.training.finetune.snr_db_range, generator)
@@ -232,11 +235,16 @@ class Simulation:
             self.progress,
             validate=lambda: task_accuracy(self.model, validation_channel, validation, s.evaluation.batch_size),
             validation_every=s.training.validation_every,
+            patience=s.training.patience,
         )
+        selected = next(h for h in history if h.get("selected"))
         summary = {
             "stage": "finetune",
             **_tail_means(history, ("loss", "accuracy")),
             "final_val_accuracy": history[-1]["val_accuracy"],
+            "selected_step": selected["step"],
+            "selected_val_accuracy": selected["val_accuracy"],
+            "steps_run": len(history),
             "history": aligned_history + history,
         }
         save_checkpoint(self.model, self.checkpoint, self.shaped_by, summary)
@@ -374,6 +382,7 @@ class Simulation:
             snr_db=[float(x) for x in snr_db],
         )
 
+    @torch.no_grad()
     def calibrate(self, snr_db: np.ndarray) -> Calibration:
         """Accuracy per group and REs per user at every token factor and SNR offset of ``scheduler.allocation``,
         on validation tasks (never the test tasks), through the cell loop with equal shares and snapshots; a
@@ -389,7 +398,7 @@ class Simulation:
                 "link": s.link.model_copy(update={"fidelity": "abstraction"}) if s.link.mode == "digital" else s.link,
             }
         )
-        sampler = self.sampler("test", settings.calibration_tasks_per_group, seed_offset=VALIDATION_STREAM)
+        sampler = self.sampler("validation", settings.calibration_tasks_per_group)  # never the test tasks
         users, groups = len(s.users), len(s.groups)
         accuracy = np.zeros((len(factors), len(shifts), groups))
         res = np.zeros((len(factors), len(shifts), users))
@@ -432,7 +441,7 @@ class Simulation:
 
     def _device_flops(self) -> dict[str, int]:
         """FLOPs one device spends per task on each modality: encoder and transmitter."""
-        features = self.features("test")
+        features = self.features("validation")
         one = features.gather({m: torch.zeros(1, dtype=torch.long, device=self.device) for m in features.tokens})
         return {
             m: features.encoder_flops[m] + count_flops(self.model.transmitters[m], one[m]["tokens"], one[m]["lengths"])

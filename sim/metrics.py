@@ -236,6 +236,11 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
             for k, q in enumerate(qtypes)
             if (tasks["question_type"] == k).any()
         },
+        "accuracy_ci95_by_question_type": {
+            q: wilson_interval(tasks["correct"][tasks["question_type"] == k])
+            for k, q in enumerate(qtypes)
+            if (tasks["question_type"] == k).any()
+        },
         "groups": groups,
         "users": users,
     }

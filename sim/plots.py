@@ -3,7 +3,7 @@
 ``plot_directory(DIR)`` (``tokensim plot DIR``) writes PNG and PDF into ``DIR/plots/``, each atomically:
 
 - ``accuracy_vs_snr``: test accuracy vs SNR, one line per compression ratio (and per value of any other
-  swept key). A sweep over ``snr_db`` (or one ``users.<id>.snr_db``) puts its values on the x axis;
+  swept key), with 95 % error bars (over the seeds of a replicated sweep, else Wilson over tasks). A sweep over ``snr_db`` (or one ``users.<id>.snr_db``) puts its values on the x axis;
   otherwise, and for a run, each user is a point at its own SNR.
 - ``rate_accuracy`` (sweeps): accuracy vs bits per task of every point, and the frontier of points no
   other point beats with fewer bits.
@@ -51,6 +51,7 @@ STYLE = {
 }
 ALL_USERS = "all"  # sim.sweep.ALL_USERS, without importing the engine
 SCHEDULER_KEY = "scheduler.policy"
+REPLICATE_KEY = "seed"  # sim.sweep.REPLICATE_KEY
 BITS_LABEL = {"coded": "coded bits per task", "shannon-equivalent": "Shannon-equivalent bits per task"}
 
 
@@ -132,9 +133,9 @@ class Table:
             import yaml
 
             spec = yaml.safe_load((directory / "sweep.yaml").read_text())
-            keys = [*spec["zip"], *spec["grid"]]
+            keys = [k for k in (*spec["zip"], *spec["grid"]) if k != REPLICATE_KEY]  # rows are across seeds
             rows = read_csv(directory / "results.csv")
-            dirs = {r["point"]: directory / "points" / r["point"] for r in rows}
+            dirs = {h: directory / "points" / h for r in rows for h in r.get("points", r["point"]).split()}
             return cls(rows, keys, dirs)
         if (directory / "metrics.json").is_file():
             metrics = json.loads((directory / "metrics.json").read_text())
@@ -213,13 +214,26 @@ def plot_accuracy_vs_snr(table: Table, path: Path) -> plt.Figure:
             rows, x_key, x_label = table.users(), "user_snr_db", "user SNR (dB)"
         for label, members in table.series(rows).items():
             members = sorted(members, key=lambda r: _float(r[x_key]))
-            ax.plot([_float(r[x_key]) for r in members], [_float(r["accuracy"]) for r in members], "o-", label=label)
+            x = [_float(r[x_key]) for r in members]
+            (line,) = ax.plot(x, [_float(r["accuracy"]) for r in members], "o-", label=label)
+            _draw_error_bars(ax, x, members, line.get_color())
         ax.set_xlabel(x_label)
         ax.set_ylabel("test accuracy")
         ax.set_ylim(0, 1)
         ax.legend(title=table.legend_title() or None, loc="lower right")
         save_figure(fig, path)
     return fig
+
+
+def _draw_error_bars(ax, x: list[float], rows: list[dict], color) -> None:
+    """Each row's 95 % accuracy interval at ``x`` (over the seeds of a replicated sweep, else Wilson over
+    tasks); nothing where the rows carry none."""
+    if not rows or any(r.get("accuracy_ci95_low") in (None, "") for r in rows):
+        return
+    accuracy = np.array([_float(r["accuracy"]) for r in rows])
+    low = np.array([_float(r["accuracy_ci95_low"]) for r in rows])
+    high = np.array([_float(r["accuracy_ci95_high"]) for r in rows])
+    ax.errorbar(x, accuracy, np.stack([accuracy - low, high - accuracy]), fmt="none", ecolor=color, capsize=2, lw=0.8)
 
 
 def _snr_name(key: str) -> str:
@@ -234,13 +248,9 @@ def plot_rate_accuracy(table: Table, path: Path) -> plt.Figure:
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.5))
         for label, members in table.series(rows).items():
             members = sorted(members, key=lambda r: _float(r["bits_per_task"]))
-            ax.plot(
-                [_float(r["bits_per_task"]) for r in members],
-                [_float(r["accuracy"]) for r in members],
-                "o",
-                ls="none",
-                label=label,
-            )
+            x = [_float(r["bits_per_task"]) for r in members]
+            (line,) = ax.plot(x, [_float(r["accuracy"]) for r in members], "o", ls="none", label=label)
+            _draw_error_bars(ax, x, members, line.get_color())
         bits, accuracy = frontier([_float(r["bits_per_task"]) for r in rows], [_float(r["accuracy"]) for r in rows])
         ax.plot(bits, accuracy, "-", color="0.2", lw=0.9, drawstyle="steps-post", label="frontier", zorder=1)
         if bits and max(bits) / max(min(bits), 1e-9) > 20:
@@ -280,7 +290,8 @@ def latency_groups(table: Table) -> tuple[str, dict[str, np.ndarray]]:
         series, title = table.series(rows, [table.snr_key]), ""
     pooled = {}
     for label, members in series.items():
-        latencies = [read_csv(table.run_dirs[r["point"]] / "per_task.csv") for r in members]
+        runs = [h for r in members for h in r.get("points", r["point"]).split()]  # every seed's tasks
+        latencies = [read_csv(table.run_dirs[h] / "per_task.csv") for h in runs]
         pooled[label] = np.array([_float(t["latency_ms"]) for tasks in latencies for t in tasks])
     return title, pooled
 

@@ -311,7 +311,7 @@ def _cross_check(s: Scenario) -> list[ScenarioError]:
 
     errors: list[ScenarioError] = []
     try:
-        FashionAVQA(s.dataset, s.seed)  # only checks that the Debian packages' files are there
+        FashionAVQA(s.dataset)  # only checks that the Debian packages' files are there
     except MissingDataError as err:
         errors.append(
             ScenarioError(err.key, str(err.value), f"{err.problem}; install with: sudo apt-get install {err.package}")

@@ -13,6 +13,7 @@ so). The block names the keys to vary, by the same dotted keys as ``--set``:
         tokens.text.length: [1, 2, 4]
         tokens.image.length: [1, 2, 4]
         tokens.audio.length: [1, 2, 4]
+      replicates: 3                # each point with model seeds seed, seed+1, seed+2 (same data, same test tasks)
 
 A value is a list, a range ``start:stop[:step]`` (step 1 by default, numpy's ``arange`` plus ``stop`` if it
 lies on the step) or one scalar. ``snr_db`` (a scenario key) sets every user's SNR;
@@ -26,6 +27,13 @@ finished when its ``manifest.json``, written last and atomically, exists, so a r
 and redoes a point killed half-way. ``OUT/sweep.yaml`` is the resolved spec (every point and its values),
 ``OUT/results.csv`` one row per point and user plus an overall row (``user`` = ``all``) per point, the
 swept keys as columns.
+
+Replicates: ``replicates: N`` (or sweeping ``seed`` itself, ``--set seed=0:4``) runs every point with N
+model seeds, innermost. ``results.csv`` then has one row per point *across seeds*: each metric is the mean
+over the seeds, ``replicates`` says how many, ``accuracy_std`` (and ``token_nmse_std``,
+``latency_p95_ms_std``) the sample standard deviation over seeds and ``accuracy_ci95_low/high`` Student's
+t 95 % interval of the mean over seeds. ``OUT/replicates.csv`` keeps the row of every seed. With one seed,
+``accuracy_ci95_low/high`` is the run's Wilson interval over its tasks.
 
 Checkpoints are shared: points are grouped by :func:`sim.engine.checkpoint_key`; each missing stage-1 and
 stage-2 checkpoint is trained by exactly one task (distinct keys in parallel) before its points are
@@ -53,7 +61,8 @@ import yaml
 from models.paths import digest
 from sim.errors import ScenarioError
 
-SWEEP_KEYS = ("grid", "zip")
+SWEEP_KEYS = ("grid", "zip", "replicates")
+REPLICATE_KEY = "seed"  # the swept key whose values are replicates of one point
 FINISHED = "manifest.json"  # written last by write_run
 ALL_USERS = "all"
 RESULT_COLUMNS = (
@@ -62,6 +71,8 @@ RESULT_COLUMNS = (
     "modalities",
     "user_snr_db",
     "accuracy",
+    "accuracy_ci95_low",
+    "accuracy_ci95_high",
     "tasks",
     "token_nmse",
     "bits_per_task",
@@ -109,6 +120,7 @@ class Sweep:
     grid: dict = field(default_factory=dict)
     zip: dict = field(default_factory=dict)
     fixed: list = field(default_factory=list)
+    replicates: int = 1
 
     @property
     def keys(self) -> list[str]:
@@ -140,6 +152,7 @@ class Sweep:
             "set": list(self.fixed),
             "grid": self.grid,
             "zip": self.zip,
+            "replicates": len(self.grid.get(REPLICATE_KEY, [None])),
             "points": [{"point": p.hash, **p.values} for p in points],
         }
 
@@ -170,7 +183,7 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
         for key in block:
             if key not in SWEEP_KEYS:
                 raise ScenarioError(f"sweep.{key}", None, "is not a known key", ", ".join(SWEEP_KEYS))
-        for section in SWEEP_KEYS:
+        for section in ("grid", "zip"):
             axes = block.get(section) or {}
             if not isinstance(axes, dict):
                 raise ScenarioError(f"sweep.{section}", axes, "must map dotted keys to values", "key: [v1, v2, ...]")
@@ -180,13 +193,23 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
         both = set(sweep.grid) & set(sweep.zip)
         if both:
             raise ScenarioError(f"sweep.zip.{sorted(both)[0]}", None, "is also in sweep.grid; a key sweeps once")
+        replicates = block.get("replicates", 1)
+        if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+            raise ScenarioError("sweep.replicates", replicates, "is not a positive integer", "1, 2, 3, ...")
+        if replicates > 1:
+            if REPLICATE_KEY in sweep.grid or REPLICATE_KEY in sweep.zip:
+                raise ScenarioError("sweep.replicates", replicates, "is set while seed is swept too; use one")
+            sweep.replicates = replicates
+            sweep.grid[REPLICATE_KEY] = [base.get("seed", 0) + i for i in range(replicates)]
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ScenarioError("--set", item, "is not of the form dotted.key=value or dotted.key=v1,v2,...")
         items = split_list(text)
         values = parse_values(f"--set {key}", text if _RANGE.match(text) else [yaml.safe_load(v) for v in items])
-        if key in sweep.zip:
+        if key == REPLICATE_KEY and sweep.replicates > 1 and len(values) == 1:  # replicates from this seed
+            sweep.grid[key] = [values[0] + i for i in range(sweep.replicates)]
+        elif key in sweep.zip:
             sweep.zip[key] = values
         elif len(values) > 1 or key in sweep.grid:
             sweep.grid[key] = values
@@ -585,6 +608,8 @@ def point_rows(run_dir: Path, values: dict) -> list[dict]:
             "modalities": "",
             "user_snr_db": "",
             "accuracy": metrics["accuracy"],
+            "accuracy_ci95_low": metrics["accuracy_ci95"][0],
+            "accuracy_ci95_high": metrics["accuracy_ci95"][1],
             "tasks": metrics["tasks"],
             "token_nmse": metrics["token_nmse"],
             "bits_per_task": metrics["bits_per_task"],
@@ -604,6 +629,8 @@ def point_rows(run_dir: Path, values: dict) -> list[dict]:
                 "modalities": "+".join(u["modalities"]),
                 "user_snr_db": u["snr_db"],
                 "accuracy": u["accuracy"],
+                "accuracy_ci95_low": u["accuracy_ci95"][0],
+                "accuracy_ci95_high": u["accuracy_ci95"][1],
                 "tasks": u["tasks"],
                 "token_nmse": u["token_nmse"],
                 "bits_per_task": u["bits_per_task"],
@@ -618,10 +645,12 @@ def point_rows(run_dir: Path, values: dict) -> list[dict]:
 
 
 def write_results(out: Path, points: list[Point], keys: list[str]) -> None:
-    """``out/results.csv`` from every finished point, in the sweep's order; the swept keys lead."""
+    """``out/results.csv`` from every finished point, in the sweep's order; the swept keys lead.
+    With the seed swept, one row per point across seeds (:func:`across_seeds`), and every seed's row
+    in ``out/replicates.csv``."""
     from sim.results import write_csv
 
-    clash = [k for k in keys if k in (*RESULT_COLUMNS, "point")]
+    clash = [k for k in keys if k in (*RESULT_COLUMNS, *SEED_COLUMNS, "point", "points")]
     if clash:
         raise ScenarioError(f"sweep key {clash[0]}", None, "clashes with a results.csv column")
     rows = []
@@ -629,5 +658,49 @@ def write_results(out: Path, points: list[Point], keys: list[str]) -> None:
         run_dir = Path(out) / "points" / p.hash
         if (run_dir / FINISHED).is_file():
             rows += [{"point": p.hash, **row} for row in point_rows(run_dir, p.values)]
-    if rows:
-        write_csv(Path(out) / "results.csv", rows)
+    if not rows:
+        return
+    if REPLICATE_KEY in keys:
+        write_csv(Path(out) / "replicates.csv", rows)
+        rows = across_seeds(rows, [k for k in keys if k != REPLICATE_KEY])
+    else:
+        rows = [{**row, "replicates": 1, **dict.fromkeys(SEED_COLUMNS[1:], ""), "points": row["point"]} for row in rows]
+    write_csv(Path(out) / "results.csv", rows)
+
+
+SEED_COLUMNS = ("replicates", "accuracy_std", "token_nmse_std", "latency_p95_ms_std")
+_NOT_AVERAGED = ("point", "user", "group", "modalities", "bits_kind", "checkpoint", "compression_ratio")
+
+
+def across_seeds(rows: list[dict], keys: list[str]) -> list[dict]:
+    """One row per point and user across the seeds: means, sample standard deviations and Student's t
+    95 % interval of the mean accuracy over the seeds (``points``: the seeds' run directories)."""
+    import numpy as np
+    from scipy import stats
+
+    merged: dict[tuple, list[dict]] = {}
+    for row in rows:
+        merged.setdefault(tuple(json.dumps(row[k]) for k in keys) + (row["user"],), []).append(row)
+    out = []
+    for members in merged.values():
+        first = members[0]
+        row = {k: first[k] for k in keys}
+        n = len(members)
+        for column in ("point", *RESULT_COLUMNS):
+            values = [m[column] for m in members]
+            if column in _NOT_AVERAGED or any(v == "" or isinstance(v, str) for v in values):
+                row[column] = first[column]
+            else:
+                row[column] = float(np.mean(values))
+        accuracy = np.array([m["accuracy"] for m in members], dtype=float)
+        std = float(accuracy.std(ddof=1)) if n > 1 else float("nan")
+        half = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
+        row["accuracy_ci95_low"], row["accuracy_ci95_high"] = row["accuracy"] - half, row["accuracy"] + half
+        row["replicates"] = n
+        row["accuracy_std"] = std
+        for column in ("token_nmse", "latency_p95_ms"):
+            values = np.array([m[column] for m in members], dtype=float)
+            row[f"{column}_std"] = float(values.std(ddof=1)) if n > 1 else float("nan")
+        row["points"] = " ".join(m["point"] for m in members)
+        out.append(row)
+    return out

@@ -17,7 +17,14 @@ TINY = {
     "name": "tiny",
     "seed": 3,
     "device": "cpu",
-    "dataset": {"train_images": 48, "test_images": 24, "train_clips": 30, "test_clips": 20},
+    "dataset": {
+        "train_images": 48,
+        "validation_images": 24,
+        "test_images": 24,
+        "train_clips": 30,
+        "validation_clips": 20,
+        "test_clips": 20,
+    },
     "cell": {"num_prbs": 6},
     "channel": {"model": "tdl-a", "csi": "ls"},
     "users": [

@@ -58,6 +58,16 @@ def test_run_writes_the_results_contract_and_reuses_the_checkpoint(tiny, write_s
     assert metrics["tasks"] == 2 * tiny["evaluation"]["tasks_per_group"]
     assert metrics["bits_kind"] == "shannon-equivalent"
     assert 0 <= metrics["accuracy"] <= 1 and 0 < metrics["token_nmse"] < 2
+    # a Wilson interval at every level, around its accuracy
+    levels = [metrics, *metrics["groups"], *metrics["users"]]
+    levels += [
+        {"accuracy": a, "accuracy_ci95": metrics["accuracy_ci95_by_question_type"][q]}
+        for q, a in metrics["accuracy_by_question_type"].items()
+    ]
+    assert metrics["accuracy_ci95_by_question_type"].keys() == metrics["accuracy_by_question_type"].keys()
+    for level in levels:
+        low, high = level["accuracy_ci95"]
+        assert 0 <= low <= level["accuracy"] <= high <= 1 and high - low > 0.05  # 16-48 tasks a level
     nmse = {u["id"]: u["token_nmse"] for u in metrics["users"]}
     assert nmse["q1"] < nmse["both2"]  # 15 dB against -5 dB
     # the Shannon-equivalent bits of an analog user: channel uses x log2(1 + SNR per RE); q1's 8 symbols take
@@ -79,7 +89,7 @@ def test_run_writes_the_results_contract_and_reuses_the_checkpoint(tiny, write_s
     from sim.info import collect_info
 
     audio = collect_info()["weights"]["logmel-cnn"]
-    assert audio["present"] and all(0 <= float(m["test_nearest_mean_accuracy"]) <= 1 for m in audio["cached"].values())
+    assert audio["present"] and all(0 <= float(m["validation_nearest_mean_accuracy"]) <= 1 for m in audio["cached"].values())
 
     loaded = _run(path, tmp_path / "loaded")
     assert loaded.pop("training")["loaded"] and metrics.pop("training")["loaded"] == existed

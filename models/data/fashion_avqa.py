@@ -9,10 +9,10 @@ every question: "What item is pictured?" needs the image, "Which item does
 the speaker name?" needs the speech, and "Is the spoken item the same as the
 pictured one?" needs both.
 
->>> data = FashionAVQA(FashionAVQAConfig(train_images=20, train_clips=12), seed=0)
+>>> data = FashionAVQA(FashionAVQAConfig(train_images=20, train_clips=12, seed=0))
 >>> images, labels = data.images("train")            # uint8 [20, 28, 28], int64 [20]
 >>> clips, clip_labels = data.speech("train")        # float32 [12, 20000], int64 [12]
->>> batch = data.tasks("train", 8, frozenset({"text", "image", "audio"}), seed=1)
+>>> batch = data.tasks("train", 8, frozenset({"text", "image", "audio"}), stream=1)
 >>> str(batch["question"][0]) in QUESTION_TYPES[data.question_type_names[batch["question_type"][0]]].templates
 True
 """
@@ -34,7 +34,10 @@ from models.paths import atomic_path, cache_dir
 ANSWERS: tuple[str, ...] = CLASS_NAMES + ("yes", "no")
 YES, NO = ANSWERS.index("yes"), ANSWERS.index("no")
 MODALITIES = frozenset({"image", "audio", "text"})
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")
+# Random stream of each split's clips and tasks (train and test keep the streams they had before the
+# validation split existed, so their clips are the same).
+SPLIT_STREAM = {"train": 0, "test": 1, "validation": 2}
 FOOTWEAR = np.isin(CLASS_NAMES, ("sandal", "sneaker", "ankle boot"))  # bool [10]
 UPPER_BODY = np.isin(CLASS_NAMES, ("t-shirt", "pullover", "coat", "shirt"))  # bool [10]
 SPEECH_VERSION = 1  # bump when speech.py changes what a cached clip holds
@@ -128,13 +131,28 @@ class FashionAVQAConfig(BaseModel):
         Path("/usr/share/wordnet"), description="Folder of WordNet 3.0's index.noun and data.noun."
     )
     espeak_ng: str = Field("espeak-ng", description="espeak-ng executable, a name on PATH or a path.")
+    seed: int = Field(
+        0,
+        ge=0,
+        description="Decides the data: the synthesised speech, the audio encoder and every split's tasks. "
+        "The scenario's seed decides the model (initialisation, training batches, channel noise).",
+    )
     train_images: int = Field(
         6000, gt=0, le=fashion_mnist.SPLIT_SIZES["train"], description="First images of the 60k training pool."
+    )
+    validation_images: int = Field(
+        1000,
+        gt=0,
+        le=fashion_mnist.SPLIT_SIZES["train"],
+        description="Last images of the 60k training pool (none of them among the train_images).",
     )
     test_images: int = Field(
         1000, gt=0, le=fashion_mnist.SPLIT_SIZES["test"], description="First images of the 10k test pool (t10k files)."
     )
     train_clips: int = Field(2000, gt=0, description="Spoken clips for training (training speakers).")
+    validation_clips: int = Field(
+        500, gt=0, description="Spoken clips for validation (speakers in neither train nor test)."
+    )
     test_clips: int = Field(500, gt=0, description="Spoken clips for testing (held-out speakers).")
     sample_rate_hz: int = Field(16000, gt=0, description="Sample rate of the clips in Hz.")
     clip_seconds: float = Field(1.25, gt=0, description="Clip length in seconds, centred on the speech.")
@@ -161,7 +179,17 @@ class FashionAVQAConfig(BaseModel):
     def _ordered_snr(self):
         if self.noise_snr_db[0] > self.noise_snr_db[1]:
             raise ValueError(f"noise_snr_db {list(self.noise_snr_db)} must be [low, high] with low <= high")
+        pool = fashion_mnist.SPLIT_SIZES["train"]
+        if self.train_images + self.validation_images > pool:
+            raise ValueError(
+                f"train_images {self.train_images} + validation_images {self.validation_images} must be at most "
+                f"{pool}: both come from the 60k training pool and must not overlap"
+            )
         return self
+
+    def count(self, split: str, kind: str) -> int:
+        """How many ``kind`` ("images" or "clips") ``split`` holds."""
+        return getattr(self, f"{_check_split(split)}_{kind}")
 
 
 class FashionAVQA:
@@ -171,8 +199,8 @@ class FashionAVQA:
     are read and speech is synthesised (then cached on disk) on first use.
     """
 
-    def __init__(self, config: FashionAVQAConfig, seed: int):
-        self.config, self.seed = config, seed
+    def __init__(self, config: FashionAVQAConfig):
+        self.config, self.seed = config, config.seed
         if not fashion_mnist.has_files(config.fashion_mnist_dir):
             raise MissingDataError(
                 "dataset.fashion_mnist_dir",
@@ -201,15 +229,20 @@ class FashionAVQA:
 
     def images(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Images uint8 ``[N, 28, 28]`` and labels int64 ``[N]`` (index into CLASS_NAMES);
-        N is ``train_images`` or ``test_images``."""
+        N is the config's ``<split>_images``. Train takes the first images of the 60k pool,
+        validation its last, test the first of the 10k t10k pool."""
         if split not in self._images:
-            count = self.config.train_images if _check_split(split) == "train" else self.config.test_images
-            self._images[split] = fashion_mnist.load(self.config.fashion_mnist_dir, split, count)
+            count = self.config.count(split, "images")
+            if split == "validation":
+                start = fashion_mnist.SPLIT_SIZES["train"] - count
+                self._images[split] = fashion_mnist.load(self.config.fashion_mnist_dir, "train", count, start)
+            else:
+                self._images[split] = fashion_mnist.load(self.config.fashion_mnist_dir, split, count)
         return self._images[split]
 
     def speech(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Clips float32 ``[N, round(sample_rate_hz * clip_seconds)]`` in [-1, 1] and
-        labels int64 ``[N]`` (the spoken class); N is ``train_clips`` or ``test_clips``."""
+        labels int64 ``[N]`` (the spoken class); N is the config's ``<split>_clips``."""
         stored = self._load_speech(split)
         return stored["clips"].astype(np.float32) / 32767.0, stored["labels"]
 
@@ -223,21 +256,21 @@ class FashionAVQA:
         shape = dict(
             version=SPEECH_VERSION,
             seed=self.seed,
-            train_clips=c.train_clips,
-            test_clips=c.test_clips,
+            split=split,
+            num_clips=c.count(split, "clips"),
             sample_rate_hz=c.sample_rate_hz,
             clip_seconds=c.clip_seconds,
             noise_snr_db=c.noise_snr_db,
         )
         key = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
-        return cache_dir() / "data" / "fashion-avqa" / key / f"speech-{_check_split(split)}.npz"
+        return cache_dir() / "data" / "fashion-avqa" / f"speech-{key}.npz"
 
     def captions(self) -> list[str]:
         """One caption per class, in label order: ``"<class name>: <WordNet gloss>"``."""
         glosses = wordnet.class_glosses(self.config.wordnet_dir)
         return [f"{name}: {glosses[name]}" for name in CLASS_NAMES]
 
-    def tasks(self, split: str, num_tasks: int, modalities: frozenset[str], seed: int) -> dict[str, np.ndarray]:
+    def tasks(self, split: str, num_tasks: int, modalities: frozenset[str], stream: int) -> dict[str, np.ndarray]:
         """``num_tasks`` question-answer tasks for a group that can send ``modalities``
         (a subset of {"image", "audio", "text"} holding "text", the question).
 
@@ -247,7 +280,8 @@ class FashionAVQA:
         ``image_index``, ``clip_index`` int64 (into ``images(split)``/``speech(split)``),
         ``question_type`` int64 (into ``question_type_names``), ``question`` object
         (str), ``answer`` int64 (into ANSWERS), ``image_label``, ``clip_label`` int64.
-        The same arguments give the same tasks.
+        The data set's seed and the same arguments give the same tasks; ``stream`` tells apart
+        the task lists drawn from one split (one per group).
         """
         modalities = frozenset(modalities)
         if "text" not in modalities or not modalities <= MODALITIES:
@@ -261,7 +295,7 @@ class FashionAVQA:
                 f"modalities: no question type among {', '.join(names)} can be answered from {sorted(modalities)}"
             )
         image_labels, clip_labels = self.images(split)[1], self.speech(split)[1]
-        rng = np.random.default_rng([seed, SPLITS.index(split)])
+        rng = np.random.default_rng([self.seed, SPLIT_STREAM[_check_split(split)], stream])
         question_type = np.asarray(allowed)[rng.integers(len(allowed), size=num_tasks)]
         image_index = rng.integers(len(image_labels), size=num_tasks)
         clip_index = rng.integers(len(clip_labels), size=num_tasks)
@@ -294,10 +328,10 @@ class FashionAVQA:
         path = self.speech_path(split)
         if not path.exists():
             c = self.config
-            num_clips = c.train_clips if split == "train" else c.test_clips
-            rng = np.random.default_rng([self.seed, SPLITS.index(split)])
+            num_clips = c.count(split, "clips")
+            rng = np.random.default_rng([self.seed, SPLIT_STREAM[split]])
             labels = rng.permutation(np.arange(num_clips) % len(CLASS_NAMES))  # classes as even as N allows
-            variants = speech.TRAIN_VARIANTS if split == "train" else speech.TEST_VARIANTS
+            variants = speech.VARIANTS[split]
             specs = speech.plan_clips([CLASS_NAMES[i] for i in labels], variants, c.noise_snr_db, rng)
             clips = speech.render_clips(
                 specs, c.espeak_ng, c.sample_rate_hz, c.clip_seconds, desc=f"fashion-avqa {split} speech"

@@ -38,32 +38,33 @@ def has_files(directory: Path) -> bool:
     return all((Path(directory) / name).is_file() for pair in FILES.values() for name in pair)
 
 
-def read_idx(path: Path, count: int | None = None) -> np.ndarray:
-    """The first ``count`` items (all if None) of a gzipped unsigned-byte IDX file.
+def read_idx(path: Path, count: int | None = None, start: int = 0) -> np.ndarray:
+    """Items ``start`` to ``start + count`` (to the end if None) of a gzipped unsigned-byte IDX file.
 
     Output: uint8 ``[count, *item_shape]`` (``[count]`` for a label file).
-    Only the bytes needed are decompressed, so a small ``count`` is cheap.
+    Only the bytes up to the last item are decompressed, so the first few items are cheap.
     """
     with gzip.open(path, "rb") as f:
         zero, dtype_code, ndim = struct.unpack(">HBB", f.read(4))
         if zero != 0 or dtype_code != 0x08:
             raise ValueError(f"{path}: not an unsigned-byte IDX file")
         dims = struct.unpack(f">{ndim}I", f.read(4 * ndim))
-        count = dims[0] if count is None else min(count, dims[0])
+        count = dims[0] - start if count is None else min(count, dims[0] - start)
         size = count * math.prod(dims[1:])
+        f.seek(f.tell() + start * math.prod(dims[1:]))
         data = f.read(size)
     if len(data) != size:
         raise ValueError(f"{path}: truncated, {len(data)} of {size} bytes")
     return np.frombuffer(data, np.uint8).reshape(count, *dims[1:])
 
 
-def load(directory: Path, split: str, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``count`` images of ``split`` ("train": 60k pool, "test": the 10k t10k pool).
+def load(directory: Path, split: str, count: int | None = None, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` images of ``split`` ("train": the 60k pool, "test": the 10k t10k pool) from index ``start``.
 
     Output: images uint8 ``[N, 28, 28]`` (0 = background), labels int64 ``[N]`` in 0..9
     indexing ``CLASS_NAMES``.
     """
     image_file, label_file = FILES[split]
-    images = read_idx(Path(directory) / image_file, count)
-    labels = read_idx(Path(directory) / label_file, count).astype(np.int64)
+    images = read_idx(Path(directory) / image_file, count, start)
+    labels = read_idx(Path(directory) / label_file, count, start).astype(np.int64)
     return images, labels

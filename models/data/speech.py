@@ -89,6 +89,22 @@ TEST_VARIANTS: tuple[str, ...] = (
     "robert",
     "grandma",
 )
+# Validation speakers: in neither list above, so choosing a checkpoint on them says nothing of the test voices.
+VALIDATION_VARIANTS: tuple[str, ...] = (
+    "iven2",
+    "steph3",
+    "edward2",
+    "Gene2",
+    "grandpa",
+    "caleb",
+    "Michael",
+    "klatt5",
+)
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "train": TRAIN_VARIANTS,
+    "validation": VALIDATION_VARIANTS,
+    "test": TEST_VARIANTS,
+}
 SPEED_WPM = (120, 220)  # espeak-ng -s; 175 is its default
 PITCH = (20, 80)  # espeak-ng -p, 0..99; 50 is its default
 PEAK = (0.2, 0.9)  # peak level of the speech before noise, full scale = 1

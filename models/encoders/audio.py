@@ -146,7 +146,7 @@ def audio_encoder_accuracy(encoder: LogMelCNN, train: tuple, test: tuple) -> flo
 def load_or_train_audio_encoder(
     key: str,
     load_training_speech,
-    load_test_speech,
+    load_validation_speech,
     settings,
     seed: int,
     sample_rate_hz: int = 16000,
@@ -156,7 +156,7 @@ def load_or_train_audio_encoder(
     """The cached encoder for ``key`` (which names the speech and the settings), trained first if missing.
 
     :param load_training_speech: callable returning ``(waves, labels)`` of the training split
-    :param load_test_speech: the same for the test split (held-out voices); its nearest-class-mean
+    :param load_validation_speech: the same for the validation split (voices in neither train nor test); its nearest-class-mean
         accuracy is recorded in the cached file's metadata (``tokensim info`` shows it)
     """
     path = cache_dir() / "encoders" / f"logmel-cnn-{key}.safetensors"
@@ -166,7 +166,7 @@ def load_or_train_audio_encoder(
         return encoder.to(device).eval().requires_grad_(False)
     waves, labels = load_training_speech()
     encoder = train_audio_encoder(waves, labels, settings, seed, sample_rate_hz, device, progress)
-    accuracy = audio_encoder_accuracy(encoder, (waves, labels), load_test_speech())
+    accuracy = audio_encoder_accuracy(encoder, (waves, labels), load_validation_speech())
     with atomic_path(path) as tmp:
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()},
@@ -174,7 +174,7 @@ def load_or_train_audio_encoder(
             metadata={
                 "settings": json.dumps(settings.model_dump()),
                 "seed": str(seed),
-                "test_nearest_mean_accuracy": f"{accuracy:.4f}",
+                "validation_nearest_mean_accuracy": f"{accuracy:.4f}",
             },
         )
     return encoder

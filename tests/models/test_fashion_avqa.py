@@ -17,16 +17,16 @@ from models.data import (
     fashion_mnist,
     speech,
 )
-from models.data.speech import ACCENTS, TEST_VARIANTS, TRAIN_VARIANTS
+from models.data.speech import ACCENTS, TEST_VARIANTS, TRAIN_VARIANTS, VALIDATION_VARIANTS
 
-TINY = dict(train_images=20, test_images=20, train_clips=12, test_clips=12)
+TINY = dict(train_images=20, validation_images=20, test_images=20, train_clips=12, validation_clips=12, test_clips=12)
 ALL = frozenset({"text", "image", "audio"})
 
 
 @pytest.fixture
 def data(tmp_path, monkeypatch):
     monkeypatch.setenv("TOKENSIM_CACHE", str(tmp_path))
-    return FashionAVQA(FashionAVQAConfig(**TINY), seed=0)
+    return FashionAVQA(FashionAVQAConfig(**TINY, seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,8 @@ def shared(tmp_path_factory):
     """One tiny data set whose speech is made once for the task tests."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TOKENSIM_CACHE", str(tmp_path_factory.mktemp("cache")))
-        data = FashionAVQA(FashionAVQAConfig(**TINY), seed=0)
-        data.speech("train"), data.speech("test")
+        data = FashionAVQA(FashionAVQAConfig(**TINY, seed=0))
+        data.speech("train"), data.speech("validation"), data.speech("test")
         yield data
 
 
@@ -45,7 +45,7 @@ def test_registry_and_answers():
 
 
 def test_images(data):
-    for split in ("train", "test"):
+    for split in ("train", "validation", "test"):
         images, labels = data.images(split)
         assert images.shape == (20, 28, 28) and images.dtype == np.uint8
         assert labels.shape == (20,) and labels.dtype == np.int64
@@ -53,6 +53,11 @@ def test_images(data):
     t10k = fashion_mnist.read_idx(data.config.fashion_mnist_dir / "t10k-images-idx3-ubyte.gz", 20)
     np.testing.assert_array_equal(data.images("test")[0], t10k)
     assert not np.array_equal(data.images("train")[0], t10k)
+    pool = fashion_mnist.read_idx(data.config.fashion_mnist_dir / "train-images-idx3-ubyte.gz")
+    np.testing.assert_array_equal(data.images("train")[0], pool[:20])
+    np.testing.assert_array_equal(data.images("validation")[0], pool[-20:])  # the pool's end: no train image
+    with pytest.raises(pydantic.ValidationError, match="must not overlap"):
+        FashionAVQAConfig(train_images=59_500, validation_images=1000)
     with pytest.raises(ValueError, match="split: 'val'"):
         data.images("val")
 
@@ -88,24 +93,28 @@ def test_speech_shape_cache_and_determinism(data, tmp_path, monkeypatch):
         raise AssertionError("espeak-ng called although the clips are cached")
 
     monkeypatch.setattr(speech, "synthesize", no_espeak)
-    again, again_labels = FashionAVQA(data.config, seed=0).speech("train")
+    again, again_labels = FashionAVQA(data.config).speech("train")
     np.testing.assert_array_equal(again, clips)
     np.testing.assert_array_equal(again_labels, labels)
     monkeypatch.undo()
 
     # Regenerated from scratch in another cache: same seed, same clips.
     monkeypatch.setenv("TOKENSIM_CACHE", str(tmp_path / "other"))
-    fresh = FashionAVQA(data.config, seed=0)
+    fresh = FashionAVQA(data.config)
     assert fresh.speech_path("train") != cached
     np.testing.assert_array_equal(fresh.speech("train")[0], clips)
-    assert FashionAVQA(data.config, seed=1).speech_path("train") != fresh.speech_path("train")
+    other_seed = data.config.model_copy(update={"seed": 1})
+    assert FashionAVQA(other_seed).speech_path("train") != fresh.speech_path("train")
+    # A split's clips do not depend on how many clips the other splits hold.
+    more_test = data.config.model_copy(update={"test_clips": 30})
+    assert FashionAVQA(more_test).speech_path("train") == fresh.speech_path("train")
 
 
-def test_test_speakers_are_unseen(data):
-    assert not set(TRAIN_VARIANTS) & set(TEST_VARIANTS)
-    train = {v.split("+")[1] for v in data.speakers("train")}
-    test = {v.split("+")[1] for v in data.speakers("test")}
-    assert train <= set(TRAIN_VARIANTS) and test <= set(TEST_VARIANTS)
+def test_each_split_has_its_own_speakers(shared):
+    lists = (TRAIN_VARIANTS, VALIDATION_VARIANTS, TEST_VARIANTS)
+    assert sum(map(len, lists)) == len(set().union(*lists))  # no variant in two splits
+    for split, variants in zip(("train", "validation", "test"), lists):
+        assert {v.split("+")[1] for v in shared.speakers(split)} <= set(variants), split
 
 
 def test_every_voice_and_variant_changes_the_sound():
@@ -115,19 +124,19 @@ def test_every_voice_and_variant_changes_the_sound():
         return speech.synthesize("espeak-ng", "coat", voice, 175, 50)[0].tobytes()
 
     plain = wav("en-us")
-    for variant in TRAIN_VARIANTS + TEST_VARIANTS:
+    for variant in TRAIN_VARIANTS + VALIDATION_VARIANTS + TEST_VARIANTS:
         assert wav(f"en-us+{variant}") != plain, variant
     for accent in ACCENTS:
         assert wav(f"{accent}+m3") != wav(accent), accent
 
 
 def test_tasks_deterministic_and_consistent(shared):
-    a = shared.tasks("train", 200, ALL, seed=3)
-    b = shared.tasks("train", 200, ALL, seed=3)
+    a = shared.tasks("train", 200, ALL, stream=3)
+    b = shared.tasks("train", 200, ALL, stream=3)
     for key in a:
         assert len(a[key]) == 200
         np.testing.assert_array_equal(a[key], b[key])
-    assert not np.array_equal(a["answer"], shared.tasks("train", 200, ALL, seed=4)["answer"])
+    assert not np.array_equal(a["answer"], shared.tasks("train", 200, ALL, stream=4)["answer"])
 
     image_labels, clip_labels = shared.images("train")[1], shared.speech("train")[1]
     np.testing.assert_array_equal(a["image_label"], image_labels[a["image_index"]])
@@ -150,7 +159,7 @@ def test_tasks_deterministic_and_consistent(shared):
 
 
 def test_yes_no_balanced(shared):
-    tasks = shared.tasks("test", 400, ALL, seed=0)
+    tasks = shared.tasks("test", 400, ALL, stream=0)
     for name in ("same_item", "image_footwear", "speech_upper_body"):
         answers = tasks["answer"][tasks["question_type"] == shared.question_type_names.index(name)]
         assert len(answers) > 50 and set(answers) <= {ANSWERS.index("yes"), ANSWERS.index("no")}
@@ -158,14 +167,14 @@ def test_yes_no_balanced(shared):
 
 
 def test_modalities_restrict_question_types(shared):
-    tasks = shared.tasks("train", 100, frozenset({"text", "image"}), seed=0)
+    tasks = shared.tasks("train", 100, frozenset({"text", "image"}), stream=0)
     used = {shared.question_type_names[t] for t in tasks["question_type"]}
     assert used == {"image_item", "image_footwear"}
     assert len(tasks["clip_index"]) == 100  # filled although the questions do not need it
     with pytest.raises(ValueError):
-        shared.tasks("train", 10, frozenset({"text"}), seed=0)
+        shared.tasks("train", 10, frozenset({"text"}), stream=0)
     with pytest.raises(ValueError):
-        shared.tasks("train", 10, frozenset({"image", "audio"}), seed=0)
+        shared.tasks("train", 10, frozenset({"image", "audio"}), stream=0)
 
 
 @pytest.mark.parametrize(
@@ -178,7 +187,7 @@ def test_modalities_restrict_question_types(shared):
 )
 def test_missing_packages(key, bad, package):
     with pytest.raises(MissingDataError) as error:
-        FashionAVQA(FashionAVQAConfig(**{key: bad}), seed=0)
+        FashionAVQA(FashionAVQAConfig(**{key: bad}))
     message = str(error.value)
     assert message.startswith(f"dataset.{key}: '{bad}'")
     assert message.endswith(f"sudo apt-get install {package}")

@@ -40,6 +40,11 @@ def _line_data(line) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
 
 
+def _labelled_lines(ax) -> dict:
+    """The data lines of ``ax`` by label (error-bar caps carry none)."""
+    return {line.get_label(): _line_data(line) for line in ax.get_lines() if not line.get_label().startswith("_")}
+
+
 def _by_ratio(rows: list[dict]) -> dict[str, list[dict]]:
     groups = {}
     for r in rows:
@@ -72,15 +77,20 @@ def test_sweep_figures_draw_the_csv_data(sweep_dir, capsys):
 
     ax = figures["accuracy_vs_snr"].axes[0]
     assert ax.get_xlabel() == "SNR of every user (dB)" and ax.get_ylabel() == "test accuracy"
-    lines = {line.get_label(): _line_data(line) for line in ax.get_lines()}
+    lines = _labelled_lines(ax)
     assert set(lines) == set(series)
     for label, members in series.items():
         x, y = lines[label]
         assert x.tolist() == [0, 5, 10] and y.tolist() == [float(r["accuracy"]) for r in members]
+    # each point's 95 % interval (one seed: Wilson over its tasks) as an error bar
+    bars = [np.asarray(c.lines[2][0].get_segments()) for c in ax.containers]  # [points, 2 ends, (x, y)]
+    intervals = sorted((float(r["accuracy_ci95_low"]), float(r["accuracy_ci95_high"])) for r in overall)
+    drawn = sorted((float(seg[0, 1]), float(seg[1, 1])) for segs in bars for seg in segs)
+    assert np.allclose(drawn, intervals)
 
     ax = figures["rate_accuracy"].axes[0]
     assert ax.get_xlabel() == "Shannon-equivalent bits per task"
-    lines = {line.get_label(): _line_data(line) for line in ax.get_lines()}
+    lines = _labelled_lines(ax)
     bits = [float(r["bits_per_task"]) for r in overall]
     accuracy = [float(r["accuracy"]) for r in overall]
     for label, members in series.items():

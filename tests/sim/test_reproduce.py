@@ -10,8 +10,10 @@ from sim.reproduce import Plan, reproduce, steps_to
 
 SMALL = [
     "dataset.train_images=48",
+    "dataset.validation_images=24",
     "dataset.test_images=24",
     "dataset.train_clips=30",
+    "dataset.validation_clips=20",
     "dataset.test_clips=20",
     "training.alignment.steps=3",
     "training.alignment.batch_size=8",

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -52,7 +53,7 @@ def test_ranges_lists_and_zip_make_the_points(tiny, write_scenario):
 @pytest.mark.parametrize(
     ("block", "overrides", "message"),
     [
-        ({"grid": {"snr_db": [0]}, "axes": {}}, [], "sweep.axes: is not a known key; allowed: grid, zip"),
+        ({"grid": {"snr_db": [0]}, "axes": {}}, [], "sweep.axes: is not a known key; allowed: grid, zip, replicates"),
         (
             {"zip": {"tokens.image.length": [1, 2], "tokens.audio.length": [1]}},
             [],
@@ -74,6 +75,8 @@ def test_ranges_lists_and_zip_make_the_points(tiny, write_scenario):
             "tokens.image.length: 9 is longer than the image encoder's output (4 tokens); allowed: 1..4",
         ),
         ({}, ["channel.model=awgn,tdl-z"], "channel.model: 'tdl-z' is not one of the choices"),
+        ({"replicates": 0}, [], "sweep.replicates: 0 is not a positive integer"),
+        ({"grid": {"seed": [1, 2]}, "replicates": 2}, [], "sweep.replicates: 2 is set while seed is swept too"),
     ],
 )
 def test_a_bad_sweep_fails_before_running_naming_key_value_and_allowed(tiny, write_scenario, block, overrides, message):
@@ -163,3 +166,49 @@ def test_local_dask_cluster_trains_each_checkpoint_once_and_shares_it(tiny, writ
             load_sweep(path, ["snr_db=0,5,10"]), tmp_path / "dask", scheduler=cluster.scheduler_address, progress=False
         )
     assert more.points == 6 and more.skipped == 4 and len(more.ran) == 2 and not more.trained
+
+
+def test_replicates_run_each_point_over_seeds_and_results_hold_mean_std_and_interval(tiny, write_scenario, tmp_path):
+    from scipy import stats
+
+    from sim.plots import plot_directory
+
+    tiny["training"]["alignment"]["temperature"] = 0.11  # checkpoints no other test trains
+    path = _sweep_file(tiny, write_scenario, {"grid": {"snr_db": [0, 10]}, "replicates": 3})
+    sweep = load_sweep(path)
+    assert sweep.grid["seed"] == [3, 4, 5]  # from the scenario's seed
+    assert load_sweep(path, ["seed=7"]).grid["seed"] == [7, 8, 9]
+    out = tmp_path / "replicated"
+    report = run_sweep(sweep, out, progress=False)
+    assert report.points == 6 and not report.failed
+    assert sorted(t["kind"] for t in report.trained if t["trained"]) == ["align"] * 3 + ["finetune"] * 3
+
+    by_seed = _csv(out / "replicates.csv")
+    results = _csv(out / "results.csv")
+    assert len(by_seed) == 6 * 6 and len(results) == 2 * 6 and "seed" not in results[0]
+    for row in results:
+        mine = [r for r in by_seed if r["snr_db"] == row["snr_db"] and r["user"] == row["user"]]
+        accuracy = np.array([float(r["accuracy"]) for r in mine])
+        assert sorted(r["seed"] for r in mine) == ["3", "4", "5"] and row["replicates"] == "3"
+        assert row["points"].split() == [r["point"] for r in mine]
+        assert float(row["accuracy"]) == pytest.approx(accuracy.mean())
+        assert float(row["accuracy_std"]) == pytest.approx(accuracy.std(ddof=1))
+        half = stats.t.ppf(0.975, 2) * accuracy.std(ddof=1) / np.sqrt(3)
+        assert float(row["accuracy_ci95_low"]) == pytest.approx(accuracy.mean() - half)
+        assert float(row["accuracy_ci95_high"]) == pytest.approx(accuracy.mean() + half)
+    assert len({r["point"] for r in by_seed}) == 6
+    # the seeds train different models on the same test tasks
+    assert len({r["checkpoint"] for r in by_seed}) == 3
+
+    ax = plot_directory(out)["accuracy_vs_snr"].axes[0]
+    (bars,) = ax.containers
+    segments = np.asarray(bars.lines[2][0].get_segments())
+    overall = [r for r in results if r["user"] == "all"]
+    assert np.allclose(segments[:, :, 1], [[float(r["accuracy_ci95_low"]), float(r["accuracy_ci95_high"])] for r in overall])
+
+
+def _csv(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -1,0 +1,88 @@
+"""Stage-2 training recipes of the default scenario over model seeds: the table of ``docs/training/index.md``.
+
+Each recipe is a set of ``--set`` overrides of ``scenarios/cell_10users.yaml``; each is run for model
+seeds 0..N-1 on the same data (``dataset.seed: 0``) with ``tokensim run`` (runs already done are read,
+not rerun). Writes ``recipes.md`` and ``recipes.csv`` next to this file:
+
+    .venv/bin/python docs/training/recipes.py [--out results/docs-training] [--seeds 5] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from pathlib import Path
+
+from sim.cli import main as tokensim
+
+HERE = Path(__file__).resolve().parent
+RECIPES: dict[str, list[str]] = {
+    "one rate (1e-3), last step": ["training.validation_every=600"],
+    "one rate (1e-3), best validation": [],
+    "LoRA and head x3": ["training.finetune.lr_multipliers.lora=3", "training.finetune.lr_multipliers.head=3"],
+    "batch 64": ["training.finetune.batch_size=64"],
+    "SNR range 0-25 dB": ["training.finetune.snr_db_range=[0,25]"],
+}
+
+
+def run(out: Path, seeds: int, only: list[str] | None) -> list[dict]:
+    rows = []
+    for name, overrides in RECIPES.items():
+        if only and name not in only:
+            continue
+        for seed in range(seeds):
+            where = out / name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "") / f"seed{seed}"
+            if not (where / "metrics.json").is_file():
+                args = ["run", "scenarios/cell_10users.yaml", "--out", str(where), "--quiet", "--set", f"seed={seed}"]
+                assert tokensim(args + [x for s in overrides for x in ("--set", s)]) == 0
+            m = json.loads((where / "metrics.json").read_text())
+            training = m["training"]
+            rows.append(
+                {
+                    "recipe": name,
+                    "seed": seed,
+                    "accuracy": m["accuracy"],
+                    "selected_step": training.get("selected_step", ""),
+                    "selected_val_accuracy": training.get("selected_val_accuracy", ""),
+                    "final_val_accuracy": training.get("final_val_accuracy", ""),
+                }
+            )
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| recipe | test accuracy, mean ± std | worst seed | seeds | validation accuracy kept | step kept |",
+        "| --- | ---: | ---: | --- | ---: | --- |",
+    ]
+    for name in dict.fromkeys(r["recipe"] for r in rows):
+        mine = [r for r in rows if r["recipe"] == name]
+        acc = [r["accuracy"] for r in mine]
+        val = [r["selected_val_accuracy"] for r in mine if r["selected_val_accuracy"] != ""]
+        lines.append(
+            f"| {name} | {statistics.mean(acc):.3f} ± {statistics.stdev(acc) if len(acc) > 1 else 0:.3f} "
+            f"| {min(acc):.3f} | {', '.join(f'{a:.3f}' for a in acc)} "
+            f"| {statistics.mean(val):.3f} | {', '.join(str(r['selected_step']) for r in mine)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("results/docs-training"))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--only", nargs="*", help="recipe names to run")
+    args = parser.parse_args()
+    rows = run(args.out, args.seeds, args.only)
+    (HERE / "recipes.md").write_text(table(rows))
+    with open(HERE / "recipes.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
