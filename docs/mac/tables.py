@@ -22,7 +22,7 @@ from sim.cli import main as tokensim
 HERE = Path(__file__).resolve().parent
 POLICIES = ("equal-share", "round-robin", "proportional-fair", "max-rate", "task-aware", "token-aware")
 DIGITAL = ["link.mode=digital", "link.fidelity=abstraction"]
-SELECTIVE = ["model_from=cell_10users.yaml", "channel.delay_spread_s=300e-9"]
+SELECTIVE = ["model_from=scenarios/cell_10users.yaml", "channel.delay_spread_s=300e-9"]
 TABLES = {
     "analog link, snapshots": {p: [f"scheduler.policy={p}"] for p in POLICIES},
     "digital link (abstraction), snapshots": {p: [*DIGITAL, f"scheduler.policy={p}"] for p in POLICIES},
@@ -32,6 +32,16 @@ TABLES = {
             f"scheduler.policy={p}",
             "traffic.arrival=poisson",
             "traffic.rate_per_s=100",
+            "evaluation.tasks_per_group=250",
+        ]
+        for p in POLICIES
+    },  # fmt: skip
+    "digital link (abstraction), Poisson 10 tasks/s per group": {
+        p: [
+            *DIGITAL,
+            f"scheduler.policy={p}",
+            "traffic.arrival=poisson",
+            "traffic.rate_per_s=10",
             "evaluation.tasks_per_group=250",
         ]
         for p in POLICIES
