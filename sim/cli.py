@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parallel.add_argument(
         "--scheduler", metavar="ADDR", help="run points on a running Dask cluster, e.g. tcp://host:8786"
     )
+    sweep.add_argument("--replicates", type=int, help="model seeds per point (overrides the sweep: block's replicates)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar or lines")
     plot = commands.add_parser("plot", help="figures of a run or sweep directory, as PNG and PDF into DIR/plots/")
     plot.add_argument("directory", type=Path, help="a run directory (metrics.json) or a sweep directory (results.csv)")
@@ -192,7 +193,7 @@ def cmd_sweep(args) -> int:
     if args.workers < 1:
         print(f"tokensim sweep: --workers: {args.workers} is not allowed; allowed: 1 or more", file=sys.stderr)
         return 2
-    sweep = load_sweep(args.scenario, args.overrides)
+    sweep = load_sweep(args.scenario, args.overrides, replicates=args.replicates)
     out = args.out or Path("results") / sweep.base.get("name", args.scenario.stem)
     try:
         report = run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)

@@ -3,8 +3,9 @@
 ``plot_directory(DIR)`` (``tokensim plot DIR``) writes PNG and PDF into ``DIR/plots/``, each atomically:
 
 - ``accuracy_vs_snr``: test accuracy vs SNR, one line per compression ratio (and per value of any other
-  swept key), with 95 % error bars (over the seeds of a replicated sweep, else Wilson over tasks). A sweep over ``snr_db`` (or one ``users.<id>.snr_db``) puts its values on the x axis;
-  otherwise, and for a run, each user is a point at its own SNR.
+  swept key), with 95 % error bars (over the seeds of a replicated sweep, else Wilson over tasks). A
+  sweep over ``snr_db`` (or one ``users.<id>.snr_db``) puts its values on the x axis; otherwise, and for
+  a run, each user is a point at its own SNR.
 - ``rate_accuracy`` (sweeps): accuracy vs bits per task of every point, and the frontier of points no
   other point beats with fewer bits.
 - ``latency_cdf``: CDF of the task latency (``per_task.csv``), one line per ``scheduler.policy`` when the

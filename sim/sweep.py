@@ -173,9 +173,12 @@ def read_scenario_file(path: str | Path) -> tuple[dict, dict | None]:
     return relative_to_file(raw, path), raw.pop("sweep", None)
 
 
-def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
-    """The sweep of a scenario file's ``sweep:`` block and ``--set`` items (``key=v`` or ``key=v1,v2,...``)."""
+def load_sweep(path: str | Path, overrides: list[str] = (), replicates: int | None = None) -> Sweep:
+    """The sweep of a scenario file's ``sweep:`` block and ``--set`` items (``key=v`` or ``key=v1,v2,...``);
+    ``replicates`` (``--replicates``) replaces the block's."""
     base, block = read_scenario_file(path)
+    if replicates is not None:
+        block = {**(block or {}), "replicates": replicates}
     sweep = Sweep(Path(path), base)
     if block is not None:
         if not isinstance(block, dict):

@@ -89,7 +89,9 @@ def test_run_writes_the_results_contract_and_reuses_the_checkpoint(tiny, write_s
     from sim.info import collect_info
 
     audio = collect_info()["weights"]["logmel-cnn"]
-    assert audio["present"] and all(0 <= float(m["validation_nearest_mean_accuracy"]) <= 1 for m in audio["cached"].values())
+    assert audio["present"] and all(
+        0 <= float(m["validation_nearest_mean_accuracy"]) <= 1 for m in audio["cached"].values()
+    )
 
     loaded = _run(path, tmp_path / "loaded")
     assert loaded.pop("training")["loaded"] and metrics.pop("training")["loaded"] == existed
@@ -195,11 +197,16 @@ def test_train_runs_each_stage_and_logs_both(tiny, write_scenario, tmp_path, cap
 
     assert main(["train", str(path), "--stage", "finetune", "--out", str(tmp_path / "f"), "--quiet"]) == 0
     both = _log(tmp_path / "f")
-    assert both[:3] == [{**r, "accuracy": "", "val_accuracy": ""} for r in aligned]  # stage 1 loaded, not rerun
+    assert both[:3] == [{**r, "accuracy": "", "val_accuracy": "", "selected": ""} for r in aligned]  # stage 1 loaded
     finetuned = both[3:]
     assert [r["stage"] for r in finetuned] == ["finetune"] * 4
     assert [r["val_accuracy"] != "" for r in finetuned] == [False, True, False, True]  # every 2 steps
     assert all(0 <= float(r["val_accuracy"]) <= 1 for r in finetuned if r["val_accuracy"])
+    # the weights kept are those of the best validation accuracy (the later of equals)
+    (kept,) = [r for r in finetuned if r["selected"] == "True"]
+    validated = [r for r in finetuned if r["val_accuracy"]]
+    best = max(float(r["val_accuracy"]) for r in validated)
+    assert kept is [r for r in validated if float(r["val_accuracy"]) == best][-1]
 
     assert main(["train", str(path), "--stage", "finetune", "--force", "--out", str(tmp_path / "g"), "--quiet"]) == 0
     assert _log(tmp_path / "g")[:3] == both[:3]  # --force on stage 2 keeps stage 1's checkpoint

@@ -29,11 +29,10 @@ RECIPES: dict[str, list[str]] = {
 
 def run(out: Path, seeds: int, only: list[str] | None) -> list[dict]:
     rows = []
-    for name, overrides in RECIPES.items():
-        if only and name not in only:
-            continue
+    for name in only or RECIPES:
+        overrides = RECIPES[name]
         for seed in range(seeds):
-            where = out / name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "") / f"seed{seed}"
+            where = out / _folder(name) / f"seed{seed}"
             if not (where / "metrics.json").is_file():
                 args = ["run", "scenarios/cell_10users.yaml", "--out", str(where), "--quiet", "--set", f"seed={seed}"]
                 assert tokensim(args + [x for s in overrides for x in ("--set", s)]) == 0
@@ -69,13 +68,56 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline(out: Path, name: str, seeds: int) -> str:
+    """The default scenario over the seeds of recipe ``name``: overall, per question type and per user,
+    mean ± std over seeds (the README's headline table)."""
+    runs = [json.loads((out / _folder(name) / f"seed{s}" / "metrics.json").read_text()) for s in range(seeds)]
+
+    def stat(values) -> str:
+        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+    acc = [m["accuracy"] for m in runs]
+    lines = [
+        f"Recipe: {name}; model seeds 0-{seeds - 1}, dataset.seed 0, the same {runs[0]['tasks']} test tasks.",
+        "",
+        f"accuracy {stat(acc)} (worst seed {min(acc):.3f}, best {max(acc):.3f}); "
+        f"Wilson 95 % interval of seed 0 over its tasks {runs[0]['accuracy_ci95'][0]:.3f}-"
+        f"{runs[0]['accuracy_ci95'][1]:.3f}; always the most frequent answer: {runs[0]['majority_answer_rate']:.3f}",
+        "",
+        "| question type | accuracy |",
+        "| --- | ---: |",
+    ]
+    for q in runs[0]["accuracy_by_question_type"]:
+        lines.append(f"| {q} | {stat([m['accuracy_by_question_type'][q] for m in runs])} |")
+    lines += [
+        "",
+        "| user | sends | SNR dB | SNR per RE dB | accuracy | token NMSE | Shannon-equiv. bits/task |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for i, u in enumerate(runs[0]["users"]):
+        mine = [m["users"][i] for m in runs]
+        lines.append(
+            f"| {u['id']} | {' + '.join(u['modalities'])} | {u['snr_db']:g} | {u['snr_re_db']:.1f} "
+            f"| {stat([x['accuracy'] for x in mine])} | {stat([x['token_nmse'] for x in mine])} "
+            f"| {statistics.mean(x['bits_per_task'] for x in mine):.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _folder(name: str) -> str:
+    return name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/docs-training"))
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--only", nargs="*", help="recipe names to run")
+    parser.add_argument("--headline", help="also write default.md: this recipe's seeds, per question type and user")
     args = parser.parse_args()
     rows = run(args.out, args.seeds, args.only)
+    if args.headline:
+        (HERE / "default.md").write_text(headline(args.out, args.headline, args.seeds))
     (HERE / "recipes.md").write_text(table(rows))
     with open(HERE / "recipes.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -156,8 +156,8 @@ def load_or_train_audio_encoder(
     """The cached encoder for ``key`` (which names the speech and the settings), trained first if missing.
 
     :param load_training_speech: callable returning ``(waves, labels)`` of the training split
-    :param load_validation_speech: the same for the validation split (voices in neither train nor test); its nearest-class-mean
-        accuracy is recorded in the cached file's metadata (``tokensim info`` shows it)
+    :param load_validation_speech: the same for the validation split (voices in neither train nor test);
+        its nearest-class-mean accuracy is recorded in the cached file's metadata (``tokensim info`` shows it)
     """
     path = cache_dir() / "encoders" / f"logmel-cnn-{key}.safetensors"
     encoder = LogMelCNN(sample_rate_hz)

@@ -178,6 +178,7 @@ def test_replicates_run_each_point_over_seeds_and_results_hold_mean_std_and_inte
     sweep = load_sweep(path)
     assert sweep.grid["seed"] == [3, 4, 5]  # from the scenario's seed
     assert load_sweep(path, ["seed=7"]).grid["seed"] == [7, 8, 9]
+    assert "seed" not in load_sweep(path, replicates=1).grid  # --replicates 1: the scenario's seed only
     out = tmp_path / "replicated"
     report = run_sweep(sweep, out, progress=False)
     assert report.points == 6 and not report.failed
@@ -204,7 +205,9 @@ def test_replicates_run_each_point_over_seeds_and_results_hold_mean_std_and_inte
     (bars,) = ax.containers
     segments = np.asarray(bars.lines[2][0].get_segments())
     overall = [r for r in results if r["user"] == "all"]
-    assert np.allclose(segments[:, :, 1], [[float(r["accuracy_ci95_low"]), float(r["accuracy_ci95_high"])] for r in overall])
+    assert np.allclose(
+        segments[:, :, 1], [[float(r["accuracy_ci95_low"]), float(r["accuracy_ci95_high"])] for r in overall]
+    )
 
 
 def _csv(path):
