@@ -82,7 +82,7 @@ def load_features(
         audio_key = audio_encoder_key(dataset, audio_training)
         computed["audio"] = _cached(
             "audio",
-            {"encoder": audio_key, "split": split},
+            {"encoder": audio_key, "split": split, "speech": dataset.speech_path(split).stem},
             lambda: _encode_speech(dataset, audio_key, audio_training, split, device, progress),
         )
     if "text" in modalities:

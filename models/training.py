@@ -149,13 +149,12 @@ def finetune_split_model(
         if validate is not None and ((validation_every and (step + 1) % validation_every == 0) or last):
             val = history[-1]["val_accuracy"] = validate()
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val:.3f}", refresh=False)
-            if val >= best:
-                best, best_row, stale = val, history[-1], 0
+            stale = 0 if val > best else stale + 1  # an equal accuracy is no new best for the stopping rule
+            if val >= best:  # but its (later) weights are kept
+                best, best_row = val, history[-1]
                 best_state = {k: v.clone() for k, v in model.trainable_state().items()}
-            else:
-                stale += 1
-                if patience and stale >= patience:
-                    break
+            if patience and stale >= patience:
+                break
         elif step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.2f}", refresh=False)
     if best_state is not None:

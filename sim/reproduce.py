@@ -246,7 +246,7 @@ def _prepare_features(jobs: list[Job]) -> None:
         if key not in seen:
             seen.add(key)
             sim = Simulation(scenario, progress=False)
-            sim.features("train"), sim.features("test")
+            sim.features("train"), sim.features("validation"), sim.features("test")
 
 
 # --- the page -------------------------------------------------------------------------------------------

@@ -210,6 +210,8 @@ def load_sweep(path: str | Path, overrides: list[str] = (), replicates: int | No
             raise ScenarioError("--set", item, "is not of the form dotted.key=value or dotted.key=v1,v2,...")
         items = split_list(text)
         values = parse_values(f"--set {key}", text if _RANGE.match(text) else [yaml.safe_load(v) for v in items])
+        if key == REPLICATE_KEY and sweep.replicates > 1 and len(values) > 1:
+            raise ScenarioError("sweep.replicates", sweep.replicates, "is set while --set sweeps seed too; use one")
         if key == REPLICATE_KEY and sweep.replicates > 1 and len(values) == 1:  # replicates from this seed
             sweep.grid[key] = [values[0] + i for i in range(sweep.replicates)]
         elif key in sweep.zip:
@@ -347,7 +349,7 @@ def prepare_task(raw: dict, threads: int = 0, after=None) -> dict:
     _limit_threads(threads)
     started = time.perf_counter()
     sim = Simulation(validate_scenario(copy.deepcopy(raw)), progress=False)
-    sim.features("train"), sim.features("test")
+    sim.features("train"), sim.features("validation"), sim.features("test")
     return {"kind": "prepare", "seconds": time.perf_counter() - started}
 
 

@@ -75,3 +75,17 @@ def test_no_training_calibration_or_selection_step_reads_a_test_item(tiny, split
     assert "test" not in splits_read, splits_read
     sim.evaluate()
     assert "test" in splits_read  # the spies see the test split when it is read
+
+
+def test_cached_features_follow_the_clips_of_their_split(tiny):
+    """The audio features of a split are keyed by its clips: fewer test clips, other features."""
+    from sim.engine import Simulation
+    from sim.scenario import validate_scenario
+
+    sizes = {}
+    for clips in (20, 14):
+        tiny["dataset"]["test_clips"] = clips
+        sim = Simulation(validate_scenario(tiny), progress=False)
+        sizes[clips] = sim.features("test").tokens["audio"].shape[0]
+        assert sim.features("train").tokens["audio"].shape[0] == tiny["dataset"]["train_clips"]
+    assert sizes == {20: 20, 14: 14}

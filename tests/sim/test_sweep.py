@@ -77,6 +77,7 @@ def test_ranges_lists_and_zip_make_the_points(tiny, write_scenario):
         ({}, ["channel.model=awgn,tdl-z"], "channel.model: 'tdl-z' is not one of the choices"),
         ({"replicates": 0}, [], "sweep.replicates: 0 is not a positive integer"),
         ({"grid": {"seed": [1, 2]}, "replicates": 2}, [], "sweep.replicates: 2 is set while seed is swept too"),
+        ({"replicates": 2}, ["seed=1,2"], "sweep.replicates: 2 is set while --set sweeps seed too"),
     ],
 )
 def test_a_bad_sweep_fails_before_running_naming_key_value_and_allowed(tiny, write_scenario, block, overrides, message):
