@@ -29,7 +29,7 @@ from sim.mac.allocation import Calibration, EqualShare, TokenAwareAllocation
 from sim.mac.power import UplinkPower
 from sim.mac.traffic import arrival_times_s
 from sim.phy.numerology import slot_duration_s
-from sim.runtime import apply_runtime, reseed
+from sim.runtime import apply_runtime, reseed, sionna_rng_at
 from sim.scenario import Scenario, model_source
 from sim.uplink import Uplink
 
@@ -223,9 +223,14 @@ class Simulation:
         reseed(s.seed + 1)
         generator = torch.Generator().manual_seed(s.seed + 1)
         channel = self.uplink.training_channel(s.training.finetune.snr_db_range, generator)
-        validation_channel = self.uplink.training_channel(
-            s.training.finetune.snr_db_range, torch.Generator().manual_seed(s.seed + VALIDATION_STREAM)
-        )
+
+        def validate() -> float:
+            # common random numbers: each validation draws the same SNRs, fading and noise, so two of them
+            # differ by the weights alone, and the training's draws do not depend on when it validates
+            with sionna_rng_at(s.seed + VALIDATION_STREAM), torch.random.fork_rng(devices=[]):
+                snr_generator = torch.Generator().manual_seed(s.seed + VALIDATION_STREAM)
+                channel = self.uplink.training_channel(s.training.finetune.snr_db_range, snr_generator)
+                return task_accuracy(self.model, channel, validation, s.evaluation.batch_size)
         history = finetune_split_model(
             self.model,
             channel,
@@ -233,7 +238,7 @@ class Simulation:
             s.training.finetune,
             s.seed,
             self.progress,
-            validate=lambda: task_accuracy(self.model, validation_channel, validation, s.evaluation.batch_size),
+            validate=validate,
             validation_every=s.training.validation_every,
             patience=s.training.patience,
         )

@@ -53,3 +53,18 @@ def sionna_rng_untouched():
     finally:
         for generator, state in states:
             generator.set_state(state)
+
+
+@contextmanager
+def sionna_rng_at(seed: int):
+    """Run a block with Sionna's generators started at ``seed``, put back as they were afterwards.
+
+    Common random numbers: every run of the block draws the same fading and noise, and the draws of
+    whatever runs around it (training, say) do not depend on whether, or how often, the block ran.
+    """
+    from sionna.phy import config
+
+    with sionna_rng_untouched():
+        for device in {"cpu", config.device}:
+            config.torch_rng(device).manual_seed(seed)
+        yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 
 import numpy as np
@@ -89,3 +90,26 @@ def test_cached_features_follow_the_clips_of_their_split(tiny):
         sizes[clips] = sim.features("test").tokens["audio"].shape[0]
         assert sim.features("train").tokens["audio"].shape[0] == tiny["dataset"]["train_clips"]
     assert sizes == {20: 20, 14: 14}
+
+
+def test_validation_sees_the_same_channel_every_time_and_leaves_the_training_draws_alone(tiny):
+    """Common random numbers: a validation's fading, noise and SNRs are the same at every call, so the
+    weights alone move the validation accuracy; and how often it validates does not change the training."""
+    from sim.engine import Simulation
+    from sim.scenario import validate_scenario
+
+    def finetune(validation_every: int, lr: float | None = None) -> list[dict]:
+        raw = copy.deepcopy(tiny)
+        raw["seed"] = 13
+        raw["training"]["validation_every"] = validation_every
+        if lr is not None:
+            raw["training"]["finetune"]["lr"] = lr
+        sim = Simulation(validate_scenario(raw), progress=False)
+        return [h for h in sim.train(force=True, stage="finetune")["history"] if h["stage"] == "finetune"]
+
+    often, once = finetune(validation_every=1), finetune(validation_every=0)
+    assert [h["loss"] for h in often] == [h["loss"] for h in once]
+    assert sum("val_accuracy" in h for h in often) == 4 and sum("val_accuracy" in h for h in once) == 1
+
+    frozen = finetune(validation_every=1, lr=1e-12)  # the weights barely move: every validation must agree
+    assert len({h["val_accuracy"] for h in frozen}) == 1, [h["val_accuracy"] for h in frozen]
