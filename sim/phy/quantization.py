@@ -39,9 +39,16 @@ def gaussian_uniform_step(bits_per_value: int) -> float:
         density = stats.norm.pdf(high) - stats.norm.pdf(low)
         return float(((1 + centre**2) * mass - (x_pdf(high) - x_pdf(low)) + 2 * centre * density).sum())
 
-    # The optimum lies below 2 * 4 sigma / levels and above a tenth of it.
-    high = 8.0 / levels + 1.6
-    return float(optimize.minimize_scalar(mse, bounds=(high / 50, high), method="bounded").x)
+    # The optimum clips the Gaussian at 0.8 sigma (1 bit) to 5.9 sigma (16 bits), so its step lies between
+    # 1.6 / levels and 12 / levels; the search spans 1 / levels to 16 / levels. The search runs on log(step): the step
+    # spans four decades over the widths, and a tolerance on the log is a relative one at every width.
+    found = optimize.minimize_scalar(
+        lambda log_step: mse(math.exp(log_step)),
+        bounds=(math.log(1.0 / levels), math.log(16.0 / levels)),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
+    return float(math.exp(found.x))
 
 
 class UniformQuantizer(nn.Module):
