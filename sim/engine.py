@@ -75,7 +75,7 @@ def checkpoint_key(scenario: Scenario, stage: str = "finetune") -> tuple[str, di
         "models": s.models.model_dump(mode="json"),
         "audio_encoder": s.training.audio_encoder.model_dump(mode="json"),
         "training": training,
-        "version": 4,  # bump when training or its inputs change meaning
+        "version": 5,  # bump when training or its inputs change meaning (5: validation on common random numbers)
     }
     if s.link.mode == "digital":  # the noise proxy trains on; analog keys stay as they were
         shaped_by["link"] = s.link.model_dump(
