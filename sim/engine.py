@@ -40,6 +40,7 @@ SETTLED_DB = 0.5  # a warm-up pass that moves no user's back-off by more than th
 
 
 STAGES = ("align", "finetune")
+STAGE_VERSIONS = {"align": 4, "finetune": 5}  # part of each stage's checkpoint key
 ALIGNED_MODULES = ("transmitters", "receivers")  # what stage 1 trains and saves
 VALIDATION_STREAM = 1 << 31  # offset of the validation channel's and the calibration's seeds from the scenario's
 
@@ -75,7 +76,9 @@ def checkpoint_key(scenario: Scenario, stage: str = "finetune") -> tuple[str, di
         "models": s.models.model_dump(mode="json"),
         "audio_encoder": s.training.audio_encoder.model_dump(mode="json"),
         "training": training,
-        "version": 5,  # bump when training or its inputs change meaning (5: validation on common random numbers)
+        # a stage's version is bumped when its training or inputs change meaning (fine-tuning 5: validation
+        # on common random numbers)
+        "version": STAGE_VERSIONS[stage],
     }
     if s.link.mode == "digital":  # the noise proxy trains on; analog keys stay as they were
         shaped_by["link"] = s.link.model_dump(
