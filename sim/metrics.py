@@ -192,9 +192,9 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
                 {k: v[tb["user"] == i] for k, v in tb.items()},
                 erased=user_jobs["erased_values"].sum(),
                 payload_values=values_per_user[i] * num_tasks_per_user,
-                shannon=float(shannon_bits(users_rec["res"][i], snr_re_db[i])),
                 channel_uses=users_rec["res"][i],
                 max_attempts=1 + s.link.harq.max_retx,
+                num_tasks=num_tasks_per_user,
             )
         users.append(record)
         flat = {k: v for k, v in record.items() if k not in ("latency_ms", "accuracy_ci95", "link")}
@@ -251,9 +251,9 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
             tb,
             erased=jobs["erased_values"].sum(),
             payload_values=sum(values_per_user) * num_tasks_per_user,
-            shannon=float(shannon_bits(users_rec["res"], snr_re_db).sum()),
             channel_uses=users_rec["res"].sum(),
             max_attempts=1 + s.link.harq.max_retx,
+            num_tasks=num_tasks_per_user * len(s.users),
         )
     per_tb = [
         {
@@ -267,25 +267,31 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
             "attempt": int(tb["attempt"][k]),
             "ack": bool(tb["ack"][k]),
             "sinr_eff_db": round(float(tb["sinr_eff_db"][k]), 3),
+            "shannon_bits": round(float(tb["shannon_bits"][k]), 3),
         }
         for k in range(len(tb.get("slot", [])))
     ]
     return metrics, per_user, per_task, per_tb
 
 
-def digital_counts(tb: dict[str, np.ndarray], erased, payload_values, shannon, channel_uses, max_attempts) -> dict:
+def digital_counts(tb: dict[str, np.ndarray], erased, payload_values, channel_uses, max_attempts, num_tasks) -> dict:
     """Transport-block statistics of the digital link from TB attempt records (any subset of them).
 
     ``erased_value_rate``: token values erased (a TB carrying one of their bits failed for good) over the
     values sent.
-    ``capacity_gap``: Shannon bits of the data REs used at the SNR per RE over the information bits
-    delivered; 1 would be a capacity-achieving link, and no real one goes below it.
+    ``information_bits``: payload bits delivered (token values times ``bits_per_value``, after HARQ; no
+    CRC, filler or padding); ``information_bits_per_task``: the same per task of the users counted.
+    ``capacity_gap``: the sum over every data RE of every attempt of log2(1 + SINR), the SINR that RE
+    saw after equalisation with the estimation error, over the information bits delivered. 1 would be a
+    capacity-achieving code on those very REs; fading and estimation losses are in the SINRs, so the
+    gap is the coding and HARQ loss alone.
     """
     attempt = tb.get("attempt", np.zeros(0, dtype=np.int64))
     first = attempt == 1
     num_tbs = int(first.sum())
     ack = tb.get("ack", np.zeros(0, dtype=bool))
-    delivered = float((tb["tbs"] * ack).sum()) if num_tbs else 0.0
+    delivered = float((tb["payload_bits"] * ack).sum()) if num_tbs else 0.0
+    shannon = float(tb["shannon_bits"].sum()) if num_tbs else 0.0
     return {
         "mcs": _mean(tb["mcs"][first]) if num_tbs else float("nan"),
         "tb_first_attempt_bler": float(1 - ack[first].mean()) if num_tbs else float("nan"),
@@ -293,8 +299,9 @@ def digital_counts(tb: dict[str, np.ndarray], erased, payload_values, shannon, c
         "tb_residual_bler": float(((~ack) & (attempt == max_attempts)).sum() / max(num_tbs, 1)),
         "erased_value_rate": float(erased) / max(payload_values, 1),
         "information_bits": delivered,
+        "information_bits_per_task": delivered / max(num_tasks, 1),
         "goodput_bits_per_channel_use": delivered / max(float(channel_uses), 1.0),
-        "capacity_gap": float(shannon / delivered) if delivered else None,  # None: nothing got through
+        "capacity_gap": shannon / delivered if delivered else None,  # None: nothing got through
     }
 
 

@@ -424,6 +424,9 @@ class TransportBlocks:
                 "attempt": tb["attempts"][ids],
                 "ack": ack,
                 "sinr_eff_db": sinr_eff_db,
+                # what the REs could carry at capacity: log2(1 + SINR) of each RE as the receiver saw it
+                # (equalised, estimation error included; the abstraction's SINR there), 0 off the grant
+                "shannon_bits": torch.log2(1 + sinr).sum(-1),
             }
         )
         b, u = tb["b"][ids], tb["u"][ids]

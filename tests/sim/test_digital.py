@@ -240,6 +240,23 @@ def test_information_bits_never_exceed_the_shannon_capacity_of_the_resource_elem
             assert float((tb["tbs"] * tb["ack"]).sum()) <= float(capacity), (fixed, snr)
 
 
+def test_information_bits_are_payload_bits_and_the_capacity_gap_is_per_resource_element(tiny):
+    """Hand-computed on AWGN with perfect CSI, where every RE sees exactly the SNR per RE: 4 timelines of
+    256 + 64 values at 8 bits are 10240 information bits, although the TBs that carry them hold padding;
+    the capacity is (REs of every attempt) x log2(1 + SNR per RE)."""
+    from sim.metrics import digital_counts
+
+    _, records, _ = digital_cell(tiny, 16, 30.0)
+    tb = {k: v.cpu().numpy() for k, v in records.tbs.items()}
+    counts = digital_counts(tb, erased=0, payload_values=4 * 320, channel_uses=1, max_attempts=1, num_tasks=8)
+    assert counts["information_bits"] == 4 * (256 + 64) * 8
+    assert counts["information_bits_per_task"] == 4 * (256 + 64) * 8 / 8
+    assert (tb["tbs"] * tb["ack"]).sum() > counts["information_bits"]  # the last TB of each payload is padded
+    snr_re = 10 ** ((30.0 - 10 * np.log10(tb["prbs"] / 2.0)) / 10)  # 2 PRBs' power spread over the grant
+    capacity = (tb["prbs"] * 144 * np.log2(1 + snr_re)).sum()
+    assert counts["capacity_gap"] == pytest.approx(capacity / (4 * 320 * 8), rel=1e-5)
+
+
 def test_link_adaptation_delivers_most_blocks_where_a_fixed_mcs_falls_off_its_cliff(tiny):
     lost = {}
     for mcs in ("auto", 20):
