@@ -13,9 +13,12 @@ scheduler granted it:
   the grant (TS 38.214, :class:`~sim.phy.digital.TransportBlockTable`). The TB
   carries the user's next payload bits, padded if the backlog is smaller.
 - **Reception**: ``link.fidelity: link`` encodes (Sionna's ``TBEncoder``),
-  maps, demaps and decodes every bit; ``abstraction`` draws the ACK from
-  Sionna's ``PHYAbstraction`` on the per-RE SINRs. Either way the soft values
-  of all attempts of a TB add up (LLRs, or SINRs per RE).
+  maps, demaps and decodes every bit; ``abstraction`` takes the BLER Sionna's
+  ``PHYAbstraction`` gives the per-RE SINRs. Either way the soft values of all
+  attempts of a TB add up (LLRs, or SINRs per RE). Under the abstraction one
+  uniform draw per TB decides all its attempts (it fails attempt k while the
+  draw is below the BLER of the combination of attempts 1..k), so outcomes are
+  nested as a decoder's are.
 - **HARQ clock**: the ACK/NACK of an attempt in slot ``t`` is known in slot
   ``t + link.harq.round_trip_slots``; only then does a retransmission become
   due (and compete for PRBs) and does the outer loop move its back-off by the
@@ -53,7 +56,9 @@ _COLUMNS = (
     "feedback_slot",
     "first_ack",
     "soft_row",
+    "fate",
 )
+FLOAT_COLUMNS = ("fate",)
 
 
 class TransportBlocks:
@@ -130,7 +135,10 @@ class TransportBlocks:
             self.bit_ok = torch.zeros(bits.shape, dtype=torch.bool, device=device)
         self.device = device
         self.shape = (num_timelines, num_users)
-        self._table = {c: torch.zeros(0, dtype=torch.long, device=device) for c in _COLUMNS}  # capacity grows
+        self._table = {  # capacity grows
+            c: torch.zeros(0, dtype=torch.float64 if c in FLOAT_COLUMNS else torch.long, device=device)
+            for c in _COLUMNS
+        }
         self._count = 0
         self._open = torch.zeros(0, dtype=torch.long, device=device)  # TBs waiting for feedback or a retransmission
         self.soft = torch.zeros(0, 0, device=device)
@@ -260,6 +268,7 @@ class TransportBlocks:
             end=start + torch.minimum(tb_size[b, u], backlog[b, u]),
             mcs=mcs[b, u],
             prbs=granted[b, u],
+            fate=self._fates(len(b)),
         )
         tb_of_user = torch.where(retx, due_tb, -1)
         tb_of_user[b, u] = ids
@@ -301,6 +310,13 @@ class TransportBlocks:
         self._count += n
         self._table["soft_row"][first : first + n] = self._soft_rows(n)
         return torch.arange(first, first + n, device=self.device)
+
+    def _fates(self, n: int) -> torch.Tensor:
+        """[n] float64: the one uniform draw per TB that decides its attempts under the abstraction
+        (:meth:`receive`); the link level decodes instead and draws nothing."""
+        if self.fidelity != "abstraction":
+            return torch.zeros(n, dtype=torch.float64, device=self.device)
+        return torch.rand(n, dtype=torch.float64, device=self.device, generator=_rng(self.device))
 
     def _soft_rows(self, n: int) -> torch.Tensor:
         """``n`` free rows of the soft-value pool (zeroed), growing it when full."""
@@ -383,8 +399,13 @@ class TransportBlocks:
         x.view(n, -1, self.res_per_prb)[target] = out["x"][rows].to(x.dtype)
         ack = torch.zeros(n, dtype=torch.bool, device=self.device)
         if self.fidelity == "abstraction":
+            # Attempt k fails with the BLER at the Chase-combined SINR of attempts 1..k, and the outcomes are
+            # nested: the TB's one draw is compared with each attempt's BLER, which falls as SINR adds up,
+            # so a TB decoded stays decoded and the residual loss is the BLER of the last combination (as
+            # the training proxy has it), not a product of independent draws
             combined = self._combine(ids, sinr)
-            ack = self.abstraction(mcs, sinr=combined, num_allocated_re=prbs * self.res_per_prb)["tb_ok"]
+            bler = self.abstraction(mcs, sinr=combined, num_allocated_re=prbs * self.res_per_prb)["bler"]
+            ack = tb["fate"][ids] >= bler.double()
             self._deliver(ids[ack], None)
         else:
             for (m, p), group in self._configs(tb_of_user).items():
@@ -562,3 +583,10 @@ def _take(tb_size: torch.Tensor, mcs: torch.Tensor) -> torch.Tensor:
     """``tb_size[mcs[..., b], b]`` for ``mcs`` [..., num_prbs] (b = 1..num_prbs along the last axis)."""
     prbs = torch.arange(mcs.shape[-1], device=mcs.device).expand_as(mcs)
     return tb_size[mcs.clamp_min(0), prbs]
+
+
+def _rng(device) -> torch.Generator:
+    """Sionna's generator for ``device``: the draws follow ``config.seed`` like the channel's."""
+    from sionna.phy import config
+
+    return config.torch_rng(str(device))
