@@ -23,6 +23,8 @@ RECIPES: dict[str, list[str]] = {
     "one rate (1e-3), best validation": [],
     "LoRA and head x3": ["training.finetune.lr_multipliers.lora=3", "training.finetune.lr_multipliers.head=3"],
     "batch 64": ["training.finetune.batch_size=64"],
+    "batch 64, lr 2e-3": ["training.finetune.batch_size=64", "training.finetune.lr=2e-3"],
+    "batch 64, 1200 steps": ["training.finetune.batch_size=64", "training.finetune.steps=1200"],
     "SNR range 0-25 dB": ["training.finetune.snr_db_range=[0,25]"],
 }
 

@@ -73,8 +73,8 @@ class CellRecords:
     ``active_slots``: [timelines], slots in which anything was queued. ``received``: [timelines, users,
     jobs, num_values] the payloads as delivered (erased values 0). ``tbs``: digital, one entry per TB
     attempt (``slot``, ``timeline``, ``user``, ``mcs``, ``prbs``, ``tbs``, ``payload_bits``, ``coded_bits``,
-    ``attempt``, ``ack``, ``sinr_eff_db``, ``shannon_bits``, ``tb``, ``start``). ``transmissions``: analog, one entry per user
-    and slot it sent in (``slot``, ``timeline``, ``user``, ``start``, ``end`` in its stream of symbols,
+    ``attempt``, ``ack``, ``sinr_eff_db``, ``shannon_bits``, ``tb``, ``start``). ``transmissions``: analog, one
+    entry per user and slot it sent in (``slot``, ``timeline``, ``user``, ``start``, ``end`` in its stream of symbols,
     ``prbs``). ``olla_offset_db``: digital with link adaptation, [users] each user's outer-loop back-off at
     the end (where the next batch starts). ``trace``: when asked for, every slot's ``need``, ``granted``
     ([timelines, users]) and ``owner`` ([timelines, PRBs]).
