@@ -234,6 +234,7 @@ class Simulation:
                 snr_generator = torch.Generator().manual_seed(s.seed + VALIDATION_STREAM)
                 channel = self.uplink.training_channel(s.training.finetune.snr_db_range, snr_generator)
                 return task_accuracy(self.model, channel, validation, s.evaluation.batch_size)
+
         history = finetune_split_model(
             self.model,
             channel,
