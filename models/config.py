@@ -13,9 +13,15 @@ MODALITIES: tuple[str, ...] = ("text", "image", "audio")  # order of tokens at t
 
 
 class Strict(BaseModel):
-    """Base of every scenario section: unknown keys are errors."""
+    """Base of every scenario section: unknown keys are errors, and so are NaN and infinite numbers."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+SNR_DB_RANGE = (-50.0, 60.0)  # an SNR outside it is a typo: thermal noise and 23 dBm leave nothing else
+SnrDb = Annotated[float, Field(ge=SNR_DB_RANGE[0], le=SNR_DB_RANGE[1])]
+SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2**32; the streams derived from one add offsets of 2**31 and 2**32
+Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
 
 
 class TokenSettings(Strict):
@@ -83,7 +89,7 @@ class StageSettings(Strict):
     batch_size: int = Field(32, gt=0, description="tasks per step, spread over the groups")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
-    snr_db_range: tuple[float, float] = Field((-10.0, 25.0), description="SNR drawn per user and slot, dB")
+    snr_db_range: tuple[SnrDb, SnrDb] = Field((-10.0, 25.0), description="SNR drawn per user and slot, dB")
 
     @field_validator("snr_db_range")
     @classmethod

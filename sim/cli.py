@@ -101,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ScenarioError as err:
-        print(f"tokensim {args.command}: error in {getattr(args, 'scenario', 'scenario')}:\n{err}", file=sys.stderr)
+        text = str(err)
+        below = "\n" if "\n" in text else " "  # one problem on the header's line; several, one per line below
+        print(
+            f"tokensim {args.command}: error in {getattr(args, 'scenario', 'scenario')}:{below}{text}", file=sys.stderr
+        )
         return 2
     except FileNotFoundError as err:  # a missing Debian package names its scenario key and install command
         if hasattr(err, "key"):

@@ -13,7 +13,7 @@ import functools
 import types
 import typing
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -22,6 +22,8 @@ from models.config import (
     MODALITIES,
     Modality,
     ModelsConfig,
+    Seed,
+    SnrDb,
     Strict,
     TokensConfig,
     TrainingConfig,
@@ -44,9 +46,9 @@ from sim.topology import RadioConfig, TopologyConfig, geometry_errors, is_placed
 class CellConfig(Strict):
     """One NR carrier. Give ``num_prbs`` or a 3GPP ``bandwidth_hz`` (or both, consistent)."""
 
-    carrier_frequency_hz: float = Field(3.5e9, gt=0)
+    carrier_frequency_hz: float = Field(3.5e9, ge=410e6, le=71e9, description="NR FR1 and FR2: 410 MHz to 71 GHz")
     subcarrier_spacing_hz: float = 30e3
-    bandwidth_hz: float | None = Field(None, gt=0)
+    bandwidth_hz: float | None = Field(None, gt=0, le=2e9)
     num_prbs: int | None = Field(None, gt=0)
     pilot_ofdm_symbol_indices: list[int] = Field(default_factory=lambda: [2, 11], min_length=1)
 
@@ -72,8 +74,8 @@ class ChannelConfig(Strict):
 
     model: Literal[tuple(CHANNEL_MODELS)] = "tdl-a"  # type: ignore[valid-type]
     csi: Literal["perfect", "ls"] = "ls"
-    delay_spread_s: float = Field(100e-9, gt=0, description="RMS delay spread of TDL models")
-    speed_mps: float = Field(1.0, ge=0, description="user speed (Doppler) of TDL models")
+    delay_spread_s: float = Field(100e-9, gt=0, le=10e-6, description="RMS delay spread of TDL models")
+    speed_mps: float = Field(1.0, ge=0, le=500, description="user speed (Doppler) of TDL models; 500 m/s at most")
 
 
 class HarqConfig(Strict):
@@ -113,14 +115,17 @@ class LinkConfig(Strict):
 class UserConfig(Strict):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     modalities: list[Modality] = Field(min_length=1)
-    snr_db: float | None = Field(
+    snr_db: SnrDb | None = Field(
         None, description="Es/N0 at the receiver, dB; required unless the top-level snr_db is set or the user is placed"
     )
-    position_m: list[float] | None = Field(
+    position_m: list[Annotated[float, Field(ge=-1e5, le=1e5)]] | None = Field(
         None, min_length=3, max_length=3, description="[x, y, z]; the base station is at [0, 0, topology.bs_height_m]"
     )
     distance_m: float | None = Field(
-        None, gt=0, description="horizontal distance from the BS; alone, at azimuth 360 deg * user index / users"
+        None,
+        gt=0,
+        le=1e5,
+        description="horizontal distance from the BS; alone, at azimuth 360 deg * user index / users",
     )
     indoor: bool | None = Field(None, description="drawn with topology.indoor_probability when a placed user omits it")
     los: bool | None = Field(None, description="LoS of the link's outdoor part (TR 38.901 7.4.2); drawn if omitted")
@@ -172,7 +177,7 @@ class EvaluationConfig(Strict):
 
 class Scenario(Strict):
     name: str = Field(min_length=1)
-    seed: int = 0
+    seed: Seed = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dataset: FashionAVQAConfig = Field(default_factory=FashionAVQAConfig)
     cell: CellConfig = Field(default_factory=CellConfig)
@@ -180,7 +185,7 @@ class Scenario(Strict):
     link: LinkConfig = Field(default_factory=LinkConfig)
     topology: TopologyConfig = Field(default_factory=TopologyConfig)
     radio: RadioConfig = Field(default_factory=RadioConfig)
-    snr_db: float | None = Field(None, description="if set, every user's snr_db")
+    snr_db: SnrDb | None = Field(None, description="if set, every user's snr_db")
     replicas: int = Field(
         1, ge=1, description="users and groups repeated this many times (ids get .1, .2, ...); dropped anew"
     )
@@ -210,17 +215,63 @@ class Scenario(Strict):
 def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
     """Read, override and validate a scenario file. Raises ``ScenarioError``."""
     path = Path(path)
-    if not path.is_file():
-        raise ScenarioError("scenario", str(path), "is not a file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ScenarioError("scenario", str(path), f"is not valid YAML ({err})") from None
-    if not isinstance(raw, dict):
-        raise ScenarioError("scenario", str(path), "must be a mapping of keys to values")
+    raw = read_mapping(path)
     for item in overrides:
         apply_override(raw, item)
     return validate_scenario(relative_to_file(raw, path))
+
+
+def read_mapping(path: Path, loader: type = yaml.SafeLoader) -> dict:
+    """The mapping a scenario file holds (:func:`read_yaml`); a missing or empty file, or another kind of
+    document, is a ``ScenarioError``."""
+    if not path.is_file():
+        raise ScenarioError("scenario", str(path), "is not a file")
+    raw = read_yaml(path, loader)
+    if raw is None:
+        raise ScenarioError("scenario", str(path), "is empty")
+    if not isinstance(raw, dict):
+        raise ScenarioError("scenario", str(path), f"must be a mapping of keys to values, not a {type(raw).__name__}")
+    return raw
+
+
+def read_yaml(path: Path, loader: type = yaml.SafeLoader):
+    """The YAML document in ``path``, read strictly with ``loader`` (a safe loader): UTF-8 only, and no
+    key twice in one mapping.
+
+    PyYAML keeps the last of two equal keys without a word; here the second is a ``ScenarioError``
+    naming the dotted key and both lines.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ScenarioError("scenario", str(path), f"is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                            f"{err.start})") from None  # fmt: skip
+    reader = loader(text)
+    try:
+        node = reader.get_single_node()
+        if node is None:
+            return None
+        _check_unique_keys(node, ())
+        return reader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise ScenarioError("scenario", str(path), f"is not valid YAML ({err})") from None
+    finally:
+        reader.dispose()
+
+
+def _check_unique_keys(node, where: tuple) -> None:
+    """Raise on the first key (in document order) that a mapping gives twice, naming its dotted key."""
+    if isinstance(node, yaml.MappingNode):
+        lines: dict = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            line = key_node.start_mark.line + 1
+            if key is not None and lines.setdefault(key, line) != line:
+                raise ScenarioError(_dotted((*where, key)), None, f"is given twice, at lines {lines[key]} and {line}")
+            _check_unique_keys(value_node, (*where, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_unique_keys(item, (*where, index))
 
 
 def relative_to_file(raw: dict, path: Path) -> dict:

@@ -159,17 +159,10 @@ class Sweep:
 
 def read_scenario_file(path: str | Path) -> tuple[dict, dict | None]:
     """A scenario file's mapping without its ``sweep:`` block, and the block (``None`` if absent)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ScenarioError("scenario", str(path), "is not a file")
-    try:
-        raw = yaml.load(path.read_text(), Loader=_Loader)
-    except yaml.YAMLError as err:
-        raise ScenarioError("scenario", str(path), f"is not valid YAML ({err})") from None
-    if not isinstance(raw, dict):
-        raise ScenarioError("scenario", str(path), "must be a mapping of keys to values")
-    from sim.scenario import relative_to_file
+    from sim.scenario import read_mapping, relative_to_file
 
+    path = Path(path)
+    raw = read_mapping(path, _Loader)
     return relative_to_file(raw, path), raw.pop("sweep", None)
 
 

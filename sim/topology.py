@@ -65,10 +65,10 @@ class TopologyConfig(Strict):
 class RadioConfig(Strict):
     """Uplink power and receiver noise that turn path loss into each user's SNR."""
 
-    ut_max_power_dbm: float = Field(23.0, description="user transmit power (3GPP power class 3: 23 dBm)")
-    bs_noise_figure_db: float = Field(5.0, ge=0, description="base station receiver noise figure")
+    ut_max_power_dbm: float = Field(23.0, ge=-40, le=60, description="user transmit power (3GPP power class 3: 23 dBm)")
+    bs_noise_figure_db: float = Field(5.0, ge=0, le=30, description="base station receiver noise figure")
     p0_dbm: float | None = Field(
-        None, description="open-loop power control target per PRB (TS 38.213 7.1.1); unset: full power"
+        None, ge=-202, le=24, description="open-loop power control target per PRB (TS 38.213 7.1.1); unset: full power"
     )
     alpha: float = Field(1.0, ge=0, le=1, description="path loss compensation of power control")
     reference_prbs: int | None = Field(

@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.config import SEED_LIMIT, SnrDb
 from models.data import fashion_mnist, speech, wordnet
 from models.data.fashion_mnist import CLASS_NAMES
 from models.paths import atomic_path, cache_dir
@@ -121,7 +122,7 @@ class MissingDataError(FileNotFoundError):
 class FashionAVQAConfig(BaseModel):
     """The ``dataset`` section of a scenario for ``fashion-avqa``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: Literal["fashion-avqa"] = Field("fashion-avqa", description="Data set name.")
     fashion_mnist_dir: Path = Field(
@@ -134,6 +135,7 @@ class FashionAVQAConfig(BaseModel):
     seed: int = Field(
         0,
         ge=0,
+        lt=SEED_LIMIT,
         description="Decides the data: the synthesised speech, the audio encoder and every split's tasks. "
         "The scenario's seed decides the model (initialisation, training batches, channel noise).",
     )
@@ -156,7 +158,7 @@ class FashionAVQAConfig(BaseModel):
     test_clips: int = Field(500, gt=0, description="Spoken clips for testing (held-out speakers).")
     sample_rate_hz: int = Field(16000, gt=0, description="Sample rate of the clips in Hz.")
     clip_seconds: float = Field(1.25, gt=0, description="Clip length in seconds, centred on the speech.")
-    noise_snr_db: tuple[float, float] = Field(
+    noise_snr_db: tuple[SnrDb, SnrDb] = Field(
         (5.0, 30.0), description="Background-noise SNR per clip in dB, uniform in [low, high]."
     )
     question_types: list[str] = Field(

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from models.config import Strict
+from models.config import SnrDb, Strict
 from sim.phy.numerology import NUM_OFDM_SYMBOLS_PER_SLOT, NUM_SUBCARRIERS_PER_PRB
 
 
@@ -63,7 +63,7 @@ class AllocationConfig(Strict):
         default_factory=lambda: [1, 2, 4], min_length=1, description="token-length reductions a group may use"
     )
     calibration_tasks_per_group: int = Field(100, gt=0, description="validation tasks per calibration point")
-    calibration_snr_shifts_db: list[float] = Field(
+    calibration_snr_shifts_db: list[SnrDb] = Field(
         default_factory=lambda: [-12.0, -9.0, -6.0, -3.0, 0.0, 3.0, 6.0],
         min_length=2,
         description="SNR offsets at which accuracy and REs are measured (interpolated between)",

@@ -136,6 +136,41 @@ BAD = [
         lambda s: s.update(link={"mode": "digital", "decoder": "magic"}),
         ["link.decoder", "'magic'", "sionna-bp"],
     ),
+    # every number finite and in a physical range
+    ("NaN SNR", lambda s: s.update(snr_db=float("nan")), ["snr_db", "nan", "finite"]),
+    ("NaN SNR as text", lambda s: s.update(snr_db="nan"), ["snr_db", "'nan'", "finite"]),
+    ("infinite user SNR", lambda s: s["users"][1].update(snr_db=float("inf")), ["users[1].snr_db", "inf", "finite"]),
+    ("absurd SNR", lambda s: s.update(snr_db=1e9), ["snr_db", "1000000000.0", "less than or equal to 60"]),
+    ("SNR far below noise", lambda s: s["users"][0].update(snr_db=-80), ["users[0].snr_db", "-80", "-50"]),
+    ("negative seed", lambda s: s.update(seed=-1), ["seed", "-1", "greater than or equal to 0"]),
+    ("huge seed", lambda s: s.update(seed=2**40), ["seed", str(2**40), f"less than {2**32}"]),
+    (
+        "negative data seed",
+        lambda s: s["dataset"].update(seed=-3),
+        ["dataset.seed", "-3", "greater than or equal to 0"],
+    ),
+    ("speed of a rocket", lambda s: s["channel"].update(speed_mps=3e8), ["channel.speed_mps", "300000000.0", "500"]),
+    (
+        "negative frequency",
+        lambda s: s["cell"].update(carrier_frequency_hz=-3.5e9),
+        ["cell.carrier_frequency_hz", "-3"],
+    ),
+    (
+        "infinite training SNR",
+        lambda s: s["training"]["finetune"].update(snr_db_range=[-10, float("inf")]),
+        ["training.finetune.snr_db_range[1]", "finite"],
+    ),
+    (
+        "NaN learning rate",
+        lambda s: s["training"]["finetune"].update(lr=float("nan")),
+        ["training.finetune.lr", "finite"],
+    ),
+    (
+        "NaN delay spread",
+        lambda s: s["channel"].update(delay_spread_s=float("nan")),
+        ["channel.delay_spread_s", "finite"],
+    ),
+    ("NaN position", lambda s: s["users"][0].update(position_m=[0, float("nan"), 1.5]), ["users[0].position_m[1]"]),
 ]
 
 
@@ -164,6 +199,38 @@ def test_bad_override_and_file(tiny, tmp_path):
     (tmp_path / "broken.yaml").write_text("name: [unclosed")
     with pytest.raises(ScenarioError, match="not valid YAML"):
         load_scenario(tmp_path / "broken.yaml")
+
+
+def test_yaml_is_read_strictly(tmp_path):
+    """A key given twice, a file that is not UTF-8, an empty file, a list: one clean error each."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("name: x\nseed: 0\nchannel:\n  model: tdl-a\n  csi: ls\n  model: rayleigh\nseed: 5\n")
+    with pytest.raises(ScenarioError, match=r"channel.model: is given twice, at lines 4 and 6"):
+        load_scenario(twice)
+    twice.write_text("name: x\nseed: 0\nusers: []\nseed: 5\n")
+    with pytest.raises(ScenarioError, match=r"seed: is given twice, at lines 2 and 4"):
+        load_scenario(twice)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ScenarioError, match=r"is not UTF-8 text \(byte 0xe9 at offset 9\)"):
+        load_scenario(latin)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# only a comment\n")
+    with pytest.raises(ScenarioError, match="is empty"):
+        load_scenario(empty)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- name: x\n")
+    with pytest.raises(ScenarioError, match="must be a mapping of keys to values, not a list"):
+        load_scenario(listed)
+
+
+@pytest.mark.parametrize("body", [b"seed: 1\nseed: 2\n", b"\xff\xfe", b"", b"[1, 2]"])
+def test_cli_reports_a_bad_file_in_one_line_without_a_traceback(tmp_path, capsys, body):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(body)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
 
 
 def test_cli_validate_reports_errors_with_exit_code_2(tiny, write_scenario, capsys):
