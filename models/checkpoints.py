@@ -8,7 +8,8 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from models.paths import atomic_path, cache_dir
+from models.cache import load_intact, sealed
+from models.paths import cache_dir
 from models.system import SplitModel
 
 
@@ -28,7 +29,7 @@ def save_checkpoint(
     the config and a training summary (with the per-step history, so every run from this checkpoint
     can show its training log)."""
     path = checkpoint_path(key)
-    with atomic_path(path) as tmp:
+    with sealed(path) as tmp:
         save_file(
             {k: v.cpu() for k, v in _state(model, modules).items()},
             str(tmp),
@@ -39,11 +40,11 @@ def save_checkpoint(
 
 def load_checkpoint(model: SplitModel, key: str, modules: tuple[str, ...] | None = None) -> dict | None:
     """Load the checkpoint ``key`` (of the top-level ``modules`` only, if given) into ``model``;
-    its training summary, or ``None`` if absent."""
+    its training summary, or ``None`` if absent (or corrupt: then it is moved aside, see ``models.cache``)."""
     path = checkpoint_path(key)
-    if not path.is_file():
+    state = load_intact(path, lambda p: load_file(str(p), device=str(next(model.parameters()).device)))
+    if state is None:
         return None
-    state = load_file(str(path), device=str(next(model.parameters()).device))
     expected = set(_state(model, modules))
     if set(state) != expected:
         raise RuntimeError(

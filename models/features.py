@@ -7,13 +7,15 @@ rows of these tensors by the indices a task holds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from models.cache import load_or_build
 from models.data.fashion_avqa import QUESTION_TYPES, FashionAVQA
-from models.paths import atomic_path, cache_dir, digest
+from models.paths import cache_dir, digest
 from models.progress import progress_bar
 
 FEATURES_VERSION = 1  # bump when an encoder's preprocessing changes
@@ -112,11 +114,13 @@ def _cached(kind: str, key: dict, compute) -> dict[str, torch.Tensor]:
     (half the disk; the tokens are projected and sent through noise anyway) and returned as float32 from
     the stored values either way, so a run that computes them and one that loads them agree to the bit."""
     path = cache_dir() / "features" / f"{kind}-{digest({**key, 'version': FEATURES_VERSION})}.safetensors"
-    if not path.is_file():
+
+    def build(tmp: Path) -> None:
         stored = {k: (v.half() if v.is_floating_point() else v).cpu().contiguous() for k, v in compute().items()}
-        with atomic_path(path) as tmp:
-            save_file(stored, str(tmp))
-    return {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+        save_file(stored, str(tmp))
+
+    loaded = load_or_build(path, lambda p: load_file(str(p)), build)
+    return {k: v.float() if v.is_floating_point() else v for k, v in loaded.items()}
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from models.alignment import align_transceivers
+from models.cache import exclusive
 from models.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from models.data import DATASETS
 from models.data.fashion_avqa import ANSWERS
@@ -182,20 +183,26 @@ class Simulation:
             raise ValueError(f"stage: {stage!r} is not one of {', '.join(STAGES)}, all")
         if stage == "align" and not s.training.alignment.enabled:
             raise ScenarioError("training.alignment.enabled", False, "there is no alignment stage to run", "true")
-        if stage != "align" and not force:
-            summary = load_checkpoint(self.model, self.checkpoint)
-            if summary is not None:
-                return {**summary, "loaded": True}
-        history: list[dict] = []
-        if s.training.alignment.enabled:
-            summary = self._align(force=force and stage != "finetune")
-            if stage == "align":
-                return summary
-            history = summary["history"]
-        return self._finetune(history)
+        # one process trains a missing checkpoint; another that needs it waits here, then loads it
+        with exclusive(checkpoint_path(self.checkpoint)):
+            if stage != "align" and not force:
+                summary = load_checkpoint(self.model, self.checkpoint)
+                if summary is not None:
+                    return {**summary, "loaded": True}
+            history: list[dict] = []
+            if s.training.alignment.enabled:
+                summary = self._align(force=force and stage != "finetune")
+                if stage == "align":
+                    return summary
+                history = summary["history"]
+            return self._finetune(history)
 
     def _align(self, force: bool) -> dict:
         key, shaped_by = checkpoint_key(self.scenario, "align")
+        with exclusive(checkpoint_path(key)):  # fine-tuning variants share it: one aligns, the others wait
+            return self._align_locked(key, shaped_by, force)
+
+    def _align_locked(self, key: str, shaped_by: dict, force: bool) -> dict:
         if not force:
             summary = load_checkpoint(self.model, key, modules=ALIGNED_MODULES)
             if summary is not None:

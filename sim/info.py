@@ -6,6 +6,7 @@ import shutil
 
 import torch
 
+from models.cache import audit
 from models.paths import cache_dir
 from sim.results import git_commit, versions
 
@@ -66,6 +67,9 @@ def collect_info() -> dict:
             "path": str(cache),
             "checkpoints": checkpoints,
             "size_mb": round(sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / 2**20, 1),
+            # files whose content no longer matches their SHA-256: the next run that needs one moves it
+            # aside and rebuilds it
+            "corrupt": [f"{path}: {problem}" for path, problem in audit(cache)],
         },
     }
 
@@ -73,8 +77,11 @@ def collect_info() -> dict:
 def _metadata(path) -> dict:
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as f:
-        return f.metadata() or {}
+    try:
+        with safe_open(str(path), "pt") as f:
+            return f.metadata() or {}
+    except Exception as err:  # noqa: BLE001 (a damaged file: info reports it rather than stopping)
+        return {"unreadable": f"{type(err).__name__}: {err}"}
 
 
 def _present(ok: bool, where, package: str) -> dict:

@@ -288,7 +288,7 @@ def write_run(scenario, out: Path, progress: bool = True, retrain: bool = False)
     summary = sim.train(force=retrain)
     history = summary.pop("history", None)
     metrics, per_user, per_task, per_tb = build_results(scenario, sim.evaluate())
-    metrics["training"] = summary
+    metrics["training"] = {k: v for k, v in summary.items() if k != "loaded"}  # the manifest says trained_now
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "scenario.yaml", resolved_yaml(scenario))

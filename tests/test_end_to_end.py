@@ -94,7 +94,8 @@ def test_run_writes_the_results_contract_and_reuses_the_checkpoint(tiny, write_s
     )
 
     loaded = _run(path, tmp_path / "loaded")
-    assert loaded.pop("training")["loaded"] and metrics.pop("training")["loaded"] == existed
+    trained_now = [json.loads((tmp_path / d / "manifest.json").read_text())["trained_now"] for d in ("run", "loaded")]
+    assert trained_now == [not existed, False]
     assert loaded == metrics  # the same results whether the run trained or loaded the checkpoint
 
     again = _run(path, tmp_path / "again", "--set", "users.cam1.snr_db=30")

@@ -27,10 +27,11 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.cache import load_or_build
 from models.config import SEED_LIMIT, SnrDb
 from models.data import fashion_mnist, speech, wordnet
 from models.data.fashion_mnist import CLASS_NAMES
-from models.paths import atomic_path, cache_dir
+from models.paths import cache_dir
 
 ANSWERS: tuple[str, ...] = CLASS_NAMES + ("yes", "no")
 YES, NO = ANSWERS.index("yes"), ANSWERS.index("no")
@@ -328,7 +329,12 @@ class FashionAVQA:
         if split in self._speech:
             return self._speech[split]
         path = self.speech_path(split)
-        if not path.exists():
+
+        def read(p: Path) -> dict[str, np.ndarray]:
+            with np.load(p) as stored:
+                return {k: stored[k] for k in ("clips", "labels", "voices")}
+
+        def build(tmp: Path) -> None:
             c = self.config
             num_clips = c.count(split, "clips")
             rng = np.random.default_rng([self.seed, SPLIT_STREAM[split]])
@@ -338,7 +344,7 @@ class FashionAVQA:
             clips = speech.render_clips(
                 specs, c.espeak_ng, c.sample_rate_hz, c.clip_seconds, desc=f"fashion-avqa {split} speech"
             )
-            with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would rename tmp
+            with open(tmp, "wb") as f:  # a file object: np.savez would add .npz to a name
                 np.savez(
                     f,
                     clips=np.round(clips * 32767).astype(np.int16),
@@ -348,8 +354,8 @@ class FashionAVQA:
                     pitch=np.array([s.pitch for s in specs]),
                     snr_db=np.array([s.snr_db for s in specs]),
                 )
-        with np.load(path) as stored:
-            self._speech[split] = {k: stored[k] for k in ("clips", "labels", "voices")}
+
+        self._speech[split] = load_or_build(path, read, build)
         return self._speech[split]
 
 

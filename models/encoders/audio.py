@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from models.cache import load_or_build
 from models.encoders import AUDIO_DIM, AUDIO_TOKENS
-from models.paths import atomic_path, cache_dir
+from models.paths import cache_dir
 from models.progress import progress_bar
 
 
@@ -185,14 +187,11 @@ def load_or_train_audio_encoder(
         its nearest-class-mean accuracy is recorded in the cached file's metadata (``tokensim info`` shows it)
     """
     path = cache_dir() / "encoders" / f"logmel-cnn-{key}.safetensors"
-    encoder = LogMelCNN(sample_rate_hz)
-    if path.is_file():
-        encoder.load_state_dict(load_file(str(path)))
-        return encoder.to(device).eval().requires_grad_(False)
-    waves, labels = load_training_speech()
-    encoder = train_audio_encoder(waves, labels, settings, seed, sample_rate_hz, device, progress)
-    accuracy = audio_encoder_accuracy(encoder, (waves, labels), load_validation_speech())
-    with atomic_path(path) as tmp:
+
+    def build(tmp: Path) -> None:
+        waves, labels = load_training_speech()
+        encoder = train_audio_encoder(waves, labels, settings, seed, sample_rate_hz, device, progress)
+        accuracy = audio_encoder_accuracy(encoder, (waves, labels), load_validation_speech())
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()},
             str(tmp),
@@ -202,4 +201,9 @@ def load_or_train_audio_encoder(
                 "validation_nearest_mean_accuracy": f"{accuracy:.4f}",
             },
         )
-    return encoder
+
+    # trained once (under a lock shared by processes), saved, and then loaded like a cached one: a run
+    # that trains it and one that loads it use the same tensors
+    encoder = LogMelCNN(sample_rate_hz)
+    encoder.load_state_dict(load_or_build(path, lambda p: load_file(str(p)), build))
+    return encoder.to(device).eval().requires_grad_(False)

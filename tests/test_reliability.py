@@ -1,0 +1,83 @@
+"""Faults that must not cost finished work: corrupt cache files, and two runs sharing one cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sim.cli import main
+from tests.conftest import ROOT
+
+
+def _run(path, out) -> dict:
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _artefacts(cache, out):
+    """The cached artefacts of the tiny run written to ``out``, by kind."""
+    found = {
+        "checkpoint": [Path(json.loads((out / "manifest.json").read_text())["checkpoint_path"])],  # fine-tuned
+        "features": sorted((cache / "features").glob("*.safetensors")),
+        "audio encoder": sorted((cache / "encoders").glob("*.safetensors")),
+        "speech": sorted(cache.rglob("speech-*.npz")),
+    }
+    assert all(found.values()), {k: len(v) for k, v in found.items()}
+    return found
+
+
+def test_corrupt_cache_files_are_moved_aside_rebuilt_and_give_the_same_metrics(
+    tiny, write_scenario, tmp_path, monkeypatch, capsys
+):
+    from models.cache import audit, check
+    from sim.info import collect_info
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TOKENSIM_CACHE", str(cache))
+    tiny["seed"] = 21
+    path = write_scenario(tiny)
+    clean = _run(path, tmp_path / "clean")
+    found = _artefacts(cache, tmp_path / "clean")
+    assert all(check(p) for ps in found.values() for p in ps)  # every artefact is sealed with its digest
+
+    flipped = found["features"][0]  # a flipped byte: the digest catches it, and info lists it
+    data = bytearray(flipped.read_bytes())
+    data[-1] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    assert [p for p, _ in audit(cache)] == [flipped]
+    assert str(flipped) in " ".join(collect_info()["cache"]["corrupt"])
+    for kind in ("checkpoint", "audio encoder", "speech"):  # truncated, as by a killed copy or a full disk
+        victim = found[kind][0]
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 3])
+
+    capsys.readouterr()
+    again = _run(path, tmp_path / "again")
+    err = capsys.readouterr().err
+    assert again == clean
+    for victim in (flipped, *(found[k][0] for k in ("checkpoint", "audio encoder", "speech"))):
+        assert f"cached file {victim} is corrupt" in err
+        assert victim.with_name(victim.name + ".corrupt").is_file() and check(victim)  # moved aside, rebuilt
+    assert json.loads((tmp_path / "again" / "manifest.json").read_text())["trained_now"]
+    assert audit(cache) == []
+
+
+def test_two_runs_on_one_missing_checkpoint_train_it_once_and_agree(tiny, write_scenario, tmp_path):
+    tiny["seed"] = 22
+    path = write_scenario(tiny)
+    env = {**os.environ, "TOKENSIM_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "sim.cli", "run", str(path), "--quiet", "--out"]
+    runs = [
+        subprocess.Popen([*command, str(tmp_path / f"run{i}")], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+    metrics = [json.loads((tmp_path / f"run{i}" / "metrics.json").read_text()) for i in range(2)]
+    assert metrics[0] == metrics[1]
+    trained = [json.loads((tmp_path / f"run{i}" / "manifest.json").read_text())["trained_now"] for i in range(2)]
+    assert sorted(trained) == [False, True]  # one trained it, the other waited and loaded it
+    assert not list((tmp_path / "cache").rglob("*.tmp"))  # nothing half-written left behind
