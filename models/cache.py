@@ -111,6 +111,21 @@ def sealed(path: Path):
     with atomic_path(path) as tmp:
         yield tmp
     seal(path)
+    record_kept(f"{path.parent.name}/", path.name)
+
+
+_KEPT: list[tuple[str, str]] = []  # what this process finished for good, for the line an interrupted run prints
+
+
+def record_kept(kind: str, name: str) -> None:
+    """Note a finished artefact that outlives an interruption: a cached file (``kind`` its cache folder,
+    such as ``checkpoints/``) or a sweep point (``kind`` ``"sweep point"``)."""
+    _KEPT.append((kind, name))
+
+
+def kept() -> list[tuple[str, str]]:
+    """What :func:`record_kept` noted in this process, oldest first: ``(kind, name)``."""
+    return list(_KEPT)
 
 
 def load_or_build(path: Path, load: Callable[[Path], T], build: Callable[[Path], None]) -> T:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -98,8 +99,18 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     quiet_libraries()
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         return COMMANDS[args.command](args)
+    except (KeyboardInterrupt, Terminated) as err:
+        from tqdm import tqdm
+
+        for bar in list(tqdm._instances):  # the bars the stop cut short
+            bar.close()
+        code, name = (143, "SIGTERM") if isinstance(err, Terminated) else (130, "SIGINT")
+        start = "\r\033[K" if sys.stderr.isatty() else "\n"  # a line of its own, whatever a bar left behind
+        print(f"{start}tokensim {args.command}: stopped by {name}; {_kept_line()}", file=sys.stderr)
+        return code
     except ScenarioError as err:
         text = str(err)
         below = "\n" if "\n" in text else " "  # one problem on the header's line; several, one per line below
@@ -112,6 +123,44 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tokensim {args.command}: {err}", file=sys.stderr)
             return 2
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the main thread is, like ``KeyboardInterrupt`` for SIGINT: every ``finally``
+    and context manager on the way out runs (partial files and directories are removed)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _kept_line() -> str:
+    """What an interrupted command leaves: everything finished is kept, nothing half-written is."""
+    from models.cache import kept
+
+    by_kind: dict[str, list[str]] = {}
+    for kind, name in kept():
+        by_kind.setdefault(kind, []).append(name)
+    if not by_kind:
+        return "nothing was finished, nothing half-written is left; a rerun starts over"
+    parts = []
+    for kind in ("sweep point", "checkpoints/"):  # what a rerun skips, by name
+        names = by_kind.pop(kind, [])
+        for name in names[:3]:
+            parts.append(f"{kind} {name}" if kind == "sweep point" else f"{kind}{name}")
+        if len(names) > 3:
+            parts.append(f"{len(names) - 3} more {kind.rstrip('/')}")
+    parts += [f"{len(names)} file{'s' * (len(names) > 1)} in {kind}" for kind, names in by_kind.items()]
+    return f"kept {', '.join(parts)}; nothing half-written is left, and a rerun picks up from there"
 
 
 def quiet_libraries() -> None:

@@ -51,13 +51,16 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from models.cache import record_kept
 from models.paths import digest
 from sim.errors import ScenarioError
 
@@ -276,12 +279,11 @@ def split_list(text: str) -> list[str]:
 
 
 def write_run(scenario, out: Path, progress: bool = True, retrain: bool = False) -> dict:
-    """Train (or load the checkpoint), evaluate and write one run directory, as ``tokensim run`` does;
-    ``manifest.json`` goes last, so its presence marks a finished run. Returns the metrics."""
+    """Train (or load the checkpoint), evaluate and write one run directory, as ``tokensim run`` does.
+    The directory appears whole (:func:`staged_directory`) with ``manifest.json``, which marks a finished
+    run. Returns the metrics."""
     from sim.engine import Simulation
     from sim.metrics import build_results
-    from sim.results import manifest, write_csv, write_json, write_text
-    from sim.scenario import resolved_yaml
 
     started = time.perf_counter()
     sim = Simulation(scenario, progress=progress)
@@ -289,8 +291,39 @@ def write_run(scenario, out: Path, progress: bool = True, retrain: bool = False)
     history = summary.pop("history", None)
     metrics, per_user, per_task, per_tb = build_results(scenario, sim.evaluate())
     metrics["training"] = {k: v for k, v in summary.items() if k != "loaded"}  # the manifest says trained_now
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out)
+    with staged_directory(final) as out:
+        _write_run_files(out, scenario, sim, summary, history, metrics, per_user, per_task, per_tb, started)
+    return metrics
+
+
+@contextmanager
+def staged_directory(final: Path):
+    """Yield a hidden sibling ``.<name>.partial`` of ``final`` to write a run directory into; when the
+    block ends it replaces ``final`` (a rerun's old directory goes). Stopped part-way, ``final`` is as it
+    was and the partial directory is removed, so a directory under the final name is always complete."""
+    final = Path(final)
+    partial = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # left by a run that was killed outright
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+        if final.exists():
+            old = final.with_name(f".{final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(partial, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(partial, final)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _write_run_files(out, scenario, sim, summary, history, metrics, per_user, per_task, per_tb, started) -> None:
+    from sim.results import manifest, write_csv, write_json, write_text
+    from sim.scenario import resolved_yaml
+
     write_text(out / "scenario.yaml", resolved_yaml(scenario))
     write_json(out / "metrics.json", metrics)
     write_csv(out / "per_user.csv", per_user)
@@ -308,7 +341,6 @@ def write_run(scenario, out: Path, progress: bool = True, retrain: bool = False)
             {"checkpoint_path": str(sim.checkpoint_path), "trained_now": not summary["loaded"]},
         ),
     )
-    return metrics
 
 
 def write_training_log(out: Path, history: list[dict], name: str) -> None:
@@ -573,6 +605,7 @@ class _Log:
             what = f"FAILED {task.label}: {error.splitlines()[0]}"
         elif result["kind"] == "point":
             what = f"{task.label}: accuracy {result['accuracy']:.3f} ({result['seconds']:.0f} s)"
+            record_kept("sweep point", task.label)
         elif result["kind"] == "prepare":
             what = f"{task.label} ready ({result['seconds']:.0f} s)"
         else:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from sim.cli import main
 from tests.conftest import ROOT
@@ -81,3 +84,60 @@ def test_two_runs_on_one_missing_checkpoint_train_it_once_and_agree(tiny, write_
     trained = [json.loads((tmp_path / f"run{i}" / "manifest.json").read_text())["trained_now"] for i in range(2)]
     assert sorted(trained) == [False, True]  # one trained it, the other waited and loaded it
     assert not list((tmp_path / "cache").rglob("*.tmp"))  # nothing half-written left behind
+
+
+def _stop(command, env, marker: str, sig) -> tuple[int, str]:
+    """Start ``command``, send ``sig`` once ``marker`` appears on its stderr; its exit code and stderr."""
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while marker not in seen:
+        char = proc.stderr.read(1)
+        if not char:
+            break
+        seen += char
+    proc.send_signal(sig)
+    _, rest = proc.communicate(timeout=600)
+    return proc.returncode, seen + rest
+
+
+def _leftovers(root) -> list:
+    return [p for p in Path(root).rglob("*") if p.name.endswith((".tmp", ".partial", ".old"))]
+
+
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_stopped_run_keeps_what_finished_and_a_rerun_finishes_it(tiny, write_scenario, tmp_path, sig, code, name):
+    tiny["seed"] = code  # a checkpoint of its own
+    tiny["training"]["finetune"]["steps"] = 40
+    path = write_scenario(tiny)
+    env = {**os.environ, "TOKENSIM_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "sim.cli", "run", str(path), "--out", str(out)]
+    returncode, err = _stop(command, env, "fine-tuning", sig)  # stopped in stage 2
+    assert returncode == code, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"tokensim run: stopped by {name}; kept ") and "checkpoints/" in last, last
+    assert "Traceback" not in err
+    assert not out.exists() and not _leftovers(tmp_path)  # no run directory, nothing half-written
+    rerun = subprocess.run([*command, "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert (out / "manifest.json").is_file() and not _leftovers(tmp_path)
+
+
+def test_a_stopped_sweep_keeps_its_finished_points_and_a_rerun_runs_the_rest(tiny, write_scenario, tmp_path):
+    tiny["seed"] = 129
+    tiny["evaluation"]["tasks_per_group"] = 1500  # points slow enough to stop one half-way
+    tiny["sweep"] = {"grid": {"users.q1.snr_db": [0, 10, 20]}}
+    path = write_scenario(tiny)
+    env = {**os.environ, "TOKENSIM_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "sim.cli", "sweep", str(path), "--out", str(out)]
+    returncode, err = _stop(command, env, ": accuracy", signal.SIGINT)  # the first point has finished
+    assert returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("tokensim sweep: stopped by SIGINT; kept ") and "users.q1.snr_db=0" in last, last
+    finished = [p for p in (out / "points").iterdir() if (p / "manifest.json").is_file()]
+    assert len(finished) == 1 and len(list((out / "points").iterdir())) == 1 and not _leftovers(tmp_path)
+    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "1 of 3 points finished before; running the other 2" in rerun.stderr
+    assert len(list((out / "points").iterdir())) == 3 and not _leftovers(tmp_path)
