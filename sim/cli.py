@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from sim.errors import ScenarioError
+from sim.errors import ScenarioError, ScenarioErrors
 
 EXPERIMENTS_HELP = ("snr", "temperature", "tokens", "per-snr")  # sim.reproduce.EXPERIMENTS, without importing torch
 BENCHES = ("analog", "digital", "decoders", "abstraction")
@@ -200,6 +200,9 @@ def cmd_validate(args) -> int:
         return 0
     sweep = load_sweep(args.scenario, args.overrides)
     points = sweep.points()
+    invalid = [p for p in points if p.error]
+    if invalid:
+        raise ScenarioErrors([ScenarioError(f"sweep point {p.label}", None, p.error) for p in invalid])
     print(resolved_yaml(points[0].scenario), end="")
     print(
         f"tokensim validate: {args.scenario} sweeps {', '.join(sweep.keys) or 'nothing'}: all {len(points)} points "

@@ -135,7 +135,7 @@ class Table:
 
             spec = yaml.safe_load((directory / "sweep.yaml").read_text())
             keys = [k for k in (*spec["zip"], *spec["grid"]) if k != REPLICATE_KEY]  # rows are across seeds
-            rows = read_csv(directory / "results.csv")
+            rows = [r for r in read_csv(directory / "results.csv") if not r.get("error")]  # failed points
             dirs = {h: directory / "points" / h for r in rows for h in r.get("points", r["point"]).split()}
             return cls(rows, keys, dirs)
         if (directory / "metrics.json").is_file():

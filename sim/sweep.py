@@ -110,7 +110,12 @@ class Point:
     values: dict
     raw: dict
     hash: str = ""
-    scenario: object = None  # the validated Scenario
+    scenario: object = None  # the validated Scenario; None when ``error`` says why it is not valid
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.values.items()) or "the base scenario"
 
 
 @dataclass
@@ -130,7 +135,8 @@ class Sweep:
         return [*self.zip, *self.grid]
 
     def points(self) -> list[Point]:
-        """Every point, validated (a bad one fails before anything runs, naming its values)."""
+        """Every point, validated. A point whose values make no valid scenario carries the error instead
+        (``Point.error``): the sweep runs the others and reports it (:func:`run_sweep`)."""
         from sim.scenario import apply_override, validate_scenario
 
         zipped = [dict(zip(self.zip, row)) for row in zip(*self.zip.values())] or [{}]
@@ -143,8 +149,8 @@ class Sweep:
             try:
                 scenario = validate_scenario(copy.deepcopy(raw))
             except ScenarioError as err:
-                where = ", ".join(f"{k}={v}" for k, v in values.items())
-                raise ScenarioError(f"sweep point {where}", None, f"is not a valid scenario:\n{err}") from None
+                points.append(Point(values, raw, "invalid-" + digest(values), error=f"not a valid scenario: {err}"))
+                continue
             points.append(Point(values, raw, digest(scenario.model_dump(mode="json")), scenario))
         return points
 
@@ -454,8 +460,7 @@ def plan_tasks(points: list[Point], out: Path) -> list[Task]:
             names.add(tasks[-1].name)
             after = tasks[-1].name
         for p in group:
-            label = ", ".join(f"{k}={v}" for k, v in p.values.items()) or "the base scenario"
-            tasks.append(Task(f"point-{p.hash}", point_task, (p.raw, str(out / "points" / p.hash)), after, label))
+            tasks.append(Task(f"point-{p.hash}", point_task, (p.raw, str(out / "points" / p.hash)), after, p.label))
     return tasks
 
 
@@ -493,7 +498,8 @@ def run_sweep(
     points = sweep.points()
     write_text(out / "sweep.yaml", yaml.safe_dump(sweep.resolved(points), sort_keys=False))
     distinct = list({p.hash: p for p in points}.values())
-    todo = [p for p in distinct if not (out / "points" / p.hash / FINISHED).is_file()]
+    invalid = [p for p in distinct if p.error]
+    todo = [p for p in distinct if not p.error and not (out / "points" / p.hash / FINISHED).is_file()]
     tasks = plan_tasks(todo, out)
     log = _Log(len(tasks), progress)
     if todo and len(todo) < len(distinct):
@@ -507,7 +513,11 @@ def run_sweep(
     else:
         done, failed = _run_here(tasks, log, progress and log.interactive)
     log.close()
-    write_results(out, points, sweep.keys)
+    errors = {p.hash: p.error for p in invalid}
+    for p in todo:  # a point that could not run, or whose checkpoint could not be trained
+        if f"point-{p.hash}" in failed:
+            errors[p.hash] = failed[f"point-{p.hash}"]
+    write_results(out, points, sweep.keys, errors)
     report = SweepReport(
         points=len(distinct),
         skipped=len(distinct) - len(todo),
@@ -516,9 +526,13 @@ def run_sweep(
         failed=failed,
         wall_s=time.perf_counter() - started,
     )
-    if failed:
-        lines = "\n".join(f"{name}: {error}" for name, error in failed.items())
-        raise SweepFailed(f"{len(failed)} of {len(tasks)} sweep tasks failed (results.csv has the others):\n{lines}")
+    if errors:
+        by_hash = {p.hash: p for p in distinct}
+        lines = "\n".join(f"{by_hash[h].label}: {e.splitlines()[0]}" for h, e in errors.items())
+        raise SweepFailed(
+            f"{len(errors)} of {len(distinct)} points failed; results.csv has the others' results and these "
+            f"points' errors:\n{lines}"
+        )
     return report
 
 
@@ -675,10 +689,11 @@ def point_rows(run_dir: Path, values: dict) -> list[dict]:
     return [{k: row[k] for k in [*values, *RESULT_COLUMNS]} for row in rows]
 
 
-def write_results(out: Path, points: list[Point], keys: list[str]) -> None:
+def write_results(out: Path, points: list[Point], keys: list[str], errors: dict[str, str] | None = None) -> None:
     """``out/results.csv`` from every finished point, in the sweep's order; the swept keys lead.
     With the seed swept, one row per point across seeds (:func:`across_seeds`), and every seed's row
-    in ``out/replicates.csv``."""
+    in ``out/replicates.csv``. A point in ``errors`` (hash -> message) gets a row with its values and
+    the message in the ``error`` column."""
     from sim.results import write_csv
 
     clash = [k for k in keys if k in (*RESULT_COLUMNS, *SEED_COLUMNS, "point", "points")]
@@ -689,14 +704,15 @@ def write_results(out: Path, points: list[Point], keys: list[str]) -> None:
         run_dir = Path(out) / "points" / p.hash
         if (run_dir / FINISHED).is_file():
             rows += [{"point": p.hash, **row} for row in point_rows(run_dir, p.values)]
-    if not rows:
+    failed = [{"point": p.hash, **p.values, "error": errors[p.hash]} for p in points if p.hash in (errors or {})]
+    if not rows and not failed:
         return
-    if REPLICATE_KEY in keys:
+    if REPLICATE_KEY in keys and rows:
         write_csv(Path(out) / "replicates.csv", rows)
         rows = across_seeds(rows, [k for k in keys if k != REPLICATE_KEY])
     else:
         rows = [{**row, "replicates": 1, **dict.fromkeys(SEED_COLUMNS[1:], ""), "points": row["point"]} for row in rows]
-    write_csv(Path(out) / "results.csv", rows)
+    write_csv(Path(out) / "results.csv", rows + failed)
 
 
 SEED_COLUMNS = ("replicates", "accuracy_std", "token_nmse_std", "latency_p95_ms_std")
