@@ -246,8 +246,9 @@ def read_yaml(path: Path, loader: type = yaml.SafeLoader):
     except UnicodeDecodeError as err:
         raise ScenarioError("scenario", str(path), f"is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
                             f"{err.start})") from None  # fmt: skip
-    reader = loader(text)
+    reader = None
     try:
+        reader = loader(text)  # checks the characters first: a control character is a YAML error here
         node = reader.get_single_node()
         if node is None:
             return None
@@ -256,7 +257,8 @@ def read_yaml(path: Path, loader: type = yaml.SafeLoader):
     except yaml.YAMLError as err:
         raise ScenarioError("scenario", str(path), f"is not valid YAML ({err})") from None
     finally:
-        reader.dispose()
+        if reader is not None:
+            reader.dispose()
 
 
 def _check_unique_keys(node, where: tuple) -> None:
@@ -293,6 +295,16 @@ def validate_scenario(raw: dict) -> Scenario:
     return _resolve(scenario)
 
 
+def parse_yaml_value(item: str, text: str):
+    """``text`` (the value of the ``--set`` ``item``) as YAML; a ``ScenarioError`` naming the item if it is
+    not valid YAML."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        problem = str(getattr(err, "problem", None) or err).splitlines()[0]
+        raise ScenarioError("--set", item, f"has a value that is not valid YAML ({problem})") from None
+
+
 def apply_override(raw: dict, item: str) -> None:
     """Apply one ``dotted.key=value`` to a raw scenario mapping, in place.
 
@@ -303,7 +315,7 @@ def apply_override(raw: dict, item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise ScenarioError("--set", item, "is not of the form dotted.key=value")
-    value = yaml.safe_load(text) if text.strip() else None
+    value = parse_yaml_value(item, text) if text.strip() else None
     node = raw
     parts = key.split(".")
     for depth, part in enumerate(parts):

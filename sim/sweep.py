@@ -206,12 +206,16 @@ def load_sweep(path: str | Path, overrides: list[str] = (), replicates: int | No
                 raise ScenarioError("sweep.replicates", replicates, "is set while seed is swept too; use one")
             sweep.replicates = replicates
             sweep.grid[REPLICATE_KEY] = [base.get("seed", 0) + i for i in range(replicates)]
+    from sim.scenario import parse_yaml_value
+
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ScenarioError("--set", item, "is not of the form dotted.key=value or dotted.key=v1,v2,...")
         items = split_list(text)
-        values = parse_values(f"--set {key}", text if _RANGE.match(text) else [yaml.safe_load(v) for v in items])
+        values = parse_values(
+            f"--set {key}", text if _RANGE.match(text) else [parse_yaml_value(item, v) for v in items]
+        )
         if key == REPLICATE_KEY and sweep.replicates > 1 and len(values) > 1:
             raise ScenarioError("sweep.replicates", sweep.replicates, "is set while --set sweeps seed too; use one")
         if key == REPLICATE_KEY and sweep.replicates > 1 and len(values) == 1:  # replicates from this seed
