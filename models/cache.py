@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from models.paths import atomic_path
 
@@ -67,49 +67,90 @@ def check(path: Path) -> bool | None:
         return False
 
 
-def quarantine(path: Path, why: str) -> Path:
-    """Move a corrupt ``path`` (and its digest) aside to ``<path>.corrupt``; one line on stderr says so."""
+def quarantine(path: Path, why: str) -> None:
+    """Move a corrupt ``path`` (and its digest) aside to ``<path>.corrupt``; one line on stderr says so.
+    Called under the artefact's lock; a file another process has already moved is left alone."""
     aside = path.with_name(path.name + ".corrupt")
-    os.replace(path, aside)
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return
     _digest_path(path).unlink(missing_ok=True)
     print(f"tokensim: cached file {path} is corrupt ({why}); moved to {aside.name} and rebuilding it", file=sys.stderr)
-    return aside
+
+
+def _read(path: Path, load: Callable[[Path], T]) -> tuple[T | None, str | None]:
+    """``(value, None)`` if ``path`` is intact and loads; ``(None, None)`` if it is missing; ``(None, why)``
+    if it is corrupt. A file whose digest matches but does not load (out of memory, say) is not corrupt:
+    that error is raised."""
+    if not path.is_file():
+        return None, None
+    status = check(path)
+    if status is False:
+        return None, "its content does not match its SHA-256"
+    try:
+        value = load(path)
+    except FileNotFoundError:  # moved aside by another process meanwhile
+        return None, None
+    except Exception as err:  # noqa: BLE001 (any reader's error on a bad file: safetensors, numpy, zip)
+        if status is True:
+            raise
+        return None, f"{type(err).__name__}: {err}".splitlines()[0][:200]
+    if status is None:
+        try:
+            seal(path)
+        except OSError:  # a read-only shared cache: the file is used unsealed
+            pass
+    return value, None
 
 
 def load_intact(path: Path, load: Callable[[Path], T]) -> T | None:
     """``load(path)`` if ``path`` exists and is intact; ``None`` if it is missing or was corrupt (then it
-    has been moved aside). A file without a digest that loads is sealed."""
+    has been moved aside, under the artefact's lock). A file without a digest that loads is sealed."""
     path = Path(path)
-    if not path.is_file():
-        return None
-    status = check(path)
-    if status is False:
-        quarantine(path, "its content does not match its SHA-256")
-        return None
-    try:
-        value = load(path)
-    except Exception as err:  # noqa: BLE001 (any reader's error on a bad file: safetensors, numpy, zip)
-        quarantine(path, f"{type(err).__name__}: {err}".splitlines()[0][:200])
-        return None
-    if status is None:
-        seal(path)
-    return value
+    value, why = _read(path, load)
+    if why is None:
+        return value
+    with exclusive(path):
+        value, why = _read(path, load)  # another process may have rebuilt it meanwhile
+        if why is None:
+            return value
+        quarantine(path, why)
+    return None
+
+
+_LOCKS: dict[str, FileLock] = {}  # one lock object per artefact and process: re-entrant within the process
 
 
 @contextmanager
 def exclusive(path: Path):
-    """Hold the lock of artefact ``path`` (``<path>.lock``) for the block: one builder at a time."""
+    """Hold the lock of artefact ``path`` (``<path>.lock``) for the block: one builder at a time across
+    processes. A process that has to wait says so on stderr."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path.with_name(path.name + ".lock"))):
+    name = str(path.with_name(path.name + ".lock"))
+    lock = _LOCKS.setdefault(name, FileLock(name))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"tokensim: waiting for another process building {path.name}", file=sys.stderr)
+        lock.acquire()
+    try:
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed outright; none is
+            stale.unlink(missing_ok=True)  # being written now, as this process holds the lock
         yield
+    finally:
+        lock.release()
 
 
 @contextmanager
 def sealed(path: Path):
-    """Yield a temporary name to write ``path`` to; on success it is renamed over ``path`` and sealed."""
+    """Yield a temporary name to write ``path`` to; on success it is renamed over ``path`` and sealed.
+    The old digest goes before the rename, so a stop between rename and seal leaves a file without a
+    digest (accepted if it loads), never a good file with a stale one."""
     with atomic_path(path) as tmp:
         yield tmp
+        _digest_path(path).unlink(missing_ok=True)
     seal(path)
     record_kept(f"{path.parent.name}/", path.name)
 
@@ -137,11 +178,11 @@ def load_or_build(path: Path, load: Callable[[Path], T], build: Callable[[Path],
         return value
     with exclusive(path):
         value = load_intact(path, load)  # built by another process while this one waited
-        if value is not None:
-            return value
-        with sealed(path) as tmp:
-            build(tmp)
-    return load(path)
+        if value is None:
+            with sealed(path) as tmp:
+                build(tmp)
+            value = load(path)
+    return value
 
 
 def audit(root: Path) -> list[tuple[Path, str]]:

@@ -18,9 +18,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-SNR_DB_RANGE = (-50.0, 60.0)  # an SNR outside it is a typo: thermal noise and 23 dBm leave nothing else
+# Any SNR a link budget gives lies inside it (23 dBm over one PRB at 1 m from the antenna is about
+# 98 dB; -100 dB is no link at all); a value outside is a typo.
+SNR_DB_RANGE = (-100.0, 100.0)
 SnrDb = Annotated[float, Field(ge=SNR_DB_RANGE[0], le=SNR_DB_RANGE[1])]
-SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2**32; the streams derived from one add offsets of 2**31 and 2**32
+SEED_LIMIT = 2**32  # 0 <= seed < 2**32; streams derived from a seed add offsets up to 2**33, far below 2**64
 Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
 
 

@@ -176,17 +176,21 @@ class Simulation:
         s = self.scenario
         if self.source is not None:
             summary = Simulation(self.source, self.progress).train(force, stage)
-            if stage != "align":
-                load_checkpoint(self.model, self.checkpoint)
+            if stage != "align" and load_checkpoint(self.model, self.checkpoint) is None:
+                raise RuntimeError(f"model_from: the checkpoint {checkpoint_path(self.checkpoint)} went missing")
             return summary
         if stage not in (*STAGES, "all"):
             raise ValueError(f"stage: {stage!r} is not one of {', '.join(STAGES)}, all")
         if stage == "align" and not s.training.alignment.enabled:
             raise ScenarioError("training.alignment.enabled", False, "there is no alignment stage to run", "true")
+        if stage != "align" and not force:
+            summary = load_checkpoint(self.model, self.checkpoint)
+            if summary is not None:
+                return {**summary, "loaded": True}
         # one process trains a missing checkpoint; another that needs it waits here, then loads it
         with exclusive(checkpoint_path(self.checkpoint)):
             if stage != "align" and not force:
-                summary = load_checkpoint(self.model, self.checkpoint)
+                summary = load_checkpoint(self.model, self.checkpoint)  # trained meanwhile by the other
                 if summary is not None:
                     return {**summary, "loaded": True}
             history: list[dict] = []
@@ -199,6 +203,10 @@ class Simulation:
 
     def _align(self, force: bool) -> dict:
         key, shaped_by = checkpoint_key(self.scenario, "align")
+        if not force:
+            summary = load_checkpoint(self.model, key, modules=ALIGNED_MODULES)
+            if summary is not None:
+                return {**summary, "loaded": True}
         with exclusive(checkpoint_path(key)):  # fine-tuning variants share it: one aligns, the others wait
             return self._align_locked(key, shaped_by, force)
 

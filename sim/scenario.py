@@ -129,8 +129,12 @@ class UserConfig(Strict):
     )
     indoor: bool | None = Field(None, description="drawn with topology.indoor_probability when a placed user omits it")
     los: bool | None = Field(None, description="LoS of the link's outdoor part (TR 38.901 7.4.2); drawn if omitted")
-    pathloss_db: float | None = Field(None, description="TR 38.901 path loss incl. O2I; filled in for placed users")
-    shadow_fading_db: float | None = Field(None, description="log-normal shadow fading loss; filled in likewise")
+    pathloss_db: float | None = Field(
+        None, ge=0, le=400, description="TR 38.901 path loss incl. O2I; filled in for placed users"
+    )
+    shadow_fading_db: float | None = Field(
+        None, ge=-100, le=100, description="log-normal shadow fading loss; filled in likewise"
+    )
     group: str | None = Field(None, description="filled in from groups")
     device_gflops: float | None = Field(None, gt=0, description="defaults to compute.device_gflops")
 
@@ -261,19 +265,33 @@ def read_yaml(path: Path, loader: type = yaml.SafeLoader):
             reader.dispose()
 
 
-def _check_unique_keys(node, where: tuple) -> None:
-    """Raise on the first key (in document order) that a mapping gives twice, naming its dotted key."""
+def _check_unique_keys(node, where: tuple, done: set | None = None, open_: set | None = None) -> None:
+    """Raise on the first key (in document order) that a mapping gives twice, naming its dotted key, and
+    on an alias that refers to a node containing it. Nodes shared through aliases are checked once, so an
+    alias bomb costs no more than its text."""
+    done, open_ = (set() if done is None else done), (set() if open_ is None else open_)
+    if id(node) in open_:
+        raise ScenarioError(_dotted(where) or "scenario", None, "refers to itself (a recursive YAML alias)")
+    if id(node) in done:
+        return
+    open_.add(id(node))
     if isinstance(node, yaml.MappingNode):
         lines: dict = {}
         for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            key = (key_node.tag, key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
             line = key_node.start_mark.line + 1
-            if key is not None and lines.setdefault(key, line) != line:
-                raise ScenarioError(_dotted((*where, key)), None, f"is given twice, at lines {lines[key]} and {line}")
-            _check_unique_keys(value_node, (*where, key))
+            if key is not None and key in lines:
+                raise ScenarioError(
+                    _dotted((*where, key[1])), None, f"is given twice, at lines {lines[key]} and {line}"
+                )
+            if key is not None:
+                lines[key] = line
+            _check_unique_keys(value_node, (*where, key[1] if key else "?"), done, open_)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _check_unique_keys(item, (*where, index))
+            _check_unique_keys(item, (*where, index), done, open_)
+    open_.discard(id(node))
+    done.add(id(node))
 
 
 def relative_to_file(raw: dict, path: Path) -> dict:

@@ -53,6 +53,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ import yaml
 
 from models.cache import record_kept
 from models.paths import digest
-from sim.errors import ScenarioError
+from sim.errors import ScenarioError, ScenarioErrors
 
 SWEEP_KEYS = ("grid", "zip", "replicates")
 REPLICATE_KEY = "seed"  # the swept key whose values are replicates of one point
@@ -296,6 +297,7 @@ def write_run(scenario, out: Path, progress: bool = True, retrain: bool = False)
     from sim.metrics import build_results
 
     started = time.perf_counter()
+    check_run_directory(out)  # before the work, not after it
     sim = Simulation(scenario, progress=progress)
     summary = sim.train(force=retrain)
     history = summary.pop("history", None)
@@ -307,27 +309,60 @@ def write_run(scenario, out: Path, progress: bool = True, retrain: bool = False)
     return metrics
 
 
+def check_run_directory(final: Path) -> Path:
+    """``final`` resolved, if a run directory may be written there: it is missing, empty, or a finished
+    run directory (which the new run replaces). Anything else (a sweep's folder, a folder of other files)
+    is refused before any work starts."""
+    final = Path(final).resolve()
+    if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / FINISHED).is_file())):
+        raise ScenarioError(
+            "--out",
+            str(final),
+            "exists and is not a run directory (no manifest.json); a run replaces its --out as a whole",
+            "a new or empty folder, or an earlier run's",
+        )
+    return final
+
+
 @contextmanager
 def staged_directory(final: Path):
-    """Yield a hidden sibling ``.<name>.partial`` of ``final`` to write a run directory into; when the
-    block ends it replaces ``final`` (a rerun's old directory goes). Stopped part-way, ``final`` is as it
-    was and the partial directory is removed, so a directory under the final name is always complete."""
-    final = Path(final)
-    partial = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)  # left by a run that was killed outright
-    partial.mkdir(parents=True)
+    """Yield a hidden sibling of ``final`` to write a run directory into; when the block ends it replaces
+    ``final`` (an earlier run's directory goes). Stopped part-way, ``final`` is as it was and the partial
+    directory is removed, so a directory under the final name is always complete. The two renames of the
+    swap run with SIGINT and SIGTERM held back (delivered right after)."""
+    final = check_run_directory(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (*final.parent.glob(f".{final.name}.*.partial"), *final.parent.glob(f".{final.name}.*.old")):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a process killed outright (a Dask worker, say)
+    partial = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
     try:
         yield partial
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(partial, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(partial, final)
+        with _signals_held():
+            if final.exists():
+                old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
+                os.replace(final, old)
+                os.replace(partial, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(partial, final)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+@contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM back for the block (on POSIX); they are delivered when it ends."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _write_run_files(out, scenario, sim, summary, history, metrics, per_user, per_task, per_tb, started) -> None:
@@ -500,18 +535,21 @@ def run_sweep(
     started = time.perf_counter()
     out = Path(out)
     points = sweep.points()
-    write_text(out / "sweep.yaml", yaml.safe_dump(sweep.resolved(points), sort_keys=False))
     distinct = list({p.hash: p for p in points}.values())
     invalid = [p for p in distinct if p.error]
+    if len(invalid) == len(distinct):  # a problem of the base scenario or of every value: nothing to run
+        raise ScenarioErrors([ScenarioError(f"sweep point {p.label}", None, p.error) for p in invalid])
+    write_text(out / "sweep.yaml", yaml.safe_dump(sweep.resolved(points), sort_keys=False))
+    valid = len(distinct) - len(invalid)
     todo = [p for p in distinct if not p.error and not (out / "points" / p.hash / FINISHED).is_file()]
     tasks = plan_tasks(todo, out)
     log = _Log(len(tasks), progress)
-    if todo and len(todo) < len(distinct):
-        log.line(
-            f"{len(distinct) - len(todo)} of {len(distinct)} points finished before; running the other {len(todo)}"
-        )
+    if invalid:
+        log.line(f"{len(invalid)} of {len(distinct)} points are not valid scenarios; results.csv records why")
+    if todo and len(todo) < valid:
+        log.line(f"{valid - len(todo)} of {valid} points finished before; running the other {len(todo)}")
     elif not todo:
-        log.line(f"all {len(distinct)} points finished before")
+        log.line(f"all {valid} points finished before")
     if scheduler or workers > 1:
         done, failed = _run_dask(tasks, workers, scheduler, log)
     else:
@@ -524,7 +562,7 @@ def run_sweep(
     write_results(out, points, sweep.keys, errors)
     report = SweepReport(
         points=len(distinct),
-        skipped=len(distinct) - len(todo),
+        skipped=valid - len(todo),
         ran=[name.removeprefix("point-") for name in done if name.startswith("point-")],
         trained=[r for r in done.values() if r["kind"] in ("align", "finetune")],
         failed=failed,
@@ -548,7 +586,7 @@ def _run_here(tasks: list[Task], log, progress: bool) -> tuple[dict, dict]:
     done, failed = {}, {}
     for task in tasks:
         if task.after in failed:
-            failed[task.name] = f"skipped: {task.after} failed"
+            failed[task.name] = f"skipped: {task.after} failed ({failed[task.after]})"
             log.done(task, None, failed[task.name])
             continue
         extra = {} if task.fn is prepare_task else {"progress": progress}

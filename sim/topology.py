@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from models.config import Strict
+from models.config import SNR_DB_RANGE, Strict
 from sim.errors import ScenarioError
 from sim.phy.channels import SYSTEM_LEVEL_MODELS, CellGeometry, single_antenna_array
 
@@ -121,6 +121,14 @@ def geometry_errors(s: Scenario) -> list[ScenarioError]:
                 errors.append(
                     ScenarioError(f"users[{i}].position_m", user.position_m, "stands on the base station (0 m away)")
                 )
+            elif user.position_m[2] <= 0:
+                errors.append(
+                    ScenarioError(f"users[{i}].position_m", user.position_m, "is underground", "a height z > 0 m")
+                )
+            elif horizontal > 1e5:
+                errors.append(
+                    ScenarioError(f"users[{i}].position_m", user.position_m, "is more than 100 km from the BS")
+                )
             elif user.distance_m is not None and abs(horizontal - user.distance_m) > 10**-DECIMALS:
                 errors.append(
                     ScenarioError(
@@ -216,8 +224,17 @@ def resolve_geometry(s: Scenario, prbs_per_user: int) -> None:
                 if user.shadow_fading_db is None:
                     user.shadow_fading_db = _round(float(path["shadow_fading_db"][k])) if topo.shadow_fading else 0.0
 
-    for user, snr in zip(s.users, geometry_snr_db(s, prbs_per_user)):
+    for i, (user, snr) in enumerate(zip(s.users, geometry_snr_db(s, prbs_per_user))):
         if user.snr_db is None and snr is not None:
+            low, high = SNR_DB_RANGE
+            if not low <= snr <= high:
+                raise ScenarioError(
+                    f"users[{i}]",
+                    user.id,
+                    f"is placed where its link budget gives an SNR of {snr:.1f} dB (path loss "
+                    f"{user.pathloss_db:.1f} dB), outside {low:g}..{high:g} dB",
+                    "a place nearer to or farther from the base station, or its snr_db",
+                )
             user.snr_db = _round(snr)
 
 

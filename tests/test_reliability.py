@@ -118,9 +118,12 @@ def test_a_stopped_run_keeps_what_finished_and_a_rerun_finishes_it(tiny, write_s
     assert last.startswith(f"tokensim run: stopped by {name}; kept ") and "checkpoints/" in last, last
     assert "Traceback" not in err
     assert not out.exists() and not _leftovers(tmp_path)  # no run directory, nothing half-written
+    (aligned,) = (tmp_path / "cache" / "checkpoints").glob("*.safetensors")  # stage 1 had finished
+    before = aligned.stat().st_mtime_ns
     rerun = subprocess.run([*command, "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert (out / "manifest.json").is_file() and not _leftovers(tmp_path)
+    assert aligned.stat().st_mtime_ns == before  # the rerun reused stage 1 and trained stage 2 only
 
 
 def test_a_stopped_sweep_keeps_its_finished_points_and_a_rerun_runs_the_rest(tiny, write_scenario, tmp_path):
@@ -141,3 +144,14 @@ def test_a_stopped_sweep_keeps_its_finished_points_and_a_rerun_runs_the_rest(tin
     assert rerun.returncode == 0, rerun.stderr
     assert "1 of 3 points finished before; running the other 2" in rerun.stderr
     assert len(list((out / "points").iterdir())) == 3 and not _leftovers(tmp_path)
+
+
+def test_a_run_refuses_an_out_folder_that_is_not_a_run_directory(tiny, write_scenario, tmp_path, capsys):
+    """A run replaces its --out as a whole, so a folder of other files is refused before any work."""
+    path = write_scenario(tiny)
+    precious = tmp_path / "experiments"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("a month of work")
+    assert main(["run", str(path), "--out", str(precious), "--quiet"]) == 2
+    assert "exists and is not a run directory" in capsys.readouterr().err
+    assert (precious / "notes.txt").read_text() == "a month of work" and len(list(precious.iterdir())) == 1

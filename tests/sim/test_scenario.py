@@ -140,8 +140,8 @@ BAD = [
     ("NaN SNR", lambda s: s.update(snr_db=float("nan")), ["snr_db", "nan", "finite"]),
     ("NaN SNR as text", lambda s: s.update(snr_db="nan"), ["snr_db", "'nan'", "finite"]),
     ("infinite user SNR", lambda s: s["users"][1].update(snr_db=float("inf")), ["users[1].snr_db", "inf", "finite"]),
-    ("absurd SNR", lambda s: s.update(snr_db=1e9), ["snr_db", "1000000000.0", "less than or equal to 60"]),
-    ("SNR far below noise", lambda s: s["users"][0].update(snr_db=-80), ["users[0].snr_db", "-80", "-50"]),
+    ("absurd SNR", lambda s: s.update(snr_db=1e9), ["snr_db", "1000000000.0", "less than or equal to 100"]),
+    ("SNR far below noise", lambda s: s["users"][0].update(snr_db=-150), ["users[0].snr_db", "-150", "-100"]),
     ("negative seed", lambda s: s.update(seed=-1), ["seed", "-1", "greater than or equal to 0"]),
     ("huge seed", lambda s: s.update(seed=2**40), ["seed", str(2**40), f"less than {2**32}"]),
     (
@@ -171,6 +171,19 @@ BAD = [
         ["channel.delay_spread_s", "finite"],
     ),
     ("NaN position", lambda s: s["users"][0].update(position_m=[0, float("nan"), 1.5]), ["users[0].position_m[1]"]),
+    (
+        "underground user",
+        lambda s: s.update(channel={"model": "umi"}) or s["users"][0].update(snr_db=None, position_m=[10, 0, -5]),
+        ["users[0].position_m", "underground"],
+    ),
+    ("negative path loss", lambda s: s["users"][0].update(pathloss_db=-100), ["users[0].pathloss_db", "-100"]),
+    ("huge data seed", lambda s: s["dataset"].update(seed=2**32), ["dataset.seed", str(2**32)]),
+    ("speech noise SNR", lambda s: s["dataset"].update(noise_snr_db=[5, 1e6]), ["dataset.noise_snr_db[1]", "100"]),
+    ("user power", lambda s: s.update(radio={"ut_max_power_dbm": 300}), ["radio.ut_max_power_dbm", "300", "60"]),
+    ("bandwidth", lambda s: s["cell"].update(num_prbs=None, bandwidth_hz=1e12), ["cell.bandwidth_hz", "2000000000"]),
+    ("delay spread", lambda s: s["channel"].update(delay_spread_s=1.0), ["channel.delay_spread_s", "1.0"]),
+    ("far user", lambda s: s["users"][0].update(distance_m=1e7), ["users[0].distance_m", "100000"]),
+    ("carrier above FR2", lambda s: s["cell"].update(carrier_frequency_hz=1e11), ["cell.carrier_frequency_hz", "71"]),
 ]
 
 
@@ -201,6 +214,17 @@ def test_bad_override_and_file(tiny, tmp_path):
         load_scenario(tmp_path / "broken.yaml")
 
 
+def test_a_place_whose_link_budget_leaves_the_snr_range_is_refused_naming_the_user():
+    """The SNR a placed user's geometry gives must lie in the range a written snr_db must: a resolved
+    scenario always reloads."""
+    with pytest.raises(ScenarioError, match=r"users\[0\]: 'phone1' is placed where its link budget gives an SNR of"):
+        load_scenario(
+            ROOT / "scenarios" / "cell_geometry.yaml", ["users.0.distance_m=90000", "radio.ut_max_power_dbm=-40"]
+        )
+    near = load_scenario(ROOT / "scenarios" / "cell_geometry.yaml", ["users.0.distance_m=11"])
+    assert validate_scenario(__import__("yaml").safe_load(resolved_yaml(near))) == near
+
+
 def test_yaml_is_read_strictly(tmp_path):
     """A key given twice, a file that is not UTF-8, an empty file, a list: one clean error each."""
     twice = tmp_path / "twice.yaml"
@@ -209,6 +233,12 @@ def test_yaml_is_read_strictly(tmp_path):
         load_scenario(twice)
     twice.write_text("name: x\nseed: 0\nusers: []\nseed: 5\n")
     with pytest.raises(ScenarioError, match=r"seed: is given twice, at lines 2 and 4"):
+        load_scenario(twice)
+    twice.write_text("name: x\ncell: {num_prbs: 10, num_prbs: 20}\n")
+    with pytest.raises(ScenarioError, match=r"cell.num_prbs: is given twice, at lines 2 and 2"):
+        load_scenario(twice)
+    twice.write_text("name: x\ncell: &c {pilot_ofdm_symbol_indices: [2], x: *c}\n")
+    with pytest.raises(ScenarioError, match=r"cell.x: refers to itself"):
         load_scenario(twice)
     latin = tmp_path / "latin.yaml"
     latin.write_bytes("name: caf\xe9\n".encode("latin-1"))

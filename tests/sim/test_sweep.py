@@ -100,6 +100,27 @@ def test_a_point_that_fails_is_recorded_and_the_others_complete(tiny, write_scen
     assert main(["plot", str(out)]) == 0  # the figures skip the failed point
 
 
+def test_a_point_that_crashes_is_recorded_and_the_others_complete(tiny, write_scenario, tmp_path, monkeypatch, capsys):
+    import sim.sweep
+
+    real = sim.sweep.point_task
+
+    def flaky(raw, out, **kwargs):
+        if raw["snr_db"] == 7:
+            raise RuntimeError("the accelerator fell off the bus")
+        return real(raw, out, **kwargs)
+
+    monkeypatch.setattr(sim.sweep, "point_task", flaky)
+    path = _sweep_file(tiny, write_scenario, {})
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(path), "--out", str(out), "--quiet", "--set", "snr_db=5,7"]) == 1
+    assert "snr_db=7: RuntimeError: the accelerator fell off the bus" in capsys.readouterr().err
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["snr_db"] for r in rows if r["error"] == ""} == {"5"}
+    assert [r["error"] for r in rows if r["snr_db"] == "7"] == ["RuntimeError: the accelerator fell off the bus"]
+
+
 def test_run_and_validate_on_a_sweep_file(tiny, write_scenario, capsys):
     path = _sweep_file(tiny, write_scenario)
     assert main(["validate", str(path)]) == 0
