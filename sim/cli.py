@@ -118,11 +118,16 @@ def main(argv: list[str] | None = None) -> int:
             f"tokensim {args.command}: error in {getattr(args, 'scenario', 'scenario')}:{below}{text}", file=sys.stderr
         )
         return 2
-    except FileNotFoundError as err:  # a missing Debian package names its scenario key and install command
-        if hasattr(err, "key"):
+    except OSError as err:
+        if hasattr(err, "key"):  # a missing Debian package names its scenario key and install command
             print(f"tokensim {args.command}: {err}", file=sys.stderr)
             return 2
-        raise
+        # a full disk, a folder without write permission: what failed and where; the run directory is
+        # written whole or not at all, and cached files atomically, so nothing half-written stays
+        print(
+            f"tokensim {args.command}: cannot write {err.filename or 'a file'}: {err.strerror or err}", file=sys.stderr
+        )
+        return 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -321,6 +321,12 @@ def check_run_directory(final: Path) -> Path:
             "exists and is not a run directory (no manifest.json); a run replaces its --out as a whole",
             "a new or empty folder, or an earlier run's",
         )
+    try:  # a folder that cannot be written is found now, not after the training
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=final.parent):
+            pass
+    except OSError as err:
+        raise ScenarioError("--out", str(final), f"cannot be written ({err.strerror or err})") from None
     return final
 
 

@@ -155,3 +155,26 @@ def test_a_run_refuses_an_out_folder_that_is_not_a_run_directory(tiny, write_sce
     assert main(["run", str(path), "--out", str(precious), "--quiet"]) == 2
     assert "exists and is not a run directory" in capsys.readouterr().err
     assert (precious / "notes.txt").read_text() == "a month of work" and len(list(precious.iterdir())) == 1
+
+
+def test_a_full_disk_names_the_path_and_leaves_no_run_directory(tiny, write_scenario, tmp_path, monkeypatch, capsys):
+    """ENOSPC while the run directory is written: one line naming the file, exit 1, no directory that
+    could later look finished, nothing half-written."""
+    import errno
+
+    import sim.results
+
+    real = sim.results.write_text
+
+    def full(path, text):
+        if path.name == "per_task.csv":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, text)
+
+    monkeypatch.setattr(sim.results, "write_text", full)
+    path = write_scenario(tiny)
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write " in err and "per_task.csv: No space left on device" in err
+    assert not out.exists() and not _leftovers(tmp_path)
