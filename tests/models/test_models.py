@@ -244,10 +244,11 @@ def test_causal_lm_backbone_runs_both_stages(tiny_qwen2, tiny, write_scenario, t
     from sim.cli import main
 
     tiny["models"]["backbone"] = str(tiny_qwen2)
-    assert main(["run", str(write_scenario(tiny)), "--out", str(tmp_path), "--quiet"]) == 0
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    out = tmp_path / "run"
+    assert main(["run", str(write_scenario(tiny)), "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tasks"] == 32 and 0 <= metrics["accuracy"] <= 1
-    stages = (tmp_path / "training_log.csv").read_text().splitlines()
+    stages = (out / "training_log.csv").read_text().splitlines()
     assert (
         sum(line.startswith("align,") for line in stages) == 3
         and sum(line.startswith("finetune,") for line in stages) == 4
