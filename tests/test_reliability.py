@@ -126,7 +126,10 @@ def test_a_stopped_run_keeps_what_finished_and_a_rerun_finishes_it(tiny, write_s
     assert aligned.stat().st_mtime_ns == before  # the rerun reused stage 1 and trained stage 2 only
 
 
-def test_a_stopped_sweep_keeps_its_finished_points_and_a_rerun_runs_the_rest(tiny, write_scenario, tmp_path):
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_stopped_sweep_keeps_its_finished_points_and_a_rerun_runs_the_rest(
+    tiny, write_scenario, tmp_path, sig, code, name
+):
     tiny["seed"] = 129
     tiny["evaluation"]["tasks_per_group"] = 1500  # points slow enough to stop one half-way
     tiny["sweep"] = {"grid": {"users.q1.snr_db": [0, 10, 20]}}
@@ -134,10 +137,10 @@ def test_a_stopped_sweep_keeps_its_finished_points_and_a_rerun_runs_the_rest(tin
     env = {**os.environ, "TOKENSIM_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "sim.cli", "sweep", str(path), "--out", str(out)]
-    returncode, err = _stop(command, env, ": accuracy", signal.SIGINT)  # the first point has finished
-    assert returncode == 130, err
+    returncode, err = _stop(command, env, ": accuracy", sig)  # the first point has finished
+    assert returncode == code, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("tokensim sweep: stopped by SIGINT; kept ") and "users.q1.snr_db=0" in last, last
+    assert last.startswith(f"tokensim sweep: stopped by {name}; kept ") and "users.q1.snr_db=0" in last, last
     finished = [p for p in (out / "points").iterdir() if (p / "manifest.json").is_file()]
     assert len(finished) == 1 and len(list((out / "points").iterdir())) == 1 and not _leftovers(tmp_path)
     rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
