@@ -87,17 +87,30 @@ def test_two_runs_on_one_missing_checkpoint_train_it_once_and_agree(tiny, write_
 
 
 def _stop(command, env, marker: str, sig) -> tuple[int, str]:
-    """Start ``command``, send ``sig`` once ``marker`` appears on its stderr; its exit code and stderr."""
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    seen = ""
-    while marker not in seen:
-        char = proc.stderr.read(1)
-        if not char:
+    """Start ``command``, send ``sig`` once ``marker`` appears on its stderr; its exit code and stderr.
+
+    The child gets SIGINT's default disposition back: a shell that starts jobs in the background (as CI
+    runners may) leaves SIGINT ignored, and an ignored signal stays ignored across exec. Its stderr is read
+    unbuffered, byte by byte, so that nothing read ahead is lost to ``communicate``.
+    """
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    seen = b""
+    while marker.encode() not in seen:
+        byte = proc.stderr.read(1)
+        if not byte:
             break
-        seen += char
+        seen += byte
     proc.send_signal(sig)
     _, rest = proc.communicate(timeout=600)
-    return proc.returncode, seen + rest
+    return proc.returncode, (seen + rest).decode(errors="replace")
 
 
 def _leftovers(root) -> list:
