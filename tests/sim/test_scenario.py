@@ -228,18 +228,16 @@ def test_a_place_whose_link_budget_leaves_the_snr_range_is_refused_naming_the_us
 def test_yaml_is_read_strictly(tmp_path):
     """A key given twice, a file that is not UTF-8, an empty file, a list: one clean error each."""
     twice = tmp_path / "twice.yaml"
-    twice.write_text("name: x\nseed: 0\nchannel:\n  model: tdl-a\n  csi: ls\n  model: rayleigh\nseed: 5\n")
-    with pytest.raises(ScenarioError, match=r"channel.model: is given twice, at lines 4 and 6"):
-        load_scenario(twice)
-    twice.write_text("name: x\nseed: 0\nusers: []\nseed: 5\n")
-    with pytest.raises(ScenarioError, match=r"seed: is given twice, at lines 2 and 4"):
-        load_scenario(twice)
-    twice.write_text("name: x\ncell: {num_prbs: 10, num_prbs: 20}\n")
-    with pytest.raises(ScenarioError, match=r"cell.num_prbs: is given twice, at lines 2 and 2"):
-        load_scenario(twice)
-    twice.write_text("name: x\ncell: &c {pilot_ofdm_symbol_indices: [2], x: *c}\n")
-    with pytest.raises(ScenarioError, match=r"cell.x: refers to itself"):
-        load_scenario(twice)
+    for text, message in (
+        ("name: x\nseed: 0\nchannel:\n  model: tdl-a\n  csi: ls\n  model: rayleigh\nseed: 5\n",
+         r"channel.model: is given twice, at lines 4 and 6"),
+        ("name: x\nseed: 0\nusers: []\nseed: 5\n", r"seed: is given twice, at lines 2 and 4"),
+        ("name: x\ncell: {num_prbs: 10, num_prbs: 20}\n", r"cell.num_prbs: is given twice, at lines 2 and 2"),
+        ("name: x\ncell: &c {pilot_ofdm_symbol_indices: [2], x: *c}\n", r"cell.x: refers to itself"),
+    ):  # fmt: skip
+        twice.write_text(text)
+        with pytest.raises(ScenarioError, match=message):
+            load_scenario(twice)
     latin = tmp_path / "latin.yaml"
     latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
     with pytest.raises(ScenarioError, match=r"is not UTF-8 text \(byte 0xe9 at offset 9\)"):
