@@ -98,7 +98,7 @@ def _parity_pass(app, parity, app_start, first_row, end_row):
 
 
 @numba.njit(cache=True, nogil=True)
-def _layered_oms_kernel(channel, bits, layers, edge_column, edge_shift, z, offset, num_iter):
+def _layered_oms_kernel(channel, bits, layers, edge_column, edge_shift, z, offset, num_iter, early_stop):
     """Layered offset min-sum of every codeword of ``channel``, one after the other.
 
     :param channel: [num_codewords, num_vns], float32. LLRs log p(0)/p(1) of the pruned mother codeword.
@@ -109,6 +109,8 @@ def _layered_oms_kernel(channel, bits, layers, edge_column, edge_shift, z, offse
         layer by layer, edge by edge.
     :param edge_shift: [num_lifted_edges], int64. Its cyclic shift: row ``r`` touches variable
         ``edge_column + (edge_shift + r) % z``.
+    :param early_stop: a codeword stops after the first iteration whose hard decisions satisfy every check;
+        otherwise every codeword runs ``num_iter`` iterations (the work Sionna's decoder does)
     """
     offset = np.float32(offset)
     zero, one = np.float32(0.0), np.float32(1.0)
@@ -146,7 +148,7 @@ def _layered_oms_kernel(channel, bits, layers, edge_column, edge_shift, z, offse
                     _message_pass(app, c2v, min1, min2, at_min, column + shift, edge_start, 0, wrap, edge)
                     _message_pass(app, c2v, min1, min2, at_min, column + shift - z, edge_start, wrap, rows, edge)
                 lifted_edge += degree
-            if _syndrome_is_zero(app, layers, edge_column, edge_shift, z, sign):
+            if early_stop and _syndrome_is_zero(app, layers, edge_column, edge_shift, z, sign):
                 break
         for i in range(bits.shape[1]):
             bits[codeword, i] = one if app[i] < zero else zero
@@ -197,8 +199,10 @@ def _layer_update(app: torch.Tensor, c2v: torch.Tensor, index: torch.Tensor, off
     row_sign = edge_sign.prod(0)
     min1 = (min1 - offset).clamp_(min=0.0).mul_(row_sign)
     min2 = (min2 - offset).clamp_(min=0.0).mul_(row_sign)
-    # The edge at the minimum gets the second minimum, every other edge the minimum.
-    torch.mul(torch.addcmul(min1, at_min, min2 - min1), edge_sign, out=c2v)
+    # The edge at the minimum gets the second minimum, every other edge the minimum. lerp returns its end
+    # points exactly at weights 0 and 1 (min1 + (min2 - min1) may not round back to min2), so the messages are
+    # the numba kernel's to the bit.
+    torch.mul(torch.lerp(min1, min2, at_min), edge_sign, out=c2v)
     app.index_copy_(0, index, v2c.add_(c2v).view(-1, app.shape[1]))
 
 
@@ -211,7 +215,8 @@ class LayeredMinSumDecoder(Block):
     filler bits known) and its pruned parity-check matrix. One iteration updates
     every layer (the ``Z`` rows lifted from one base-graph row) once, in order.
     After each iteration the codewords whose hard decisions satisfy every check
-    are done; the rest go on up to ``num_iter`` iterations.
+    are done; the rest go on up to ``num_iter`` iterations (with
+    ``early_stop=False`` every codeword runs ``num_iter``, as Sionna's do).
 
     CPU tensors are decoded by a numba kernel, shares of the codewords on
     ``torch.get_num_threads()`` threads; other devices by torch ops over all
@@ -221,6 +226,7 @@ class LayeredMinSumDecoder(Block):
     :param num_iter: iterations at most (16 matches the BLER of Sionna's 20 flooding iterations)
     :param offset: offset subtracted from every check-to-variable magnitude
     :param llr_max: channel LLRs are clipped to +-``llr_max`` (Sionna's default)
+    :param early_stop: stop a codeword at the first iteration that satisfies every check
     :param implementation: ``"auto"`` (numba on CPU, torch elsewhere), ``"numba"`` (CPU only) or ``"torch"``
 
     :input llr: [..., n], float. Channel logits log p(b=1)/p(b=0) of the
@@ -239,6 +245,7 @@ class LayeredMinSumDecoder(Block):
         offset: float = 0.5,
         llr_max: float = 20.0,
         implementation: str = "auto",
+        early_stop: bool = True,
         precision=None,
         device=None,
     ):
@@ -252,6 +259,7 @@ class LayeredMinSumDecoder(Block):
         self.offset = float(offset)
         self.llr_max = float(llr_max)
         self.implementation = implementation
+        self.early_stop = bool(early_stop)
         # Sionna's stock decoder prunes the degree-1 parity bits that rate matching never sends (and
         # their checks, which carry nothing); its pruned matrix is the graph decoded here.
         pcm = sp.csr_matrix(LDPC5GDecoder(encoder, num_iter=0, device=self.device).pcm, dtype=np.float32)
@@ -377,6 +385,7 @@ class LayeredMinSumDecoder(Block):
                 self.encoder.z,
                 self.offset,
                 self.num_iter,
+                self.early_stop,
             )
 
         firsts = range(0, channel.shape[0], _CODEWORDS_PER_TASK)
@@ -405,7 +414,12 @@ class LayeredMinSumDecoder(Block):
                 end = start + degree * num_rows
                 c2v_layer = c2v[start:end].view(degree, num_rows * codeword.numel())
                 _layer_update(app, c2v_layer, self._edge_vn[start:end], self.offset, self._one)
-            done = self._satisfied(app) if iteration < self.num_iter else torch.ones_like(codeword, dtype=torch.bool)
+            if iteration == self.num_iter:
+                done = torch.ones_like(codeword, dtype=torch.bool)
+            elif self.early_stop:
+                done = self._satisfied(app)
+            else:
+                continue
             if not bool(done.any()):
                 continue
             info_bits[:, codeword[done]] = self._hard(app[: self.encoder.k][:, done])
@@ -427,6 +441,7 @@ class LayeredTBDecoder(TBDecoder):
     :param num_iter: layered min-sum iterations at most
     :param offset: min-sum offset
     :param implementation: :class:`LayeredMinSumDecoder`'s (``"auto"``, ``"numba"`` or ``"torch"``)
+    :param early_stop: stop a codeword at the first iteration that satisfies every check
 
     :input llr: [..., encoder.n], float. Channel logits log p(b=1)/p(b=0) (Sionna's sign).
     :output bits: [..., encoder.tb_size], float 0/1. Decoded information bits.
@@ -442,15 +457,18 @@ class LayeredTBDecoder(TBDecoder):
         num_iter: int = 16,
         offset: float = 0.5,
         implementation: str = "auto",
+        early_stop: bool = True,
         precision=None,
         device=None,
     ):
         super().__init__(encoder, num_bp_iter=num_iter, precision=precision, device=device)
+        self.num_iter = num_iter
         self._decoder = LayeredMinSumDecoder(
             encoder.ldpc_encoder,
             num_iter=num_iter,
             offset=offset,
             implementation=implementation,
+            early_stop=early_stop,
             precision=precision,
             device=device,
         )
@@ -459,6 +477,33 @@ class LayeredTBDecoder(TBDecoder):
 def _sionna_bp(encoder: TBEncoder, num_iter: int = 20, precision=None, device=None) -> Block:
     """Sionna's stock decoder: flooding BP with boxplus-phi check updates, the BLER reference."""
     return TBDecoder(encoder, num_bp_iter=num_iter, cn_update="boxplus-phi", precision=precision, device=device)
+
+
+def _sionna_layered_oms(encoder: TBEncoder, num_iter: int = 16, precision=None, device=None) -> Block:
+    """Sionna's own decoder doing the work of ``layered-oms`` without early stopping: ``LDPC5GDecoder`` with
+    offset min-sum check updates (offset 0.5), ``cn_schedule="layered"`` (one layer per lifted base-graph
+    row) and ``num_iter`` iterations for every codeword (Sionna has no early stop). The like-for-like
+    reference of ``tokensim bench --only digital``.
+    """
+    decoder = TBDecoder(encoder, num_bp_iter=num_iter, precision=precision, device=device)
+    # TBDecoder does not pass a schedule on; its LDPC stage is replaced (as in LayeredTBDecoder) by the same
+    # LDPC5GDecoder built with one.
+    decoder._decoder = LDPC5GDecoder(
+        encoder.ldpc_encoder,
+        cn_update="offset-minsum",
+        cn_schedule="layered",
+        num_iter=num_iter,
+        hard_out=True,
+        return_infobits=True,
+        precision=precision,
+        device=device,
+    )
+    return decoder
+
+
+def _layered_oms_full(encoder: TBEncoder, num_iter: int = 16, precision=None, device=None) -> Block:
+    """``layered-oms`` without early stopping: every codeword runs ``num_iter`` iterations."""
+    return LayeredTBDecoder(encoder, num_iter=num_iter, early_stop=False, precision=precision, device=device)
 
 
 def _layered_oms(encoder: TBEncoder, num_iter: int = 16, precision=None, device=None) -> Block:
@@ -475,6 +520,8 @@ def _layered_oms(encoder: TBEncoder, num_iter: int = 16, precision=None, device=
 TB_DECODERS = {
     "sionna-bp": _sionna_bp,
     "layered-oms": _layered_oms,
+    "layered-oms-full": _layered_oms_full,
+    "sionna-layered-oms": _sionna_layered_oms,
 }
 DEFAULT_TB_DECODER = "layered-oms"
 
@@ -558,7 +605,16 @@ def bench_decoders(
         # Bracket: the Shannon limit of the rate and 6 dB above (5G codes reach 10 % BLER about 2 dB above it).
         shannon_db = 10 * np.log10(2 ** (code_rate * bits_per_symbol) - 1)
         search = AwgnTransportBlocks(encoder, bits_per_symbol, search_batch_size, seed)
-        snr_db_bler10 = round(snr_db_at_bler(tb_decoder(encoder), search, 0.1, shannon_db, shannon_db + 6.0), 2)
+        default = tb_decoder(encoder)
+        snr_db_bler10 = round(
+            snr_db_at_bler(
+                lambda snr, tbs=search, decoder=default: tbs.bler(decoder(tbs.llr(snr))[0]),
+                0.1,
+                shannon_db,
+                shannon_db + 6.0,
+            ),
+            2,
+        )
         tbs = AwgnTransportBlocks(encoder, bits_per_symbol, batch_size, seed)
 
         points = []
@@ -606,6 +662,112 @@ def bench_decoders(
     }
 
 
+# Code rates of the decoder-only figure, on 5G base graph 1 at its largest lifting (Z = 384, k = 8448).
+DECODER_ONLY_RATES = (1 / 3, 1 / 2, 2 / 3, 8 / 9)
+
+
+def bench_decoder_only(
+    rates: tuple[float, ...] = DECODER_ONLY_RATES,
+    k: int = 8448,
+    num_iter: int = 10,
+    target_bler: float = 0.1,
+    batch_size: int = 96,
+    search_batch_size: int = 200,
+    repeats: int = 3,
+    reference_batch_size: int = 8,
+    seed: int = 0,
+) -> dict:
+    r"""Decoder-only information throughput per core: 5G LDPC codewords of ``k`` bits, BPSK on AWGN.
+
+    For each code rate the Eb/N0 at which :class:`LayeredMinSumDecoder` (``num_iter`` iterations, early
+    stopping) has BLER ``target_bler`` is found by bisection on ``search_batch_size`` codewords (the same
+    bits and noise at every step). At that Eb/N0 one thread decodes ``batch_size`` codewords: with early
+    stopping, and without it (every codeword ``num_iter`` iterations, AFF3CT's and Sionna's convention).
+    Sionna's ``LDPC5GDecoder`` with the same check rule, schedule and iterations (offset min-sum, layered,
+    no early stop) decodes the first ``reference_batch_size`` of them, once (it is two to three orders of
+    magnitude slower); ``same_bits`` says whether it returned ``layered-oms-full``'s bits for them.
+    Throughput is information bits over the process CPU time (median of ``repeats`` after a warm-up):
+    Mbit/s per busy core, which other processes on the machine affect less than wall-clock time.
+
+    :output: dict with ``"results"``, one per rate: ``n``, ``z``, ``ebno_db``, and per decoder
+        ``codewords``, ``bler`` and ``mbit_per_s_per_core``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    results = []
+    try:
+        for rate in rates:
+            n = int(round(k / rate))
+            encoder = LDPC5GEncoder(k, n)
+            search = BpskCodewords(encoder, search_batch_size, seed)
+            fast = LayeredMinSumDecoder(encoder, num_iter=num_iter)
+            shannon_db = 10 * np.log10((2 ** (2 * rate) - 1) / (2 * rate))  # Eb/N0 of capacity, complex AWGN
+            ebno_db = snr_db_at_bler(
+                lambda ebno, draws=search, decoder=fast: draws.bler(decoder(draws.llr(ebno))),
+                target_bler,
+                shannon_db,
+                shannon_db + 4.0,
+                0.02,
+            )
+            codewords = BpskCodewords(encoder, batch_size, seed + 1)
+            llr = codewords.llr(ebno_db)
+            full = LayeredMinSumDecoder(encoder, num_iter=num_iter, early_stop=False)
+            reference = LDPC5GDecoder(encoder, cn_update="offset-minsum", cn_schedule="layered", num_iter=num_iter)
+            runs = {
+                "layered-oms": (fast, llr, repeats),
+                "layered-oms-full": (full, llr, repeats),
+                "sionna-layered-oms": (reference, llr[:reference_batch_size], 1),
+            }
+            row = {"rate": round(rate, 4), "n": n, "z": encoder.z, "ebno_db": round(ebno_db, 2)}
+            decoded = {}
+            for name, (decoder, llr_in, times) in runs.items():
+                _, cpu_s, decoded[name] = _timed(lambda x, d=decoder: (d(x), None), llr_in, times, "cpu")
+                row[name] = {
+                    "codewords": llr_in.shape[0],
+                    "bler": codewords.bler(decoded[name], llr_in.shape[0]),
+                    "mbit_per_s_per_core": llr_in.shape[0] * k / cpu_s / 1e6,
+                }
+            row["sionna-layered-oms"]["same_bits"] = bool(
+                torch.equal(decoded["sionna-layered-oms"], decoded["layered-oms-full"][:reference_batch_size])
+            )
+            results.append(row)
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "benchmark": "LDPC decoder only, information Mbit/s per core",
+        "code": f"5G NR base graph 1, k = {k}, Z = 384, BPSK on AWGN",
+        "num_iter": num_iter,
+        "ebno_db": f"where layered-oms (early stop) has BLER {target_bler} on {search_batch_size} codewords",
+        "load_average_1min": os.getloadavg()[0],
+        "results": results,
+    }
+
+
+class BpskCodewords:
+    r"""Random codewords of an ``LDPC5GEncoder`` as BPSK plus one draw of real AWGN: channel LLRs at any Eb/N0.
+
+    :param encoder: the code
+    :param num_codewords: codewords drawn
+    :param seed: seed of the bits and the noise
+    """
+
+    def __init__(self, encoder: LDPC5GEncoder, num_codewords: int, seed: int):
+        generator = torch.Generator().manual_seed(seed)
+        self.rate = encoder.k / encoder.n
+        self.bits = torch.randint(0, 2, (num_codewords, encoder.k), generator=generator).float()
+        self._symbols = 1.0 - 2.0 * encoder(self.bits)
+        self._noise = torch.randn(self._symbols.shape, generator=generator)
+
+    def llr(self, ebno_db: float) -> torch.Tensor:
+        """[num_codewords, n]: logits log p(b=1)/p(b=0) (Sionna's sign) at ``ebno_db``, Eb/N0 per information bit."""
+        variance = 1.0 / (2.0 * self.rate * 10 ** (ebno_db / 10))  # per real dimension
+        return -2.0 * (self._symbols + variance**0.5 * self._noise) / variance
+
+    def bler(self, bits_hat: torch.Tensor, num_codewords: int | None = None) -> float:
+        """Fraction of the first ``num_codewords`` (all: None) codewords with any wrong bit in ``bits_hat``."""
+        return float((bits_hat != self.bits[:num_codewords]).any(-1).float().mean())
+
+
 class AwgnTransportBlocks:
     r"""Random TBs through ``encoder`` and a QAM ``Mapper``, plus one draw of AWGN: channel LLRs at any SNR.
 
@@ -647,16 +809,16 @@ class AwgnTransportBlocks:
         return float((bits_hat != self.bits).any(-1).float().mean())
 
 
-def snr_db_at_bler(
-    decoder: Block, tbs: AwgnTransportBlocks, bler: float, low_db: float, high_db: float, resolution_db: float = 0.01
-) -> float:
-    """Es/N0 at which ``decoder`` has BLER ``bler`` on ``tbs``, by bisection in [``low_db``, ``high_db``].
+def snr_db_at_bler(bler_at, bler: float, low_db: float, high_db: float, resolution_db: float = 0.01) -> float:
+    """The SNR at which ``bler_at(snr_db)`` crosses ``bler``, by bisection in [``low_db``, ``high_db``].
 
+    :param bler_at: SNR in dB -> block error rate, falling with SNR (the same draws at every SNR, e.g.
+        ``lambda snr: tbs.bler(decoder(tbs.llr(snr))[0])`` with :class:`AwgnTransportBlocks`)
     :output: the midpoint of the last bracket, in dB
     """
     while high_db - low_db > resolution_db:
         middle_db = (low_db + high_db) / 2
-        if tbs.bler(decoder(tbs.llr(middle_db))[0]) > bler:
+        if bler_at(middle_db) > bler:
             low_db = middle_db
         else:
             high_db = middle_db
@@ -670,7 +832,7 @@ def _timed(decoder: Block, llr: torch.Tensor, repeats: int, device: str) -> tupl
         if device != "cpu":
             torch.cuda.synchronize()
 
-    bits_hat, _ = decoder(llr)  # warm-up: lazy builds
+    bits_hat, _ = decoder(llr[:1])  # warm-up: lazy builds, numba's compilation
     walls, cpus = [], []
     for _ in range(repeats):
         sync()

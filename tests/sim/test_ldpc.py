@@ -57,7 +57,7 @@ def stock_bler(small_encoder, small_tbs):
 
 
 def snr_db_bler10(decoder, tbs: AwgnTransportBlocks) -> float:
-    return snr_db_at_bler(decoder, tbs, 0.1, -2.5, 0.7, resolution_db=0.03)
+    return snr_db_at_bler(lambda snr: tbs.bler(decoder(tbs.llr(snr))[0]), 0.1, -2.5, 0.7, resolution_db=0.03)
 
 
 def test_registry_names_the_reference_and_the_default(small_encoder):
@@ -95,8 +95,8 @@ def test_compiled_and_torch_layered_decoders_agree(noisy_codewords):
     encoder, bits, llr = noisy_codewords
     compiled = LayeredMinSumDecoder(encoder, implementation="numba")(llr)
     vectorised = LayeredMinSumDecoder(encoder, implementation="torch")(llr)
-    # Same algorithm and float32 ops; only the rounding of min1 + (min2 - min1) in torch may differ.
-    assert float((compiled == vectorised).float().mean()) >= 0.999
+    # Same algorithm and the same float32 ops in the same order: the same bits (README: "bit-identical").
+    assert torch.equal(compiled, vectorised)
     assert 0 < int((compiled != bits).any(-1).sum()) < 96
 
 
@@ -125,3 +125,42 @@ def test_waterfall_check_catches_a_decoder_0p4_db_worse(small_encoder, small_tbs
     weak = tb_decoder(small_encoder, num_iter=8)  # eight layered iterations are ~0.4 dB worse than the stock BP
     snr_db = snr_db_bler10(weak, small_tbs)
     assert stock_bler(snr_db - GAP_DB) < 0.1  # the check above fails for it
+
+
+@pytest.mark.parametrize("bits_per_symbol, code_rate", [(2, 0.3), (4, 0.5), (6, 0.75)])
+def test_without_early_stop_every_tb_fares_as_in_sionnas_layered_offset_min_sum(bits_per_symbol, code_rate):
+    """The like-for-like reference of ``tokensim bench --only digital``: Sionna's LDPC5GDecoder with offset
+    min-sum, a layered schedule and the same 16 iterations passes and fails exactly the TBs that tokensim's
+    decoder does without early stopping, and returns the same bits wherever the CRC passes."""
+    from sionna.phy.nr.utils import calculate_tb_size
+
+    sizes = calculate_tb_size(bits_per_symbol, code_rate, num_prbs=2, num_ofdm_symbols=14, num_dmrs_per_prb=24)
+    tb_size = int(sizes[0])
+    encoder = TBEncoder(tb_size, 2 * 144 * bits_per_symbol, code_rate, bits_per_symbol)
+    tbs = AwgnTransportBlocks(encoder, bits_per_symbol, 48, seed=1)
+    ours = tb_decoder(encoder, "layered-oms-full")
+    shannon_db = 10 * torch.log10(torch.tensor(2 ** (code_rate * bits_per_symbol) - 1.0)).item()
+    # where about a third of the TBs fail: both outcomes are compared
+    snr_db = snr_db_at_bler(lambda s: tbs.bler(ours(tbs.llr(s))[0]), 0.35, shannon_db, shannon_db + 6, 0.05)
+    llr = tbs.llr(snr_db)
+    bits, crc_ok = ours(llr)
+    sionna_bits, sionna_crc_ok = tb_decoder(encoder, "sionna-layered-oms")(llr)
+    assert 0 < int((~crc_ok).sum()) < crc_ok.numel()
+    assert torch.equal(crc_ok, sionna_crc_ok)
+    assert torch.equal(bits[crc_ok], sionna_bits[crc_ok])
+    # early stopping changes the work, not the outcome of these TBs
+    assert torch.equal(tb_decoder(encoder)(llr)[1], crc_ok)
+
+
+def test_decoder_only_bench_finds_its_operating_point_and_sionna_agrees_on_the_largest_lifting():
+    from sim.phy.ldpc import bench_decoder_only
+
+    report = bench_decoder_only(rates=(8 / 9,), batch_size=32, search_batch_size=48, repeats=1, reference_batch_size=2)
+    (row,) = report["results"]
+    assert (row["z"], row["n"]) == (384, 9504)
+    # near the 10 % target on the search draws; the timed draws are others, so only roughly there
+    assert 0.0 < row["layered-oms"]["bler"] < 0.5
+    assert row["layered-oms"]["bler"] == row["layered-oms-full"]["bler"]
+    assert row["sionna-layered-oms"]["same_bits"]
+    decoders = ("layered-oms", "layered-oms-full", "sionna-layered-oms")
+    assert all(row[name]["mbit_per_s_per_core"] > 0 for name in decoders)

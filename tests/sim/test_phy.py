@@ -58,8 +58,9 @@ def test_ls_estimator_equals_sionna_and_mmse_equals_scaled_lmmse():
     y, _ = OFDMChannel(model("tdl-c"), rg, return_channel=True)(ResourceGridMapper(rg)(x.to(torch.complex64)), no)
     h_ref, err_ref = LSChannelEstimator(rg, interpolation_type="lin")(y, no)
     h_hat, err_var = PilotLSEstimator(rg)(y, no)
-    torch.testing.assert_close(h_hat, h_ref[:, 0, 0, 0, 0], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(err_var, err_ref[:, 0, 0, 0, 0], rtol=1e-4, atol=1e-6)
+    # README: "equal to Sionna's to 1e-6": every estimate and error variance within 1e-6 (|h| is up to ~4 here)
+    torch.testing.assert_close(h_hat, h_ref[:, 0, 0, 0, 0], rtol=0.0, atol=1e-6)
+    torch.testing.assert_close(err_var, err_ref[:, 0, 0, 0, 0], rtol=0.0, atol=1e-6)
 
     x_unbiased, no_eff = LMMSEEqualizer(rg, StreamManagement(np.ones([1, 1], int), 1))(y, h_ref, err_ref, no)
     data = torch.nonzero(rg.build_type_grid()[0, 0].flatten() == 0).squeeze(-1)
