@@ -148,6 +148,40 @@ class OfdmStage(nn.Module):
         return {"x": x, "sinr": sinr, "sinr_abstraction": sinr_mmse.reshape(batch, num_slots, num_res)}
 
 
+# Hand-written because Sionna's gather-and-sum encoding builds a float [batch, rows, row degree] tensor per
+# parity part; XOR over bytes needs no such tensor. Same indices, same bits.
+@numba.njit(cache=True, nogil=True)
+def _xor_gather(indices, bits, out):
+    """out[b, r] = XOR of bits[b, indices[r, :]] (an index equal to bits.shape[1] - 1 reads the zero pad)."""
+    for b in range(bits.shape[0]):
+        for r in range(indices.shape[0]):
+            acc = np.uint8(0)
+            for c in range(indices.shape[1]):
+                acc ^= bits[b, indices[r, c]]
+            out[b, r] = acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _ldpc5g_parity(s, pcm_a, pcm_b_inv, pcm_c1, pcm_c2, num_core, num_rest):
+    """Sionna's ``LDPC5GEncoder._encode_fast`` on bytes: [batch, k_ldpc] 0/1 -> [batch, k_ldpc + 4Z + rest]."""
+    batch, k = s.shape
+    padded = np.zeros((batch, k + 1), np.uint8)  # one zero column: the gather tables' padding index
+    padded[:, :k] = s
+    p_a = np.zeros((batch, num_core + 1), np.uint8)
+    _xor_gather(pcm_a, padded, p_a[:, :num_core])
+    core = np.zeros((batch, num_core + 1), np.uint8)
+    _xor_gather(pcm_b_inv, p_a, core[:, :num_core])
+    rest = np.empty((batch, num_rest), np.uint8)
+    rest_from_core = np.empty((batch, num_rest), np.uint8)
+    _xor_gather(pcm_c1, padded, rest)
+    _xor_gather(pcm_c2, core, rest_from_core)
+    out = np.empty((batch, k + num_core + num_rest), np.uint8)
+    out[:, :k] = s
+    out[:, k : k + num_core] = core[:, :num_core]
+    out[:, k + num_core :] = rest ^ rest_from_core
+    return out
+
+
 class SentParityLDPC5GEncoder(LDPC5GEncoder):
     r"""Sionna's ``LDPC5GEncoder`` that computes only the parity bits rate matching sends.
 
@@ -156,8 +190,9 @@ class SentParityLDPC5GEncoder(LDPC5GEncoder):
     first ``2 Z``: at code rates above about 1/3 most of the last parity part
     is computed to be dropped. This encoder gathers only the rows of that part
     that are sent; the rest of the mother codeword is left zero, which rate
-    matching never reads. Same arguments and outputs as ``LDPC5GEncoder``;
-    ``rv`` (the other redundancy versions) is not supported.
+    matching never reads. On a CPU the gathers are XORs over bytes in numba.
+    Same arguments and outputs as ``LDPC5GEncoder``; ``rv`` (the other
+    redundancy versions) is not supported.
 
     :input bits: [..., k], float 0/1.
     :output: [..., n], float 0/1. The rate-matched codeword bits.
@@ -172,7 +207,15 @@ class SentParityLDPC5GEncoder(LDPC5GEncoder):
         self._pcm_c2_ind = self._pcm_c2_ind[:num_sent_rest]
 
     def _encode_fast(self, s: torch.Tensor) -> torch.Tensor:
-        c = super()._encode_fast(s)  # [batch, k_ldpc + 4Z + num_sent_rest, 1]
+        if s.device.type == "cpu":
+            gathers = (self._pcm_a_ind, self._pcm_b_inv_ind, self._pcm_c1_ind, self._pcm_c2_ind)
+            tables = [t.cpu().numpy() for t in gathers]
+            bits = _ldpc5g_parity(
+                s.to(torch.uint8).numpy(), *tables, self._pcm_a_ind.shape[0], self._pcm_c1_ind.shape[0]
+            )
+            c = torch.from_numpy(bits).to(s.dtype)[..., None]
+        else:
+            c = super()._encode_fast(s)  # [batch, k_ldpc + 4Z + num_sent_rest, 1]
         return nn.functional.pad(c, (0, 0, 0, self._n_ldpc - c.shape[1]))
 
     def call(self, bits: torch.Tensor, /, *, rv=None) -> torch.Tensor:
