@@ -111,6 +111,9 @@ def run_bench(
     }
 
 
+NUM_DECODER_ITERATIONS = 16  # the layered decoder's default: every chain of the digital bench runs this many
+
+
 def run_digital_bench(
     mcs_indices: list[int] = (10, 16, 20),
     snrs_db: list[float] = (13.0, 19.0, 22.0),
@@ -126,23 +129,25 @@ def run_digital_bench(
     The reference is ``TBEncoder -> Mapper -> ResourceGridMapper -> OFDMChannel
     -> LSChannelEstimator(lin) -> LMMSEEqualizer -> Demapper(app) ->
     TBDecoder`` whose LDPC stage is Sionna's ``LDPC5GDecoder`` with tokensim's
-    algorithm: offset min-sum (0.5), layered schedule, 16 iterations, and (Sionna
-    has none) no early stop. tokensim's chain is
+    algorithm: offset min-sum (0.5), layered schedule, the same iterations (16), and
+    (Sionna has none) no early stop. tokensim's chain is
     :class:`~sim.phy.digital.TransportBlockLink` (its TB encoder, own LS
     estimator, one-tap equaliser, per-dimension APP demapper and the decoder of
     :mod:`sim.phy.ldpc`), timed twice: without early stopping (``layered-oms-full``,
     the reference's work) and as the simulator runs it (``layered-oms``, early stop).
-    Every chain's BLER is reported beside its speed. Sionna's layered decoder
-    is two to three orders of magnitude slower, so it decodes the first
-    ``reference_tbs`` links' TBs only, once, and ``layered-oms-full`` decodes that
-    same batch (same channels and noise) for ``same_tb_outcomes``: whether the two
-    chains passed and failed the same TBs. ``decoder_only`` is
-    :func:`~sim.phy.ldpc.bench_decoder_only` (5G BG1, Z = 384, per core).
-    Each MCS runs at its SNR of ``snrs_db``: by default
-    near the 10 % BLER that link adaptation aims at on TDL-A with LS estimates (measured
-    with this chain: 0.17, 0.26 and 0.13 at 12, 17 and 21 dB), where the link spends its time;
-    the BLER each chain got is reported beside its speed.
-    one TB per link and slot, ``batch_size`` links. The machine's 1-minute
+    Sionna's layered decoder is two to three orders of magnitude slower, so its
+    chain runs the first ``reference_tbs`` links only, once; tokensim's chain
+    without early stopping runs that same batch (Sionna's generators reseeded:
+    the same channel and noise draws) for ``same_tb_outcomes``, whether the two
+    chains passed and failed the same TBs. Their front ends differ in
+    implementation (LS estimates equal within 1e-6, LLRs within 1e-3, both
+    tested), so this compares the chains, not only the decoders (which
+    ``tests/sim/test_ldpc.py`` compares on the same LLRs). ``decoder_only`` is
+    :func:`~sim.phy.ldpc.bench_decoder_only` (5G BG1, k = 8448, per core).
+    Each MCS runs at its SNR of ``snrs_db``: by default near the 10 % BLER that
+    link adaptation aims at on TDL-A with LS estimates, where the link spends its
+    time; every chain's BLER is reported beside its speed. One TB per link and
+    slot, ``batch_size`` links. The machine's 1-minute
     load average is read at the end: other processes on the cores slow both
     chains down.
     """
@@ -168,9 +173,11 @@ def run_digital_bench(
             pilot_ofdm_symbol_indices=[2, 11],
             channel_model=model,
             csi="ls",
+            decoder="layered-oms",
+            num_bp_iter=NUM_DECODER_ITERATIONS,
             device=sionna_device,
         )
-        full = tb_decoder(link.encoder, "layered-oms-full", num_iter=link.decoder.num_iter)
+        full = tb_decoder(link.encoder, "layered-oms-full", num_iter=NUM_DECODER_ITERATIONS)
         reference = _sionna_digital_chain(link, model, sionna_device)
 
         def ours(bits, snr, link=link, decoder=link.decoder):
@@ -185,6 +192,7 @@ def run_digital_bench(
 
         t_full, ok_full = _timed(ours_full, (bits, snr), repeats, seed, device)
         subset = (bits[:reference_tbs], snr[:reference_tbs])
+        num_reference = subset[0].shape[0]
         t_reference, ok_reference = _timed(reference, subset, 1, seed, device)
         _, ok_full_subset = _timed(ours_full, subset, 1, seed, device)
         info_bits = batch_size * link.tb_size
@@ -196,15 +204,16 @@ def run_digital_bench(
                 "snr_db": snr_db,
                 "tokensim_full_mbit_per_s": info_bits / t_full / 1e6,
                 "tokensim_full_bler": 1 - float(ok_full.float().mean()),
-                "sionna_mbit_per_s": reference_tbs * link.tb_size / t_reference / 1e6,
+                "sionna_mbit_per_s": num_reference * link.tb_size / t_reference / 1e6,
                 "sionna_bler": 1 - float(ok_reference.float().mean()),
                 "tokensim_full_bler_same_tbs": 1 - float(ok_full_subset.float().mean()),
                 "same_tb_outcomes": bool(torch.equal(ok_full_subset, ok_reference)),
-                "speedup": (t_reference / reference_tbs) / (t_full / batch_size),
+                "speedup": (t_reference / num_reference) / (t_full / batch_size),
                 "tokensim_mbit_per_s": info_bits / t_ours / 1e6,
                 "tokensim_bler": 1 - float(ok_ours.float().mean()),
             }
         )
+    iterations = NUM_DECODER_ITERATIONS
     return {
         "benchmark": "digital link (information bits)",
         "device": str(device),
@@ -215,9 +224,9 @@ def run_digital_bench(
         "batch_size": batch_size,
         "reference_tbs": reference_tbs,
         "reference": "TBEncoder -> Mapper -> OFDMChannel -> LSChannelEstimator(lin) -> LMMSEEqualizer -> "
-        "Demapper(app) -> TBDecoder(LDPC5GDecoder offset-minsum, layered, 16 it, no early stop)",
-        "tokensim_full": "TransportBlockLink, layered offset min-sum, 16 it, no early stop (the reference's work)",
-        "tokensim": "TransportBlockLink as simulated: layered offset min-sum, at most 16 it, early stop",
+        f"Demapper(app) -> TBDecoder(LDPC5GDecoder offset-minsum, layered, {iterations} it, no early stop)",
+        "tokensim_full": f"TransportBlockLink, layered offset min-sum, {iterations} it, no early stop",
+        "tokensim": f"TransportBlockLink as simulated: layered offset min-sum, at most {iterations} it, early stop",
         "repeats": repeats,
         "load_average_1min": os.getloadavg()[0],
         "results": rows,
@@ -245,7 +254,7 @@ def _sionna_digital_chain(link, model, device):
     apply_channel = OFDMChannel(model, grid, device=device)
     estimator = LSChannelEstimator(grid, interpolation_type="lin", device=device)
     equalizer = LMMSEEqualizer(grid, StreamManagement(np.ones([1, 1], int), 1), device=device)
-    decoder = tb_decoder(encoder, "sionna-layered-oms", num_iter=link.decoder.num_iter)
+    decoder = tb_decoder(encoder, "sionna-layered-oms", num_iter=NUM_DECODER_ITERATIONS)
 
     def stock(bits, snr_db):
         no = torch.pow(10.0, -snr_db / 10)

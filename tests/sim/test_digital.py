@@ -11,6 +11,7 @@ import torch
 from scipy.special import erfc
 from sionna.phy import config
 from sionna.phy.channel import AWGN
+from sionna.phy.fec.ldpc import LDPC5GEncoder
 from sionna.phy.mapping import Demapper, Mapper
 from sionna.phy.nr import TBDecoder, TBEncoder
 
@@ -122,6 +123,11 @@ def test_transport_block_encoder_gives_sionnas_bits(mcs, num_prbs):
     bits = torch.randint(0, 2, (4, 2, tb["tb_size"]), generator=torch.Generator().manual_seed(mcs)).float()
     encoder = TransportBlockEncoder(*args)
     assert torch.equal(encoder(bits), TBEncoder(*args)(bits))
+    # the numba XOR gathers (CPU) against Sionna's gather-and-sum (GPU path), on the same code blocks
+    ldpc = encoder._encoder
+    blocks = torch.randint(0, 2, (3, ldpc.k_ldpc), generator=torch.Generator().manual_seed(mcs)).float()
+    sent = LDPC5GEncoder._encode_fast(ldpc, blocks)  # the reference: Sionna's, with the trimmed gather tables
+    assert torch.equal(ldpc._encode_fast(blocks)[:, : sent.shape[1]], sent)
     with pytest.raises(ValueError, match="rv must be None"):  # other redundancy versions send unsent parity
         encoder.ldpc_encoder(torch.zeros(1, encoder.ldpc_encoder.k), rv=[1])
 

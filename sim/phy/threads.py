@@ -1,0 +1,27 @@
+"""Chunks of a batch on ``torch.get_num_threads()`` threads, for the numba kernels of the PHY.
+
+The kernels (:mod:`sim.phy.ldpc`'s decoder, :mod:`sim.phy.digital`'s demapper and encoder) release the GIL
+and write disjoint slices of their outputs, so Python threads run them in parallel; each item's result does
+not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+
+def map_chunks(work: Callable[[slice], None], total: int, chunk: int) -> None:
+    """Call ``work(slice(first, first + chunk))`` for every chunk of ``range(total)``, on up to
+    ``torch.get_num_threads()`` threads (in this thread when one suffices)."""
+    firsts = range(0, total, chunk)
+    num_threads = min(torch.get_num_threads(), len(firsts))
+    parts = [slice(first, first + chunk) for first in firsts]
+    if num_threads <= 1:
+        for part in parts:
+            work(part)
+    else:
+        with ThreadPoolExecutor(num_threads) as pool:
+            list(pool.map(work, parts))
