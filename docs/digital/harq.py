@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 VALUES = (256, 64)  # token values per task of the two users
 
 
-def scenario(snr_db: float, fidelity: str, max_retx: int):
+def scenario(snr_db: float, fidelity: str, max_retx: int, csi: str = "ls"):
     from sim.scenario import validate_scenario
 
     return validate_scenario(
@@ -32,7 +32,7 @@ def scenario(snr_db: float, fidelity: str, max_retx: int):
             "seed": 0,
             "device": "cpu",
             "cell": {"num_prbs": 4},
-            "channel": {"model": "tdl-a", "csi": "ls", "delay_spread_s": 100e-9, "speed_mps": 1.0},
+            "channel": {"model": "tdl-a", "csi": csi, "delay_spread_s": 100e-9, "speed_mps": 1.0},
             "users": [
                 {"id": "q", "modalities": ["text"], "snr_db": snr_db},
                 {"id": "cam", "modalities": ["image"], "snr_db": snr_db},
@@ -43,19 +43,37 @@ def scenario(snr_db: float, fidelity: str, max_retx: int):
     )
 
 
-def measure(snr_db: float, fidelity: str, num_timelines: int, max_retx: int = 1, seed: int = 0) -> dict:
+def measure(
+    snr_db: float, fidelity: str, num_timelines: int, max_retx: int = 1, seed: int = 0, csi: str = "ls"
+) -> dict:
     """One run of ``num_timelines`` snapshots: TB counts, first-attempt and residual BLER, token NMSE."""
     from sionna.phy import config
 
     from sim.cell import CellLoop
+    from sim.engine import SETTLED_DB, WARM_UP_GAIN, WARM_UP_PASSES
     from sim.phy.quantization import UniformQuantizer
 
-    s = scenario(snr_db, fidelity, max_retx)
+    s = scenario(snr_db, fidelity, max_retx, csi)
     config.seed = seed
-    payload = torch.randn(num_timelines, 2, 1, max(VALUES), generator=torch.Generator().manual_seed(seed))
-    payload = payload / math.sqrt(2)  # mean power 1/2 per value, as the transmitters send
-    loop = CellLoop(s, list(VALUES), [0.0, 0.0], [0.0], num_timelines, torch.device("cpu"))
-    records = loop(torch.zeros(num_timelines, 1, 1, dtype=torch.float64), payload)
+    cpu = torch.device("cpu")
+
+    def run(timelines, generator_seed, offset_db, gain):
+        payload = torch.randn(timelines, 2, 1, max(VALUES), generator=torch.Generator().manual_seed(generator_seed))
+        payload = payload / math.sqrt(2)  # mean power 1/2 per value, as the transmitters send
+        loop = CellLoop(s, list(VALUES), [0.0, 0.0], [0.0], timelines, cpu, olla_offset_db=offset_db, shared_olla=gain)
+        return payload, loop(torch.zeros(timelines, 1, 1, dtype=torch.float64), payload)
+
+    # The outer loop warmed up as the engine does: snapshots are slots of a cell that has been running, so
+    # passes over a first batch (discarded), at WARM_UP_GAIN times the steps, until no back-off moves by more
+    # than SETTLED_DB; the measured timelines start from there (first-attempt BLER near link.bler_target).
+    offset_db = None
+    for _ in range(WARM_UP_PASSES):
+        _, warm = run(16, seed + 1, offset_db, WARM_UP_GAIN)
+        moved = None if offset_db is None else float((warm.olla_offset_db - offset_db).abs().max())
+        offset_db = warm.olla_offset_db
+        if moved is not None and moved < SETTLED_DB:
+            break
+    payload, records = run(num_timelines, seed, offset_db, 1)
     tb = records.tbs
     first = tb["attempt"] == 1
     lost = (~tb["ack"]) & (tb["attempt"] == max_retx + 1)
@@ -68,6 +86,7 @@ def measure(snr_db: float, fidelity: str, num_timelines: int, max_retx: int = 1,
     residual = float(lost.sum()) / num_tbs
     return {
         "snr_db": snr_db,
+        "csi": csi,
         "fidelity": fidelity,
         "tbs": num_tbs,
         "mcs": float(tb["mcs"][first].float().mean()),
@@ -82,17 +101,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--snrs", default="0,5,10")
     parser.add_argument("--tbs", type=int, default=2000, help="first-attempt TBs per point, at least")
+    parser.add_argument("--csi", default="ls", choices=("ls", "perfect"), help="the receiver's channel knowledge")
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args(argv)
     rows = []
     for snr in (float(x) for x in args.snrs.split(",")):
-        probe = measure(snr, "abstraction", 16)
+        probe = measure(snr, "abstraction", 16, csi=args.csi)
         timelines = math.ceil(16 * args.tbs / probe["tbs"])  # TBs grow with timelines
         for fidelity in ("link", "abstraction"):
-            rows.append(measure(snr, fidelity, timelines))
+            rows.append(measure(snr, fidelity, timelines, csi=args.csi))
             print(rows[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "harq.csv", "w", newline="") as f:
+    name = "harq" if args.csi == "ls" else f"harq-{args.csi}"
+    with open(args.out / f"{name}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -105,7 +126,7 @@ def main(argv=None) -> int:
             f"| {r['snr_db']:g} | {r['fidelity']} | {r['tbs']} | {r['mcs']:.1f} | {r['first_attempt_bler']:.3f} "
             f"| {r['residual_bler']:.4f} ± {r['residual_bler_std_error']:.4f} | {r['token_nmse']:.4f} |"
         )
-    (args.out / "harq.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
