@@ -84,6 +84,11 @@ def measure(
         power += float(sent[:, u, 0, :n].square().sum())
     num_tbs = int(first.sum())
     residual = float(lost.sum()) / num_tbs
+    # the retransmissions of the TBs whose first attempt failed: how many the combination decoded
+    second = tb["attempt"] == 2
+    failed_first = torch.isin(tb["tb"][second], tb["tb"][first & ~tb["ack"]])
+    retx_decoded = float(tb["ack"][second][failed_first].float().mean()) if bool(failed_first.any()) else math.nan
+    sinr_eff_db = tb["sinr_eff_db"][first]
     return {
         "snr_db": snr_db,
         "csi": csi,
@@ -93,6 +98,9 @@ def measure(
         "first_attempt_bler": float(1 - tb["ack"][first].float().mean()),
         "residual_bler": residual,
         "residual_bler_std_error": math.sqrt(residual * (1 - residual) / num_tbs),
+        "retx_decoded": retx_decoded,
+        "sinr_eff_db_mean": float(sinr_eff_db.mean()),
+        "sinr_eff_db_std": float(sinr_eff_db.std()),
         "token_nmse": error / power,
     }
 
@@ -118,12 +126,15 @@ def main(argv=None) -> int:
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "| SNR dB | fidelity | TBs | mean MCS | first-attempt BLER | residual BLER ± std. error | token NMSE |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| SNR dB | fidelity | TBs | mean MCS | first-attempt effective SINR dB (mean ± std) | first-attempt BLER "
+        "| retransmissions decoded | residual BLER ± std. error | token NMSE |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['snr_db']:g} | {r['fidelity']} | {r['tbs']} | {r['mcs']:.1f} | {r['first_attempt_bler']:.3f} "
+            f"| {r['snr_db']:g} | {r['fidelity']} | {r['tbs']} | {r['mcs']:.1f} "
+            f"| {r['sinr_eff_db_mean']:.1f} ± {r['sinr_eff_db_std']:.1f} | {r['first_attempt_bler']:.3f} "
+            f"| {r['retx_decoded']:.2f} "
             f"| {r['residual_bler']:.4f} ± {r['residual_bler_std_error']:.4f} | {r['token_nmse']:.4f} |"
         )
     (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
