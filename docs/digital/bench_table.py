@@ -33,7 +33,7 @@ def tables(report: dict) -> str:
     lines += [
         "",
         f"Decoder only: {only['code']}, {only['num_iter']} iterations, at the Eb/N0 where early stopping gives "
-        f"10 % BLER; information Mbit/s per busy core (process CPU time, one thread; load average "
+        f"10 % BLER; information Mbit/s per busy core (CPU time of the one decoding thread; load average "
         f"{only['load_average_1min']:.1f}):",
         "",
         "| code rate | Eb/N0 dB | layered-oms (early stop) | mean iterations | BLER | layered-oms-full | BLER "
