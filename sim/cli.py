@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     run = scenario_command("run", "train if no matching checkpoint exists, evaluate, write results")
     run.add_argument("--out", type=Path, help="run directory (default: results/<scenario name>)")
     run.add_argument("--retrain", action="store_true", help="train even if a checkpoint exists")
+    run.add_argument(
+        "--no-train", action="store_true", help="fail (exit 3) instead of training a checkpoint that is not cached"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars or summary table")
     train = scenario_command("train", "train only; checkpoints are keyed by the config that shapes them")
     train.add_argument(
@@ -50,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--force", action="store_true", help="retrain the stage asked for even if a checkpoint exists")
     train.add_argument("--out", type=Path, help="where the training log and figure go (default: results/<name>)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
-    scenario_command("validate", "check a scenario; print the resolved config with every default")
+    scenario_command(
+        "validate",
+        "check a scenario; print the resolved config with every default, and on stderr whether running it "
+        "trains (which checkpoints it needs, cached or not, and about how long training takes)",
+    )
     sweep = scenario_command(
         "sweep", "run a scenario over a grid of keys (its sweep: block and --set key=v1,v2,...); resumable"
     )
@@ -61,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         "--scheduler", metavar="ADDR", help="run points on a running Dask cluster, e.g. tcp://host:8786"
     )
     sweep.add_argument("--replicates", type=int, help="model seeds per point (overrides the sweep: block's replicates)")
+    sweep.add_argument(
+        "--no-train", action="store_true", help="fail (exit 3) instead of training any checkpoint that is not cached"
+    )
     sweep.add_argument("--quiet", action="store_true", help="no progress bar or lines")
     plot = commands.add_parser("plot", help="figures of a run or sweep directory, as PNG and PDF into DIR/plots/")
     plot.add_argument("directory", type=Path, help="a run directory (metrics.json) or a sweep directory (results.csv)")
@@ -201,7 +211,9 @@ def cmd_validate(args) -> int:
     from sim.sweep import load_sweep, read_scenario_file
 
     if read_scenario_file(args.scenario)[1] is None:
-        print(resolved_yaml(_load(args)), end="")
+        scenario = _load(args)
+        print(resolved_yaml(scenario), end="")
+        print(_training_message("tokensim validate", [scenario]), file=sys.stderr)
         return 0
     sweep = load_sweep(args.scenario, args.overrides)
     points = sweep.points()
@@ -214,7 +226,37 @@ def cmd_validate(args) -> int:
         "are valid; above is the first (tokensim sweep runs them)",
         file=sys.stderr,
     )
+    print(_training_message("tokensim validate", [p.scenario for p in points]), file=sys.stderr)
     return 0
+
+
+def _missing_checkpoints(scenarios) -> list[dict]:
+    """The distinct checkpoints the scenarios need that are not cached (each once)."""
+    from sim.engine import training_plan
+
+    missing = {}
+    for scenario in scenarios:
+        for entry in training_plan(scenario):
+            if not entry["cached"]:
+                missing.setdefault(entry["key"], entry)
+    return list(missing.values())
+
+
+def _training_message(command: str, scenarios) -> str:
+    """Whether running ``scenarios`` trains: every checkpoint it would train, or that none is needed."""
+    from sim.engine import describe_plan
+
+    missing = _missing_checkpoints(scenarios)
+    if not missing:
+        return f"{command}: every checkpoint it needs is cached: it evaluates only"
+    minutes = sum(e["minutes"] for e in missing)
+    return (
+        f"{command}: running it trains {len(missing)} checkpoint(s), about {minutes:.0f} min on a 2-core CPU:\n"
+        + describe_plan(missing)
+        + "\nThe key covers the seed, the cell's grid, every channel.* key, the users' layout, tokens, models "
+        "and training (not the users' SNRs); to evaluate on an existing model instead, set model_from to the "
+        "scenario file that trained it."
+    )
 
 
 def cmd_train(args) -> int:
@@ -241,6 +283,10 @@ def cmd_run(args) -> int:
     from sim.sweep import write_run
 
     scenario = _load(args)
+    if args.no_train and (args.retrain or _missing_checkpoints([scenario])):
+        print(_training_message("tokensim run --no-train", [scenario]) if not args.retrain else
+              "tokensim run: --no-train and --retrain contradict each other", file=sys.stderr)  # fmt: skip
+        return 3
     out = args.out or Path("results") / scenario.name
     metrics = write_run(scenario, out, progress=not args.quiet, retrain=args.retrain)
     if not args.quiet:
@@ -255,6 +301,11 @@ def cmd_sweep(args) -> int:
         print(f"tokensim sweep: --workers: {args.workers} is not allowed; allowed: 1 or more", file=sys.stderr)
         return 2
     sweep = load_sweep(args.scenario, args.overrides, replicates=args.replicates)
+    if args.no_train:
+        valid = [p.scenario for p in sweep.points() if not p.error]
+        if _missing_checkpoints(valid):
+            print(_training_message("tokensim sweep --no-train", valid), file=sys.stderr)
+            return 3
     out = args.out or Path("results") / sweep.base.get("name", args.scenario.stem)
     try:
         report = run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)

@@ -88,6 +88,58 @@ def checkpoint_key(scenario: Scenario, stage: str = "finetune") -> tuple[str, di
     return digest(shaped_by), shaped_by
 
 
+# A rough guide to training time: the default recipe (300 alignment and 1200 fine-tuning steps of 64 tasks) took
+# about 9 minutes of a fresh `make demo`'s 10 min 38 s on the README's 2-core CPU; other recipes are scaled by
+# their task-steps (steps times batch size). Larger token counts, backbones or images take longer per step.
+REFERENCE_TASK_STEPS = (300 + 1200) * 64
+REFERENCE_TRAINING_MIN = 9.0
+
+
+def training_plan(scenario: Scenario) -> list[dict]:
+    """What evaluating ``scenario`` needs trained, stage by stage, without training anything.
+
+    Each entry: ``stage``, ``key`` (the checkpoint's hash), ``path``, ``cached`` (the checkpoint is on disk),
+    ``steps`` and ``batch_size`` of the stage, and ``minutes``, a rough time to train it on the README's
+    2-core CPU (:data:`REFERENCE_TRAINING_MIN` scaled by task-steps). With ``model_from`` the plan is the
+    source scenario's. Fine-tuning variants share one alignment checkpoint, which may be cached alone.
+    """
+    source = model_source(scenario) or scenario
+    stages = (("align", source.training.alignment),) if source.training.alignment.enabled else ()
+    plan = []
+    for stage, settings in (*stages, ("finetune", source.training.finetune)):
+        key, _ = checkpoint_key(source, stage)
+        task_steps = settings.steps * settings.batch_size
+        plan.append(
+            {
+                "stage": stage,
+                "key": key,
+                "path": str(checkpoint_path(key)),
+                "cached": checkpoint_path(key).is_file(),
+                "steps": settings.steps,
+                "batch_size": settings.batch_size,
+                "minutes": REFERENCE_TRAINING_MIN * task_steps / REFERENCE_TASK_STEPS,
+            }
+        )
+    if plan[-1]["cached"]:  # a cached fine-tuned model needs nothing else
+        plan = plan[-1:]
+    return plan
+
+
+def describe_plan(plan: list[dict]) -> str:
+    """One line per stage: cached, or what it trains and about how long."""
+    lines = []
+    for entry in plan:
+        name = {"align": "alignment (stage 1)", "finetune": "fine-tuning (stage 2)"}[entry["stage"]]
+        if entry["cached"]:
+            lines.append(f"{name}: checkpoint {entry['key']} is cached")
+        else:
+            lines.append(
+                f"{name}: checkpoint {entry['key']} is not cached; trains {entry['steps']} steps of "
+                f"{entry['batch_size']} tasks, about {max(entry['minutes'], 0.1):.1f} min on a 2-core CPU"
+            )
+    return "\n".join(lines)
+
+
 @dataclass
 class Evaluation:
     """Raw outcome of evaluating every group's test tasks through the cell loop.

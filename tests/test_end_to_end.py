@@ -248,3 +248,33 @@ def test_every_value_is_erased_where_every_transport_block_fails(tiny, write_sce
     assert metrics["token_nmse"] == pytest.approx(1.0)
     for user in metrics["users"]:
         assert user["link"]["erased_value_rate"] == 1.0
+
+
+def test_validate_says_what_a_run_would_train_and_no_train_refuses_it(tiny, write_scenario, tmp_path, capsys):
+    tiny["seed"] = 4242  # a model no other test trains: nothing of it is cached yet
+    path = write_scenario(tiny)
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "running it trains 2 checkpoint(s)" in err
+    assert "alignment (stage 1)" in err and "trains 3 steps of 8 tasks" in err
+    assert "fine-tuning (stage 2)" in err and "trains 4 steps of 8 tasks" in err and "model_from" in err
+
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--no-train"]) == 3
+    assert "is not cached" in capsys.readouterr().err and not out.exists()  # refused before anything ran
+    grid = ["--set", "snr_db=0,10", "--out", str(tmp_path / "sweep"), "--quiet", "--no-train"]
+    assert main(["sweep", str(path), *grid]) == 3
+
+    assert main(["train", str(path), "--stage", "align", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "alignment (stage 1)" not in err and "fine-tuning (stage 2)" in err  # stage 1 cached, stage 2 still to go
+
+    assert main(["train", str(path), "--out", str(tmp_path / "f"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(path), "--set", "users.0.snr_db=-3"]) == 0  # SNRs are not in the key
+    assert "every checkpoint it needs is cached: it evaluates only" in capsys.readouterr().err
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--no-train"]) == 0
+    assert main(["sweep", str(path), *grid]) == 0
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--no-train", "--set", "seed=4243"]) == 3
