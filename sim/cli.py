@@ -191,7 +191,7 @@ def quiet_libraries() -> None:
 
 def _load(args):
     """The scenario of ``args``; a sweep file's ``sweep:`` block is left out (``tokensim sweep`` runs it)."""
-    from sim.scenario import apply_override, validate_scenario
+    from sim.scenario import apply_override, relative_to_file, validate_scenario
     from sim.sweep import read_scenario_file
 
     raw, block = read_scenario_file(args.scenario)
@@ -203,7 +203,7 @@ def _load(args):
         )
     for item in args.overrides:
         apply_override(raw, item)
-    return validate_scenario(raw)
+    return validate_scenario(relative_to_file(raw, args.scenario))  # a --set model_from too is the file's
 
 
 def cmd_validate(args) -> int:

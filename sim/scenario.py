@@ -295,7 +295,8 @@ def _check_unique_keys(node, where: tuple, done: set | None = None, open_: set |
 
 
 def relative_to_file(raw: dict, path: Path) -> dict:
-    """Make the scenario's file references (``model_from``) absolute, from the directory of the file at ``path``."""
+    """Make the scenario's file references (``model_from``) absolute, from the directory of the file at ``path``
+    (idempotent: an absolute reference stays as it is)."""
     if isinstance(raw.get("model_from"), str):
         raw["model_from"] = str((Path(path).parent / raw["model_from"]).resolve())
     return raw

@@ -138,7 +138,7 @@ class Sweep:
     def points(self) -> list[Point]:
         """Every point, validated. A point whose values make no valid scenario carries the error instead
         (``Point.error``): the sweep runs the others and reports it (:func:`run_sweep`)."""
-        from sim.scenario import apply_override, validate_scenario
+        from sim.scenario import apply_override, relative_to_file, validate_scenario
 
         zipped = [dict(zip(self.zip, row)) for row in zip(*self.zip.values())] or [{}]
         points = []
@@ -147,6 +147,7 @@ class Sweep:
             raw = copy.deepcopy(self.base)
             for item in [*self.fixed, *(f"{k}={json.dumps(v)}" for k, v in values.items())]:
                 apply_override(raw, item)
+            relative_to_file(raw, self.path)  # a model_from set by --set or swept is the scenario file's too
             try:
                 scenario = validate_scenario(copy.deepcopy(raw))
             except ScenarioError as err:

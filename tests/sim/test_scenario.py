@@ -281,3 +281,19 @@ def test_top_level_snr_stands_in_for_every_user(tiny):
     assert "users[0].snr_db: is required unless the top-level snr_db is set" in str(err.value)
     tiny["snr_db"] = 7
     assert [u.snr_db for u in validate_scenario(tiny).users] == [7] * 5
+
+
+def test_model_from_on_the_command_line_is_the_scenario_files_like_in_the_file(
+    tiny, write_scenario, tmp_path, monkeypatch, capsys
+):
+    from sim.sweep import load_sweep
+
+    source = write_scenario(tiny, "source.yaml")
+    path = write_scenario({**tiny, "name": "borrower"}, "borrower.yaml")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # not the scenario's folder: a cwd-relative model_from would not be found
+    assert main(["validate", str(path), "--set", "model_from=source.yaml"]) == 0, capsys.readouterr().err
+    assert f"model_from: {source.resolve()}" in capsys.readouterr().out
+    (point,) = load_sweep(path, ["model_from=source.yaml"]).points()
+    assert point.error is None and point.scenario.model_from == str(source.resolve())
