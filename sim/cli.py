@@ -339,17 +339,15 @@ def _print_summary(metrics: dict, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(
-        title=f"{metrics['scenario']}: accuracy {metrics['accuracy']:.3f} "
+    headline = (
+        f"{metrics['scenario']}: accuracy {metrics['accuracy']:.3f} "
         f"(95 % CI {_interval(metrics['accuracy_ci95'])}) over {metrics['tasks']} tasks "
         f"(majority answer {metrics['majority_answer_rate']:.3f}), "
         f"latency p95 {metrics['latency_ms']['p95']:.2f} ms"
     )
-    columns = ("user", "modalities", "group", "SNR dB", "accuracy", "95 % CI", "token NMSE", "bits/task", "latency ms")
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("user", "modalities", "group") else "right")
-    for u in metrics["users"]:
-        table.add_row(
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    rows = [
+        (
             u["id"],
             "+".join(u["modalities"]),
             u["group"],
@@ -360,8 +358,24 @@ def _print_summary(metrics: dict, out: Path) -> None:
             f"{u['bits_per_task']:.0f}",
             f"{u['latency_ms']['mean']:.2f}",
         )
-    console = Console(stderr=True)
+        for u in metrics["users"]
+    ]
+    # Short headers, every column as wide as its widest cell: the table fits 80 columns with every name and
+    # digit whole (rich would otherwise cut "glasses3" to "glasse…").
+    columns = ("user", "sends", "group", "SNR", "acc.", "95 % CI", "NMSE", "bits", "ms")
+    for i, column in enumerate(columns):
+        width = max(len(column), *(len(row[i]) for row in rows))
+        justify = "left" if column in ("user", "sends", "group") else "right"
+        table.add_column(column, justify=justify, no_wrap=True, min_width=width)
+    for row in rows:
+        table.add_row(*row)
+    console = Console()  # stdout: the summary is the command's result; progress and warnings go to stderr
+    console.print(headline)
     console.print(table)
+    console.print(
+        "SNR: dB per RE at the equal share; acc.: accuracy over the group's tasks the user takes part in; "
+        "NMSE: token NMSE; bits: per task; ms: mean latency of its group's tasks"
+    )
     console.print(f"results in {out}/")
 
 

@@ -278,3 +278,17 @@ def test_validate_says_what_a_run_would_train_and_no_train_refuses_it(tiny, writ
     assert main(["run", str(path), "--out", str(out), "--quiet", "--no-train"]) == 0
     assert main(["sweep", str(path), *grid]) == 0
     assert main(["run", str(path), "--out", str(out), "--quiet", "--no-train", "--set", "seed=4243"]) == 3
+
+
+def test_run_summary_goes_to_stdout_and_fits_80_columns_with_every_name_whole(
+    tiny, write_scenario, tmp_path, monkeypatch, capsys
+):
+    tiny["users"][0]["id"] = "glasses-of-user-one"  # a long id: cut to "glasses-of…" before
+    tiny["groups"][0]["users"][0] = "glasses-of-user-one"
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["run", str(write_scenario(tiny)), "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert f"accuracy {metrics['accuracy']:.3f}" in out
+    assert all(f"\n{u['id']} " in out for u in metrics["users"])  # every row, its name whole
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80
