@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ from sim.errors import ScenarioError, ScenarioErrors
 
 EXPERIMENTS_HELP = ("snr", "temperature", "tokens", "per-snr")  # sim.reproduce.EXPERIMENTS, without importing torch
 BENCHES = ("analog", "digital", "decoders", "abstraction")
+# A Dask scheduler's address (distributed's protocols): what --dask-scheduler takes
+DASK_ADDRESS = re.compile(r"^((tcp|tls|ucx|ws|wss|inproc)://\S+|[^\s:/]+:\d+)$")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,11 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     sweep = scenario_command(
         "sweep", "run a scenario over a grid of keys (its sweep: block and --set key=v1,v2,...); resumable"
     )
-    sweep.add_argument("--out", type=Path, help="sweep directory (default: results/<scenario name>)")
+    sweep.add_argument("--out", type=Path, help="sweep directory (default: results/<scenario name>-sweep)")
     parallel = sweep.add_mutually_exclusive_group()
     parallel.add_argument("--workers", type=int, default=1, help="run points on a local Dask cluster of N processes")
     parallel.add_argument(
-        "--scheduler", metavar="ADDR", help="run points on a running Dask cluster, e.g. tcp://host:8786"
+        "--dask-scheduler",
+        metavar="ADDR",
+        help="run points on a running Dask cluster, given its scheduler's address, e.g. tcp://host:8786 "
+        "(not scheduler.policy, which is a scenario key)",
     )
     sweep.add_argument("--replicates", type=int, help="model seeds per point (overrides the sweep: block's replicates)")
     sweep.add_argument(
@@ -300,15 +306,24 @@ def cmd_sweep(args) -> int:
     if args.workers < 1:
         print(f"tokensim sweep: --workers: {args.workers} is not allowed; allowed: 1 or more", file=sys.stderr)
         return 2
+    if args.dask_scheduler is not None and not DASK_ADDRESS.match(args.dask_scheduler):
+        print(
+            f"tokensim sweep: --dask-scheduler: {args.dask_scheduler!r} is not a Dask scheduler address; allowed: "
+            "[PROTOCOL://]HOST:PORT, e.g. tcp://10.0.0.5:8786 (the scheduling policy is the scenario key "
+            "scheduler.policy: --set scheduler.policy=proportional-fair)",
+            file=sys.stderr,
+        )
+        return 2
     sweep = load_sweep(args.scenario, args.overrides, replicates=args.replicates)
     if args.no_train:
         valid = [p.scenario for p in sweep.points() if not p.error]
         if _missing_checkpoints(valid):
             print(_training_message("tokensim sweep --no-train", valid), file=sys.stderr)
             return 3
-    out = args.out or Path("results") / sweep.base.get("name", args.scenario.stem)
+    # not the run's default folder: a sweep and a run of one scenario would mix their files
+    out = args.out or Path("results") / f"{sweep.base.get('name', args.scenario.stem)}-sweep"
     try:
-        report = run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+        report = run_sweep(sweep, out, workers=args.workers, scheduler=args.dask_scheduler, progress=not args.quiet)
     except SweepFailed as err:
         print(f"tokensim sweep: {err}", file=sys.stderr)
         return 1

@@ -250,3 +250,19 @@ def _csv(path):
 
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def test_sweep_cli_rejects_a_policy_given_as_dask_scheduler_and_keeps_apart_from_runs(
+    tiny, write_scenario, tmp_path, monkeypatch, capsys
+):
+    path = write_scenario(tiny)
+    assert main(["sweep", str(path), "--dask-scheduler", "proportional-fair"]) == 2
+    err = capsys.readouterr().err
+    assert "'proportional-fair' is not a Dask scheduler address" in err and "scheduler.policy" in err
+    monkeypatch.chdir(tmp_path)  # the default folders are relative to where tokensim runs
+    assert main(["sweep", str(path), "--set", "snr_db=3", "--quiet"]) == 0
+    assert main(["run", str(path), "--quiet"]) == 0
+    name = tiny["name"]
+    assert (tmp_path / "results" / f"{name}-sweep" / "results.csv").is_file()  # the sweep's own folder
+    assert (tmp_path / "results" / name / "metrics.json").is_file()
+    assert not (tmp_path / "results" / name / "results.csv").exists()
