@@ -193,7 +193,7 @@ def test_local_dask_cluster_trains_each_checkpoint_once_and_shares_it(tiny, writ
     rows = (tmp_path / "dask" / "results.csv").read_text().splitlines()
     assert rows[0].startswith("point,training.finetune.lr,snr_db,user,") and len(rows) == 1 + 4 * (1 + 5)
 
-    # the same sweep with one more SNR on a running cluster (--scheduler): only the new points run
+    # the same sweep with one more SNR on a running cluster (--dask-scheduler): only the new points run
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
