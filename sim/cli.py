@@ -77,6 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument(
         "--no-train", action="store_true", help="fail (exit 3) instead of training any checkpoint that is not cached"
     )
+    sweep.add_argument(
+        "--zip",
+        dest="zips",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="keys that step together (one point per position, equal lengths), e.g. one compression ratio: "
+        "--zip tokens.text.length=1,2,4 --zip tokens.image.length=1,2,4 (repeatable; --set lists are crossed)",
+    )
     sweep.add_argument("--quiet", action="store_true", help="no progress bar or lines")
     plot = commands.add_parser("plot", help="figures of a run or sweep directory, as PNG and PDF into DIR/plots/")
     plot.add_argument("directory", type=Path, help="a run directory (metrics.json) or a sweep directory (results.csv)")
@@ -314,7 +323,7 @@ def cmd_sweep(args) -> int:
             file=sys.stderr,
         )
         return 2
-    sweep = load_sweep(args.scenario, args.overrides, replicates=args.replicates)
+    sweep = load_sweep(args.scenario, args.overrides, replicates=args.replicates, zips=args.zips)
     if args.no_train:
         valid = [p.scenario for p in sweep.points() if not p.error]
         if _missing_checkpoints(valid):

@@ -177,9 +177,12 @@ def read_scenario_file(path: str | Path) -> tuple[dict, dict | None]:
     return relative_to_file(raw, path), raw.pop("sweep", None)
 
 
-def load_sweep(path: str | Path, overrides: list[str] = (), replicates: int | None = None) -> Sweep:
+def load_sweep(
+    path: str | Path, overrides: list[str] = (), replicates: int | None = None, zips: list[str] = ()
+) -> Sweep:
     """The sweep of a scenario file's ``sweep:`` block and ``--set`` items (``key=v`` or ``key=v1,v2,...``);
-    ``replicates`` (``--replicates``) replaces the block's."""
+    ``replicates`` (``--replicates``) replaces the block's. ``zips`` (``--zip key=v1,v2,...``) are keys that
+    step together, as the block's ``zip`` (one point per position, all of one length), not crossed."""
     base, block = read_scenario_file(path)
     if replicates is not None:
         block = {**(block or {}), "replicates": replicates}
@@ -228,6 +231,16 @@ def load_sweep(path: str | Path, overrides: list[str] = (), replicates: int | No
             sweep.grid[key] = values
         else:
             sweep.fixed.append(item)
+    for item in zips:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ScenarioError("--zip", item, "is not of the form dotted.key=v1,v2,...")
+        if key in sweep.grid or key == REPLICATE_KEY:
+            raise ScenarioError(f"--zip {key}", None, "is also swept on its own (--set, sweep.grid); a key sweeps once")
+        items = split_list(text)
+        sweep.zip[key] = parse_values(
+            f"--zip {key}", text if _RANGE.match(text) else [parse_yaml_value(item, v) for v in items]
+        )
     lengths = {k: len(v) for k, v in sweep.zip.items()}
     if len(set(lengths.values())) > 1:
         first = next(iter(lengths))

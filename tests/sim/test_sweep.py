@@ -266,3 +266,21 @@ def test_sweep_cli_rejects_a_policy_given_as_dask_scheduler_and_keeps_apart_from
     assert (tmp_path / "results" / f"{name}-sweep" / "results.csv").is_file()  # the sweep's own folder
     assert (tmp_path / "results" / name / "metrics.json").is_file()
     assert not (tmp_path / "results" / name / "results.csv").exists()
+
+
+def test_zip_on_the_command_line_pairs_keys_instead_of_crossing_them(tiny, write_scenario):
+    path = write_scenario(tiny)
+    lengths = ["tokens.text.length=1,2,4", "tokens.image.length=1,2,4", "tokens.audio.length=1,2,4"]
+    crossed = load_sweep(path, lengths).points()
+    assert len(crossed) == 27  # --set lists cross: 27 models
+    zipped = load_sweep(path, ["snr_db=0,10"], zips=lengths).points()
+    assert len(zipped) == 6  # three ratios, each at two SNRs
+    assert {tuple(p.values[f"tokens.{m}.length"] for m in ("text", "image", "audio")) for p in zipped} == {
+        (1, 1, 1),
+        (2, 2, 2),
+        (4, 4, 4),
+    }
+    with pytest.raises(ScenarioError, match="has 2 values but sweep.zip.tokens.text.length has 3"):
+        load_sweep(path, zips=[lengths[0], "tokens.image.length=1,2"])
+    with pytest.raises(ScenarioError, match="--zip snr_db: is also swept on its own"):
+        load_sweep(path, ["snr_db=0,10"], zips=["snr_db=0,5"])
