@@ -228,7 +228,7 @@ def cmd_validate(args) -> int:
     if read_scenario_file(args.scenario)[1] is None:
         scenario = _load(args)
         print(resolved_yaml(scenario), end="")
-        print(_training_message("tokensim validate", [scenario]), file=sys.stderr)
+        print(_training_message("tokensim validate", _missing_checkpoints([scenario])), file=sys.stderr)
         return 0
     sweep = load_sweep(args.scenario, args.overrides)
     points = sweep.points()
@@ -241,7 +241,7 @@ def cmd_validate(args) -> int:
         "are valid; above is the first (tokensim sweep runs them)",
         file=sys.stderr,
     )
-    print(_training_message("tokensim validate", [p.scenario for p in points]), file=sys.stderr)
+    print(_training_message("tokensim validate", _missing_checkpoints(p.scenario for p in points)), file=sys.stderr)
     return 0
 
 
@@ -257,11 +257,10 @@ def _missing_checkpoints(scenarios) -> list[dict]:
     return list(missing.values())
 
 
-def _training_message(command: str, scenarios) -> str:
-    """Whether running ``scenarios`` trains: every checkpoint it would train, or that none is needed."""
+def _training_message(command: str, missing: list[dict]) -> str:
+    """Whether a run trains: every checkpoint of ``missing`` (:func:`_missing_checkpoints`), or that none is needed."""
     from sim.engine import describe_plan
 
-    missing = _missing_checkpoints(scenarios)
     if not missing:
         return f"{command}: every checkpoint it needs is cached: it evaluates only"
     minutes = sum(e["minutes"] for e in missing)
@@ -298,10 +297,14 @@ def cmd_run(args) -> int:
     from sim.sweep import write_run
 
     scenario = _load(args)
-    if args.no_train and (args.retrain or _missing_checkpoints([scenario])):
-        print(_training_message("tokensim run --no-train", [scenario]) if not args.retrain else
-              "tokensim run: --no-train and --retrain contradict each other", file=sys.stderr)  # fmt: skip
+    if args.no_train and args.retrain:
+        print("tokensim run: --no-train and --retrain contradict each other", file=sys.stderr)
         return 3
+    if args.no_train:
+        missing = _missing_checkpoints([scenario])
+        if missing:
+            print(_training_message("tokensim run --no-train", missing), file=sys.stderr)
+            return 3
     out = args.out or Path("results") / scenario.name
     metrics = write_run(scenario, out, progress=not args.quiet, retrain=args.retrain)
     if not args.quiet:
@@ -325,9 +328,9 @@ def cmd_sweep(args) -> int:
         return 2
     sweep = load_sweep(args.scenario, args.overrides, replicates=args.replicates, zips=args.zips)
     if args.no_train:
-        valid = [p.scenario for p in sweep.points() if not p.error]
-        if _missing_checkpoints(valid):
-            print(_training_message("tokensim sweep --no-train", valid), file=sys.stderr)
+        missing = _missing_checkpoints(p.scenario for p in sweep.points() if not p.error)
+        if missing:
+            print(_training_message("tokensim sweep --no-train", missing), file=sys.stderr)
             return 3
     # not the run's default folder: a sweep and a run of one scenario would mix their files
     out = args.out or Path("results") / f"{sweep.base.get('name', args.scenario.stem)}-sweep"

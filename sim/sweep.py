@@ -213,14 +213,16 @@ def load_sweep(
             sweep.grid[REPLICATE_KEY] = [base.get("seed", 0) + i for i in range(replicates)]
     from sim.scenario import parse_yaml_value
 
-    for item in overrides:
+    def command_line(flag: str, item: str) -> tuple[str, list]:
+        """``key=v1,v2,...`` or ``key=start:stop:step`` of ``flag`` -> (key, values)."""
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise ScenarioError("--set", item, "is not of the form dotted.key=value or dotted.key=v1,v2,...")
-        items = split_list(text)
-        values = parse_values(
-            f"--set {key}", text if _RANGE.match(text) else [parse_yaml_value(item, v) for v in items]
-        )
+            raise ScenarioError(flag, item, "is not of the form dotted.key=value or dotted.key=v1,v2,...")
+        spec = text if _RANGE.match(text) else [parse_yaml_value(item, v) for v in split_list(text)]
+        return key, parse_values(f"{flag} {key}", spec)
+
+    for item in overrides:
+        key, values = command_line("--set", item)
         if key == REPLICATE_KEY and sweep.replicates > 1 and len(values) > 1:
             raise ScenarioError("sweep.replicates", sweep.replicates, "is set while --set sweeps seed too; use one")
         if key == REPLICATE_KEY and sweep.replicates > 1 and len(values) == 1:  # replicates from this seed
@@ -232,15 +234,10 @@ def load_sweep(
         else:
             sweep.fixed.append(item)
     for item in zips:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ScenarioError("--zip", item, "is not of the form dotted.key=v1,v2,...")
+        key, values = command_line("--zip", item)
         if key in sweep.grid or key == REPLICATE_KEY:
             raise ScenarioError(f"--zip {key}", None, "is also swept on its own (--set, sweep.grid); a key sweeps once")
-        items = split_list(text)
-        sweep.zip[key] = parse_values(
-            f"--zip {key}", text if _RANGE.match(text) else [parse_yaml_value(item, v) for v in items]
-        )
+        sweep.zip[key] = values
     lengths = {k: len(v) for k, v in sweep.zip.items()}
     if len(set(lengths.values())) > 1:
         first = next(iter(lengths))
