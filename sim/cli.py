@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--num-prbs", type=int, default=24, help="PRBs of the benchmark grid")
     bench.add_argument("--seed", type=int, default=0)
     commands.add_parser("info", help="versions, device, and which data and weights are present")
+    commands.add_parser(
+        "keys", help="every scenario key: type, default, allowed values, description (Markdown; docs/keys.md)"
+    )
     reproduce = commands.add_parser(
         "reproduce",
         help="the paper's claims on scenarios/paper/: alignment vs baseline, tau, token length, per-SNR models",
@@ -441,6 +444,13 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    from sim.keyref import markdown
+
+    print(markdown(), end="")
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     from sim.reproduce import EXPERIMENTS, Plan, reproduce
 
@@ -474,6 +484,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "bench": cmd_bench,
     "info": cmd_info,
+    "keys": cmd_keys,
 }
 
 if __name__ == "__main__":

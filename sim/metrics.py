@@ -52,7 +52,9 @@ def task_latencies(records, group, timeline, job) -> dict[str, np.ndarray]:
     """Latency of the tasks at ``(group, timeline, job)`` (1-D each) and its breakdown, seconds.
 
     :output: dict of 1-D arrays: ``latency`` (answer minus arrival), every key of :data:`BREAKDOWN`,
-        and ``critical_user`` (the user whose tokens came in last).
+        ``critical_user`` (the user whose tokens came in last), ``arrival`` (seconds on the task's timeline),
+        ``ready_slot`` (the first slot the critical user's tokens could go on air) and ``done_slot`` (the
+        slot at whose end the group's last tokens were in).
     """
     T = records.slot_s
     tasks = {k: v.cpu().numpy() for k, v in records.tasks.items()}
@@ -71,6 +73,9 @@ def task_latencies(records, group, timeline, job) -> dict[str, np.ndarray]:
         "edge_queueing": tasks["edge_start_s"][timeline, group, job] - uplink_done,
         "edge_compute": tasks["edge_end_s"][timeline, group, job] - tasks["edge_start_s"][timeline, group, job],
         "critical_user": critical,
+        "arrival": tasks["arrival_s"][timeline, group, job],
+        "ready_slot": jobs["ready_slot"][at],
+        "done_slot": jobs["done_slot"][at],
     }
 
 
@@ -138,6 +143,9 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
             "group": s.groups[g].id,
             "timeline": int(b_of_task[i]),
             "job": int(j_of_task[i]),
+            "arrival_ms": float(latency["arrival"][i] * MS),
+            "ready_slot": int(latency["ready_slot"][i]),
+            "done_slot": int(latency["done_slot"][i]),
             "question_type": qtypes[tasks["question_type"][i]],
             "answer": ANSWERS[tasks["answer"][i]],
             "predicted": ANSWERS[tasks["predicted"][i]],

@@ -47,10 +47,19 @@ class CellConfig(Strict):
     """One NR carrier. Give ``num_prbs`` or a 3GPP ``bandwidth_hz`` (or both, consistent)."""
 
     carrier_frequency_hz: float = Field(3.5e9, ge=410e6, le=71e9, description="NR FR1 and FR2: 410 MHz to 71 GHz")
-    subcarrier_spacing_hz: float = 30e3
-    bandwidth_hz: float | None = Field(None, gt=0, le=2e9)
-    num_prbs: int | None = Field(None, gt=0)
-    pilot_ofdm_symbol_indices: list[int] = Field(default_factory=lambda: [2, 11], min_length=1)
+    subcarrier_spacing_hz: float = Field(
+        30e3, description="NR numerology", json_schema_extra={"allowed": "15000, 30000, 60000, 120000"}
+    )
+    bandwidth_hz: float | None = Field(
+        None, gt=0, le=2e9, description="channel bandwidth; gives num_prbs by TS 38.101-1/-2's N_RB tables"
+    )
+    num_prbs: int | None = Field(None, gt=0, description="PRBs of the carrier (12 subcarriers each)")
+    pilot_ofdm_symbol_indices: list[int] = Field(
+        default_factory=lambda: [2, 11],
+        min_length=1,
+        description="OFDM symbols of each 14-symbol slot that carry pilots (DMRS) on every subcarrier",
+        json_schema_extra={"allowed": "distinct indices 0..13"},
+    )
 
     @field_validator("subcarrier_spacing_hz")
     @classmethod
@@ -72,8 +81,12 @@ class CellConfig(Strict):
 class ChannelConfig(Strict):
     """Fading model between every user and the base station, and how the BS learns it."""
 
-    model: Literal[tuple(CHANNEL_MODELS)] = "tdl-a"  # type: ignore[valid-type]
-    csi: Literal["perfect", "ls"] = "ls"
+    model: Literal[tuple(CHANNEL_MODELS)] = Field(  # type: ignore[valid-type]
+        "tdl-a", description="awgn; rayleigh (one tap); TR 38.901 TDL-A..E; umi/uma/rma: TR 38.901 system-level fading"
+    )
+    csi: Literal["perfect", "ls"] = Field(
+        "ls", description="perfect: the BS knows the channel; ls: LS estimates at the pilots, linear in time"
+    )
     delay_spread_s: float = Field(100e-9, gt=0, le=10e-6, description="RMS delay spread of TDL models")
     speed_mps: float = Field(1.0, ge=0, le=500, description="user speed (Doppler) of TDL models; 500 m/s at most")
 
@@ -90,10 +103,14 @@ class HarqConfig(Strict):
 class LinkConfig(Strict):
     """How tokens go on air: analog symbols, or quantised bits in 5G NR transport blocks."""
 
-    mode: Literal["analog", "digital"] = "analog"
+    mode: Literal["analog", "digital"] = Field(
+        "analog", description="analog: token values as complex symbols; digital: quantised, LDPC-coded, QAM"
+    )
     bits_per_value: int = Field(8, ge=1, le=16, description="digital: bits per real token value")
     mcs: int | Literal["auto"] = Field(
-        "auto", description="digital: PUSCH MCS index 0..28 for every user, or auto (link adaptation)"
+        "auto",
+        description="digital: PUSCH MCS index 0..28 for every user, or auto (link adaptation)",
+        json_schema_extra={"allowed": "0..28"},
     )
     mcs_table: Literal[1, 2] = Field(1, description="digital: TS 38.214 MCS table (1: up to 64-QAM, 2: 256-QAM)")
     bler_target: float = Field(0.1, gt=0, lt=1, description="digital: first-transmission BLER link adaptation aims at")
@@ -101,7 +118,7 @@ class LinkConfig(Strict):
         "link", description="digital: decode every bit, or draw TB outcomes from Sionna's PHYAbstraction"
     )
     harq: HarqConfig = Field(default_factory=HarqConfig)
-    decoder: str | None = Field(None, description="digital: LDPC TB decoder (sim.phy.ldpc.TB_DECODERS)")
+    decoder: str | None = Field(None, description="digital: LDPC TB decoder (sim/phy/ldpc.py)")
     num_bp_iter: int | None = Field(None, gt=0, description="digital: BP iterations at most")
 
     @field_validator("mcs")
@@ -113,8 +130,8 @@ class LinkConfig(Strict):
 
 
 class UserConfig(Strict):
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    modalities: list[Modality] = Field(min_length=1)
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="name used by groups and --set")
+    modalities: list[Modality] = Field(min_length=1, description="what the device sends, each its own tokens")
     snr_db: SnrDb | None = Field(
         None, description="Es/N0 at the receiver, dB; required unless the top-level snr_db is set or the user is placed"
     )
@@ -149,8 +166,8 @@ class UserConfig(Strict):
 class GroupConfig(Strict):
     """Users whose tokens the edge fuses to answer one task (one sender per modality)."""
 
-    id: str = Field(min_length=1)
-    users: list[str] = Field(min_length=1)
+    id: str = Field(min_length=1, description="name in results")
+    users: list[str] = Field(min_length=1, description="user ids: one sender per modality, one of them of text")
 
 
 class ComputeConfig(Strict):
@@ -161,7 +178,9 @@ class ComputeConfig(Strict):
 class SchedulerConfig(Strict):
     """Who gets which PRBs in which slot (:mod:`sim.mac.scheduler`)."""
 
-    policy: Literal[SCHEDULER_POLICIES] = "equal-share"  # type: ignore[valid-type]
+    policy: Literal[SCHEDULER_POLICIES] = Field(  # type: ignore[valid-type]
+        "equal-share", description="the MAC's policy each slot (sim.mac.scheduler)"
+    )
     pf_beta: float = Field(0.98, gt=0, lt=1, description="proportional-fair: discount of the average rate")
     cqi_delay_slots: int = Field(
         0, ge=0, le=1000, description="slots between the channel the CQI reports and the slot it schedules"
@@ -175,14 +194,14 @@ class SchedulerConfig(Strict):
 
 
 class EvaluationConfig(Strict):
-    tasks_per_group: int = Field(1000, gt=0)
+    tasks_per_group: int = Field(1000, gt=0, description="test-split tasks each group answers")
     batch_size: int = Field(256, gt=0, description="task slots per evaluation batch")
 
 
 class Scenario(Strict):
-    name: str = Field(min_length=1)
-    seed: Seed = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    name: str = Field(min_length=1, description="names the default results folder, results/<name>/")
+    seed: Seed = Field(0, description="the model's seed: initialisation, training batches, channel draws")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
     dataset: FashionAVQAConfig = Field(default_factory=FashionAVQAConfig)
     cell: CellConfig = Field(default_factory=CellConfig)
     channel: ChannelConfig = Field(default_factory=ChannelConfig)
@@ -325,15 +344,20 @@ def parse_yaml_value(item: str, text: str):
 
 
 def apply_override(raw: dict, item: str) -> None:
-    """Apply one ``dotted.key=value`` to a raw scenario mapping, in place.
+    """Apply one ``dotted.key=value`` or ``dotted.key+=value`` to a raw scenario mapping, in place.
 
-    The value is parsed as YAML (``3``, ``-2.5``, ``true``, ``[2, 11]``). A
-    segment under a list is an index or the ``id`` of an item:
-    ``users.cam1.snr_db=5`` and ``users.0.snr_db=5`` both work.
+    The value is parsed as YAML (``3``, ``-2.5``, ``true``, ``[2, 11]``,
+    ``{id: cam5, modalities: [image], snr_db: 3}``). A segment under a list is
+    an index or the ``id`` of an item: ``users.cam1.snr_db=5`` and
+    ``users.0.snr_db=5`` both work. ``key+=value`` appends ``value`` to the
+    list at ``key`` (made if absent): ``users+={id: cam5, ...}`` adds a user,
+    ``groups.g1.users+=cam5`` puts it in a group.
     """
     key, sep, text = item.partition("=")
+    append = key.endswith("+")
+    key = key.removesuffix("+")
     if not sep or not key:
-        raise ScenarioError("--set", item, "is not of the form dotted.key=value")
+        raise ScenarioError("--set", item, "is not of the form dotted.key=value or dotted.key+=value")
     value = parse_yaml_value(item, text) if text.strip() else None
     node = raw
     parts = key.split(".")
@@ -342,17 +366,28 @@ def apply_override(raw: dict, item: str) -> None:
         where = ".".join(parts[: depth + 1])
         if isinstance(node, list):
             index = _list_index(node, part, where)
-            if last:
-                node[index] = value
-            else:
+            if not last:
                 node = node[index]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
+            elif append:
+                _append(node, index, value, where)
             else:
+                node[index] = value
+        elif isinstance(node, dict):
+            if not last:
                 node = node.setdefault(part, {})
+            elif append:
+                node.setdefault(part, [])
+                _append(node, part, value, where)
+            else:
+                node[part] = value
         else:
             raise ScenarioError(f"--set {key}", node, f"cannot hold key {part!r}")
+
+
+def _append(node, index, value, where: str) -> None:
+    if not isinstance(node[index], list):
+        raise ScenarioError(f"--set {where}+", node[index], "is not a list, so nothing can be appended to it")
+    node[index].append(value)
 
 
 def _list_index(items: list, part: str, where: str) -> int:

@@ -222,6 +222,9 @@ def load_sweep(
         return key, parse_values(f"{flag} {key}", spec)
 
     for item in overrides:
+        if item.partition("=")[0].endswith("+"):  # key+=value appends one item: never a sweep axis
+            sweep.fixed.append(item)
+            continue
         key, values = command_line("--set", item)
         if key == REPLICATE_KEY and sweep.replicates > 1 and len(values) > 1:
             raise ScenarioError("sweep.replicates", sweep.replicates, "is set while --set sweeps seed too; use one")

@@ -9,6 +9,7 @@ import math
 import pytest
 
 from sim.cli import main
+from tests.readme_reference import undocumented_columns, undocumented_metrics
 
 CONTRACT = {
     "scenario",
@@ -35,7 +36,22 @@ USER = {
 
 def _run(path, out, *extra) -> dict:
     assert main(["run", str(path), "--out", str(out), "--quiet", *extra]) == 0
-    return json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    # every key and column the run wrote has its line in the README's reference tables
+    assert undocumented_metrics(metrics) == []
+    headers = [next(csv.reader(open(out / name))) for name in ("per_task.csv", "per_user.csv")]
+    assert undocumented_columns(*headers, metrics) == []
+    return metrics
+
+
+def test_the_readme_reference_check_finds_what_it_does_not_name():
+    metrics = {"accuracy": 0.5, "latency_ms": {"mean": 1, "jitter": 2}, "users": [{"id": "a", "queue_depth": 3}]}
+    metrics["brand_new"] = 1
+    assert undocumented_metrics(metrics) == ["brand_new", "latency_ms.jitter", "users.queue_depth"]
+    assert undocumented_columns(["task", "slot"], ["id", "queue_depth"], {"users": [{"id": "a"}]}) == [
+        "per_task.csv:slot",
+        "per_user.csv:queue_depth",
+    ]
 
 
 def test_run_writes_the_results_contract_and_reuses_the_checkpoint(tiny, write_scenario, tmp_path):

@@ -37,6 +37,19 @@ def test_overrides_by_dotted_key_index_and_id(tiny):
     assert {u.snr_db for u in validate_scenario(tiny).users} == {4}
 
 
+def test_overrides_append_users_and_groups(tiny):
+    apply_override(tiny, "users+={id: q3, modalities: [text], snr_db: 3}")
+    apply_override(tiny, "users+={id: cam3, modalities: [image], snr_db: -1}")
+    apply_override(tiny, "groups+={id: c, users: [q3]}")
+    apply_override(tiny, "groups.c.users+=cam3")
+    apply_override(tiny, "scheduler.policy=round-robin")  # 7 users on 6 PRBs share them over slots
+    s = validate_scenario(tiny)
+    assert [u.id for u in s.users][-2:] == ["q3", "cam3"] and s.user("cam3").snr_db == -1
+    assert s.user("cam3").group == "c" and [g.id for g in s.groups] == ["a", "b", "c"]
+    with pytest.raises(ScenarioError, match=r"channel\.model\+.*not a list"):
+        apply_override(tiny, "channel.model+=tdl-a")
+
+
 def _error(raw) -> str:
     with pytest.raises(ScenarioError) as info:
         validate_scenario(raw)

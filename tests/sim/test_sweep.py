@@ -35,11 +35,16 @@ def test_ranges_lists_and_zip_make_the_points(tiny, write_scenario):
     assert split_list("1,[2,3],{a: 1, b: 2}") == ["1", "[2,3]", "{a: 1, b: 2}"]
 
     path = _sweep_file(tiny, write_scenario, {**SWEEP, "grid": {"snr_db": "-10:0:5"}})
-    sweep = load_sweep(path, ["channel.model=awgn,tdl-a", "seed=5", "tokens.audio.length=2,1"])
+    added = "users+={id: q3, modalities: [text], snr_db: 3}"  # commas of an appended item do not sweep
+    more = [added, "users+={id: cam3, modalities: [image]}", "groups+={id: c, users: [q3, cam3]}"]
+    more.append("scheduler.policy=round-robin")
+    sweep = load_sweep(path, ["channel.model=awgn,tdl-a", "seed=5", "tokens.audio.length=2,1", *more])
     assert sweep.keys == ["tokens.image.length", "tokens.audio.length", "snr_db", "channel.model"]
-    assert sweep.zip["tokens.audio.length"] == [2, 1] and sweep.fixed == ["seed=5"]
+    assert sweep.zip["tokens.audio.length"] == [2, 1] and sweep.fixed == ["seed=5", *more]
     points = sweep.points()
     assert len(points) == 2 * 3 * 2 and len({p.hash for p in points}) == 12
+    assert [p.error for p in points if p.error] == []
+    assert all(p.scenario.user("q3").group == "c" for p in points)
     first, last = points[0], points[-1]
     assert first.values == {"tokens.image.length": 1, "tokens.audio.length": 2, "snr_db": -10, "channel.model": "awgn"}
     assert last.values == {"tokens.image.length": 2, "tokens.audio.length": 1, "snr_db": 0, "channel.model": "tdl-a"}
@@ -47,7 +52,7 @@ def test_ranges_lists_and_zip_make_the_points(tiny, write_scenario):
     assert s.seed == 5 and s.channel.model == "tdl-a" and s.tokens["image"].length == 2
     assert {u.snr_db for u in s.users} == {0.0}  # snr_db sets every user's
     # the hash is the resolved scenario's: the same point from another spelling keeps its run directory
-    again = load_sweep(path, ["channel.model=awgn", "seed=5", "tokens.audio.length=2,1"]).points()
+    again = load_sweep(path, ["channel.model=awgn", "seed=5", "tokens.audio.length=2,1", *more]).points()
     assert again[0].hash == first.hash
 
 
