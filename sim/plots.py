@@ -13,8 +13,13 @@
   run, per group of users.
 - ``loss_vs_step``: training loss per step of each distinct checkpoint (stage 1 alignment and stage 2
   fine-tuning panels), thin per step and bold as a running mean.
-- ``per_user``: accuracy and mean latency (p95 as a tick) per user; for a sweep one bar per series at
-  one SNR (the middle swept value).
+- ``per_user``: accuracy (bars) and mean and p95 latency (markers, on an axis fitted to them) per user;
+  for a sweep one bar per series at one SNR (the middle swept value), which the title names.
+- ``latency_breakdown``: the mean task latency split into its terms (``latency_ms.breakdown``), one
+  stacked bar per group of a run, or per series of a sweep at the point ``per_user`` shows.
+
+Curves that coincide (a CDF of identical latencies) are drawn once, their labels joined with "=" and
+marked "(identical)"; the others get distinct markers and dashes, so no line hides another unsaid.
 
 Every ``plot_*`` function returns the closed figure, so its lines and bars can be read back.
 """
@@ -142,6 +147,7 @@ class Table:
             metrics = json.loads((directory / "metrics.json").read_text())
             checkpoint = json.loads((directory / "manifest.json").read_text())["checkpoint"]
             common = {"point": "run", "compression_ratio": metrics["compression_ratio"], "checkpoint": checkpoint}
+            common["scenario"] = metrics.get("scenario", directory.name)
             common["bits_kind"] = metrics["bits_kind"]
             rows = [{**common, "user": ALL_USERS, "accuracy": metrics["accuracy"]}]
             rows += [
@@ -211,19 +217,38 @@ def plot_accuracy_vs_snr(table: Table, path: Path) -> plt.Figure:
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.5))
         if table.snr_key:
             rows, x_key, x_label = table.overall(), table.snr_key, f"SNR of {_snr_name(table.snr_key)} (dB)"
-        else:
+            series, style, title = table.series(rows), "o-", table.legend_title()
+        else:  # users at their own SNRs: points, not a curve, marked by what each user sends
             rows, x_key, x_label = table.users(), "user_snr_db", "user SNR (dB)"
-        for label, members in table.series(rows).items():
+            series, style, title = _by_modalities(rows), None, "users sending"
+        for i, (label, members) in enumerate(series.items()):
             members = sorted(members, key=lambda r: _float(r[x_key]))
             x = [_float(r[x_key]) for r in members]
-            (line,) = ax.plot(x, [_float(r["accuracy"]) for r in members], "o-", label=label)
+            y = [_float(r["accuracy"]) for r in members]
+            if style:
+                (line,) = ax.plot(x, y, style, label=label)
+            else:
+                (line,) = ax.plot(x, y, MARKERS[i % len(MARKERS)], ls="none", label=label, color=f"C{i}")
             _draw_error_bars(ax, x, members, line.get_color())
         ax.set_xlabel(x_label)
         ax.set_ylabel("test accuracy")
         ax.set_ylim(0, 1)
-        ax.legend(title=table.legend_title() or None, loc="lower right")
+        ax.legend(title=title or None, loc="lower right")
         save_figure(fig, path)
     return fig
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+DASHES = ("-", "--", "-.", ":")
+
+
+def _by_modalities(rows: list[dict]) -> dict[str, list[dict]]:
+    """User rows grouped by what each user sends (``image+audio``), in a fixed order of modalities."""
+    order = {"text": 0, "image": 1, "audio": 2}
+    groups: dict[str, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: [order.get(m, 3) for m in r["modalities"].split("+")]):
+        groups.setdefault(r["modalities"], []).append(r)
+    return groups
 
 
 def _draw_error_bars(ax, x: list[float], rows: list[dict], color) -> None:
@@ -297,14 +322,24 @@ def latency_groups(table: Table) -> tuple[str, dict[str, np.ndarray]]:
     return title, pooled
 
 
+def coinciding(curves: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Curves whose samples are the same multiset merged into one, labelled ``"a = b (identical)"``."""
+    merged: dict[bytes, tuple[list[str], np.ndarray]] = {}
+    for label, values in curves.items():
+        x = np.sort(np.asarray(values, dtype=float))
+        merged.setdefault(x.tobytes(), ([], x))[0].append(label)
+    return {(" = ".join(ls) + " (identical)" if len(ls) > 1 else ls[0]): x for ls, x in merged.values()}
+
+
 def plot_latency_cdf(table: Table, path: Path) -> plt.Figure:
-    """Empirical CDF of the task latency per line of :func:`latency_groups`."""
+    """Empirical CDF of the task latency per line of :func:`latency_groups`; identical ones drawn once."""
     title, groups = latency_groups(table)
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.3))
-        for label, latency in groups.items():
-            x = np.sort(latency)
-            ax.plot(x, np.arange(1, len(x) + 1) / len(x), drawstyle="steps-post", label=label)
+        for i, (label, x) in enumerate(coinciding(groups).items()):
+            marks = {"marker": MARKERS[i % len(MARKERS)], "markevery": max(1, len(x) // 6), "ms": 3}
+            y = np.arange(1, len(x) + 1) / len(x)
+            ax.plot(x, y, DASHES[i % len(DASHES)], drawstyle="steps-post", label=label, **marks)
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.ticklabel_format(axis="x", useOffset=False)
         ax.set_xlabel("task latency (ms)")
@@ -344,11 +379,13 @@ def plot_loss_vs_step(table: Table, path: Path) -> plt.Figure | None:
                     continue
                 steps = np.array([int(h["step"]) for h in rows])
                 loss = np.array([_float(h["loss"]) for h in rows])
-                ax.plot(steps, loss, lw=0.5, alpha=0.35, color=f"C{i}")
+                ax.plot(steps, loss, lw=0.5, alpha=0.35, color=f"C{i}", label=f"{label}, each step")
                 ax.plot(steps, running_mean(loss, max(1, len(rows) // 20)), color=f"C{i}", label=label)
             ax.set_title(STAGE_LABELS[stage])
             ax.set_ylabel("InfoNCE + text NMSE" if stage == "align" else "cross-entropy")
-            ax.legend(title=table.legend_title() or None, loc="upper right")
+            bold = [line for line in ax.get_lines() if not line.get_label().endswith(", each step")]
+            thin = plt.Line2D([], [], lw=0.5, color="0.5", label="each step (thin); bold: running mean")
+            ax.legend(handles=[*bold, thin], title=table.legend_title() or None, loc="upper right")
         axes[-1, 0].set_xlabel("training step")
         for ax in axes[:, 0]:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -358,19 +395,23 @@ def plot_loss_vs_step(table: Table, path: Path) -> plt.Figure | None:
 
 
 def per_user_rows(table: Table) -> tuple[str, dict[str, list[dict]]]:
-    """The user rows shown per series (at the middle swept SNR when the SNR is swept), and where."""
+    """The user rows shown per series (at the middle swept SNR when the SNR is swept), and which point
+    (or run) they are, in words."""
     users = table.users()
-    where = ""
+    if not table.is_sweep:
+        return f"run {users[0]['scenario']}" if users else "run", {"": users}
+    where = "sweep"
     if table.snr_key:
         snrs = sorted({_float(r[table.snr_key]) for r in users})
         middle = snrs[(len(snrs) - 1) // 2]
         users = [r for r in users if _float(r[table.snr_key]) == middle]
-        where = f" at {middle:g} dB"
-    return where, table.series(users) if table.is_sweep else {"": users}
+        where = f"{table.snr_key} = {middle:g} dB (of {', '.join(f'{v:g}' for v in snrs)})"
+    return where, table.series(users)
 
 
 def plot_per_user(table: Table, path: Path) -> plt.Figure:
-    """Accuracy (top) and mean task latency with its p95 (bottom) per user, one bar per series."""
+    """Accuracy (top, one bar per series) and mean task latency with its p95 (bottom, markers on an axis
+    fitted to them: latencies a few percent apart stay apart) per user; the title names the point."""
     where, series = per_user_rows(table)
     ids = list(dict.fromkeys(r["user"] for members in series.values() for r in members))
     width = 0.8 / len(series)
@@ -379,21 +420,74 @@ def plot_per_user(table: Table, path: Path) -> plt.Figure:
         for i, (label, members) in enumerate(series.items()):
             by_id = {r["user"]: r for r in members}
             x = np.arange(len(ids)) + (i - (len(series) - 1) / 2) * width
-            top.bar(x, [_float(by_id[u]["accuracy"]) for u in ids], width, label=label or None, color=f"C{i}")
-            bottom.bar(x, [_float(by_id[u]["latency_mean_ms"]) for u in ids], width, color=f"C{i}")
-            bottom.plot(x, [_float(by_id[u]["latency_p95_ms"]) for u in ids], "_", color="k", ms=4)
+            name = label or "accuracy"
+            top.bar(x, [_float(by_id[u]["accuracy"]) for u in ids], width, label=name, color=f"C{i}")
+            suffix = f" ({label})" if label else ""
+            mean = [_float(by_id[u]["latency_mean_ms"]) for u in ids]
+            bottom.plot(x, mean, "o", ls="none", color=f"C{i}", label=f"mean{suffix}")
+            bottom.plot(x, [_float(by_id[u]["latency_p95_ms"]) for u in ids], "_", color=f"C{i}", ms=6,
+                        mew=1.5, label=f"p95{suffix}")  # fmt: skip
         top.set_ylabel("test accuracy")
         top.set_ylim(0, 1)
+        top.set_title(where)
         if len(series) > 1:
-            title = (table.legend_title() or "") + where
-            top.legend(title=title or None, ncols=min(3, len(series)), loc="lower center", bbox_to_anchor=(0.5, 1.0))
-        elif where:
-            top.set_title(f"every user{where}")
-        bottom.set_ylabel("task latency (ms)\nmean, p95 tick")
+            top.legend(title=table.legend_title() or None, ncols=min(3, len(series)), loc="lower left")
+        bottom.margins(y=0.25)  # the axis fits the markers; it does not start at 0
+        bottom.legend(ncols=2, loc="best")
+        bottom.set_ylabel("task latency (ms)")
         bottom.set_xticks(np.arange(len(ids)), ids, rotation=45, ha="right")
         for ax in (top, bottom):
             ax.grid(axis="x", visible=False)
         fig.tight_layout()
+        save_figure(fig, path)
+    return fig
+
+
+BREAKDOWN_LABELS = {
+    "device_queueing": "device queue",
+    "device_compute": "device compute",
+    "uplink_queueing": "uplink queue",
+    "airtime": "airtime",
+    "harq_wait": "HARQ wait",
+    "edge_queueing": "edge queue",
+    "edge_compute": "edge compute",
+}
+
+
+def latency_breakdowns(table: Table) -> tuple[str, dict[str, dict[str, float]]]:
+    """Mean latency terms (ms) per bar: each group of a run, or each series of a sweep (its overall
+    breakdown, at the point :func:`per_user_rows` shows); and what the bars are."""
+    if not table.is_sweep:
+        metrics = json.loads((table.run_dirs["run"] / "metrics.json").read_text())
+        return "group", {g["id"]: g["breakdown"] for g in metrics["groups"]}
+    where, series = per_user_rows(table)
+    bars = {}
+    for label, members in series.items():
+        point = members[0].get("points", members[0]["point"]).split()[0]  # a replicated point: its first seed
+        metrics = json.loads((table.run_dirs[point] / "metrics.json").read_text())
+        bars[label or where] = metrics["latency_ms"]["breakdown"]
+    return where, bars
+
+
+def plot_latency_breakdown(table: Table, path: Path) -> plt.Figure:
+    """The mean task latency as stacked terms, one horizontal bar per group (run) or series (sweep)."""
+    title, bars = latency_breakdowns(table)
+    labels = list(bars)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 0.9 + 0.28 * len(labels)))
+        left = np.zeros(len(labels))
+        for i, (term, name) in enumerate(BREAKDOWN_LABELS.items()):
+            widths = np.array([bars[b].get(term, 0.0) for b in labels])
+            ax.barh(labels, widths, left=left, label=name, color=f"C{i}", height=0.6)
+            left += widths
+        for y, total in enumerate(left):
+            ax.annotate(f"{total:.2f}", (total, y), xytext=(2, 0), textcoords="offset points", va="center", fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, left.max() * 1.12 if len(left) else 1)
+        ax.set_xlabel("mean task latency (ms)")
+        ax.set_ylabel(title)
+        ax.grid(axis="y", visible=False)
+        ax.legend(ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=7, columnspacing=0.8)
         save_figure(fig, path)
     return fig
 
@@ -406,6 +500,7 @@ def plot_directory(directory: Path) -> dict[str, plt.Figure]:
         "accuracy_vs_snr": plot_accuracy_vs_snr(table, out / "accuracy_vs_snr"),
         "latency_cdf": plot_latency_cdf(table, out / "latency_cdf"),
         "per_user": plot_per_user(table, out / "per_user"),
+        "latency_breakdown": plot_latency_breakdown(table, out / "latency_breakdown"),
     }
     if table.is_sweep:
         figures["rate_accuracy"] = plot_rate_accuracy(table, out / "rate_accuracy")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sim.cli import main
-from sim.plots import COLUMN_WIDTH_IN, frontier
+from sim.plots import BREAKDOWN_LABELS, COLUMN_WIDTH_IN, coinciding, frontier
 
-NAMES = ("accuracy_vs_snr", "latency_cdf", "per_user", "rate_accuracy", "loss_vs_step")
+NAMES = ("accuracy_vs_snr", "latency_cdf", "per_user", "latency_breakdown", "rate_accuracy", "loss_vs_step")
 
 
 def _rows(path: Path) -> list[dict]:
@@ -63,6 +64,7 @@ def test_sweep_figures_draw_the_csv_data(sweep_dir, capsys):
             assert (sweep_dir / "plots" / f"{name}{suffix}").stat().st_size > 1000
     figures = plot_directory(sweep_dir)
     assert set(figures) == set(NAMES)
+    _every_line_labelled(figures)
     for fig in figures.values():  # a paper column, fonts of 7 pt or more
         assert fig.get_size_inches()[0] == COLUMN_WIDTH_IN
         for ax in fig.axes:
@@ -106,12 +108,14 @@ def test_sweep_figures_draw_the_csv_data(sweep_dir, capsys):
     ax = figures["latency_cdf"].axes[0]
     assert ax.get_xlabel() == "task latency (ms)" and ax.get_ylabel() == "CDF"
     lines = {line.get_label(): _line_data(line) for line in ax.get_lines()}
-    for label, members in series.items():
-        pooled = [
-            float(t["latency_ms"]) for r in members for t in _rows(sweep_dir / "points" / r["point"] / "per_task.csv")
-        ]
+    pooled = {
+        label: [float(t["latency_ms"]) for r in members for t in _rows(sweep_dir / "points" / r["point"] / "per_task.csv")]
+        for label, members in series.items()
+    }
+    assert set(lines) == set(coinciding(pooled))  # identical curves are one line, saying so
+    for label, latency in coinciding(pooled).items():
         x, y = lines[label]
-        assert x.tolist() == sorted(pooled) and y.tolist() == (np.arange(1, len(pooled) + 1) / len(pooled)).tolist()
+        assert x.tolist() == latency.tolist() and y.tolist() == (np.arange(1, len(x) + 1) / len(x)).tolist()
 
     stage_axes = figures["loss_vs_step"].axes
     assert [a.get_title() for a in stage_axes] == ["stage 1: alignment", "stage 2: fine-tuning"]
@@ -124,14 +128,27 @@ def test_sweep_figures_draw_the_csv_data(sweep_dir, capsys):
             assert x.tolist() == [int(r["step"]) for r in mine] and y.tolist() == [float(r["loss"]) for r in mine]
 
     top, bottom = figures["per_user"].axes
+    assert top.get_title() == "snr_db = 5 dB (of 0, 5, 10)"  # the point shown, named
     at_middle = [r for r in results if r["user"] != "all" and r["snr_db"] == "5"]
     users = list(dict.fromkeys(r["user"] for r in at_middle))
     assert [t.get_text() for t in bottom.get_xticklabels()] == users
+    latency = _labelled_lines(bottom)
     for i, (label, members) in enumerate(_by_ratio(at_middle).items()):
         bars = top.containers[i]
         assert bars.get_label() == label
         assert [b.get_height() for b in bars] == [float(r["accuracy"]) for r in members]
-        assert [b.get_height() for b in bottom.containers[i]] == [float(r["latency_mean_ms"]) for r in members]
+        assert latency[f"mean ({label})"][1].tolist() == [float(r["latency_mean_ms"]) for r in members]
+        assert latency[f"p95 ({label})"][1].tolist() == [float(r["latency_p95_ms"]) for r in members]
+    values = [float(r[k]) for r in at_middle for k in ("latency_mean_ms", "latency_p95_ms")]
+    low, high = bottom.get_ylim()
+    assert low <= min(values) and max(values) <= high and (low > 0 or min(values) < 0.5 * max(values))
+
+    ax = figures["latency_breakdown"].axes[0]
+    for i, (label, members) in enumerate(_by_ratio(at_middle).items()):
+        point = json.loads((sweep_dir / "points" / members[0]["point"] / "metrics.json").read_text())
+        widths = [c[i].get_width() for c in ax.containers]
+        assert widths == pytest.approx([point["latency_ms"]["breakdown"][k] for k in BREAKDOWN_LABELS], abs=1e-12)
+        assert sum(widths) == pytest.approx(point["latency_ms"]["mean"])
 
 
 def test_run_figures_draw_the_run_csvs(sweep_dir):
@@ -140,15 +157,21 @@ def test_run_figures_draw_the_run_csvs(sweep_dir):
 
     run = next((sweep_dir / "points").iterdir())
     figures = plot_directory(run)
-    assert set(figures) == {"accuracy_vs_snr", "latency_cdf", "per_user", "loss_vs_step"}
+    assert set(figures) == {"accuracy_vs_snr", "latency_cdf", "per_user", "latency_breakdown", "loss_vs_step"}
+    _every_line_labelled(figures)
     assert (run / "plots" / "per_user.pdf").is_file()
     users = _rows(run / "per_user.csv")
     tasks = _rows(run / "per_task.csv")
+    metrics = json.loads((run / "metrics.json").read_text())
 
-    (line,) = figures["accuracy_vs_snr"].axes[0].get_lines()
-    x, y = _line_data(line)
-    ordered = sorted(users, key=lambda u: float(u["snr_db"]))
-    assert x.tolist() == [float(u["snr_db"]) for u in ordered] and y.tolist() == [float(u["accuracy"]) for u in ordered]
+    # one marker per user at its own SNR, no line joining users, grouped by what they send
+    ax = figures["accuracy_vs_snr"].axes[0]
+    lines = _labelled_lines(ax)
+    assert set(lines) == {u["modalities"] for u in users}
+    assert all(line.get_linestyle() == "None" for line in ax.get_lines() if not line.get_label().startswith("_"))
+    for modalities, (x, y) in lines.items():
+        mine = sorted((u for u in users if u["modalities"] == modalities), key=lambda u: float(u["snr_db"]))
+        assert x.tolist() == [float(u["snr_db"]) for u in mine] and y.tolist() == [float(u["accuracy"]) for u in mine]
 
     lines = {line.get_label(): _line_data(line) for line in figures["latency_cdf"].axes[0].get_lines()}
     assert set(lines) == {"a", "b"}
@@ -156,10 +179,32 @@ def test_run_figures_draw_the_run_csvs(sweep_dir):
         assert x.tolist() == sorted(float(t["latency_ms"]) for t in tasks if t["group"] == group)
 
     top, bottom = figures["per_user"].axes
+    assert top.get_title() == f"run {metrics['scenario']}"
     assert [b.get_height() for b in top.containers[0]] == [float(u["accuracy"]) for u in users]
-    assert [b.get_height() for b in bottom.containers[0]] == [float(u["latency_ms"]) for u in users]
-    p95 = _line_data(bottom.get_lines()[0])[1]
-    assert p95.tolist() == [float(u["latency_p95_ms"]) for u in users]
+    latency = _labelled_lines(bottom)
+    assert latency["mean"][1].tolist() == [float(u["latency_ms"]) for u in users]
+    assert latency["p95"][1].tolist() == [float(u["latency_p95_ms"]) for u in users]
+
+    ax = figures["latency_breakdown"].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [g["id"] for g in metrics["groups"]]
+    assert [c.get_label() for c in ax.containers] == list(BREAKDOWN_LABELS.values())
+    for k, group in enumerate(metrics["groups"]):
+        widths = [c[k].get_width() for c in ax.containers]
+        assert widths == pytest.approx([group["breakdown"][term] for term in BREAKDOWN_LABELS], abs=1e-12)
+        assert sum(widths) == pytest.approx(group["latency_ms"])  # the terms make up the latency
+
+
+def _every_line_labelled(figures):
+    """No line is drawn without a label of its own (matplotlib names unlabelled ones ``_child<n>``;
+    error-bar caps are ``_nolegend_``)."""
+    for name, fig in figures.items():
+        for ax in fig.axes:
+            assert not [line for line in ax.get_lines() if line.get_label().startswith("_child")], name
+
+
+def test_coinciding_curves_are_merged_and_say_so():
+    merged = coinciding({"a": np.array([3.0, 1.0]), "b": np.array([1.0, 3.0]), "c": np.array([1.0, 2.0])})
+    assert list(merged) == ["a = b (identical)", "c"] and merged["a = b (identical)"].tolist() == [1.0, 3.0]
 
 
 def test_plot_names_what_it_cannot_read(tmp_path, capsys):
