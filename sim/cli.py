@@ -17,7 +17,8 @@ BENCHES = ("analog", "digital", "decoders", "abstraction")
 DASK_ADDRESS = re.compile(r"^((tcp|tls|ucx|ws|wss|inproc)://\S+|[^\s:/]+:\d+)$")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of every subcommand (``docs/check.py`` parses every documented command with it)."""
     parser = argparse.ArgumentParser(
         prog="tokensim",
         description="Simulate token communication between split "
@@ -124,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override for every run"
     )
     reproduce.add_argument("--quiet", action="store_true")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     quiet_libraries()
     previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:

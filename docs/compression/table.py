@@ -5,12 +5,14 @@ Reads a sweep's ``results.csv`` (the overall rows) and prints a Markdown table:
     tokensim sweep scenarios/compression_sweep.yaml --workers 2 --out results/compression_sweep
     tokensim plot results/compression_sweep
     python docs/compression/table.py results/compression_sweep/results.csv
+
+(``docs/compression/results.csv``, the default, is the copy of the sweep's results this folder keeps.)
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
-import sys
 from collections import defaultdict
 
 
@@ -39,4 +41,6 @@ def table(path: str) -> str:
 
 
 if __name__ == "__main__":
-    print(table(sys.argv[1] if len(sys.argv) > 1 else "results/compression_sweep/results.csv"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="?", default="docs/compression/results.csv", help="a sweep's results.csv")
+    print(table(parser.parse_args().results))

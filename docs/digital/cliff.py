@@ -2,13 +2,15 @@
 
 Runs ``tokensim run scenarios/cell_10users.yaml --set snr_db=X`` for every arm
 and SNR (each arm's checkpoint is trained once, then reused), and writes
-``cliff.csv``, ``cliff.md`` and ``cliff.png``/``.pdf`` next to this file from
-the runs' ``metrics.json``. Runs already done are read, not rerun.
+``cliff.csv``, ``cliff.md`` and ``cliff.png``/``.pdf`` from the runs'
+``metrics.json`` into ``--tables`` (default: the ``--out`` folder of the runs;
+``--tables docs/digital`` rewrites the copies in this folder). Runs already
+done are read, not rerun.
 
-    .venv/bin/python docs/digital/cliff.py [--out results/cliff] [--snrs=-10,-5,0,5,10,20]
+    PYTHONPATH=. .venv/bin/python docs/digital/cliff.py [--out results/cliff] [--snrs=-10,-5,0,5,10,20] [--tables DIR]
 
-``tokensim sweep`` (issue 6) will do this for any key; this script is the
-record of how the figure in ``docs/digital/index.md`` was made.
+``tokensim sweep`` does this for any key; this script is the record of how the
+figure in ``docs/digital/index.md`` was made.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from sim.cli import main as tokensim  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 ARMS = {
     "analog": [],
     # one digital checkpoint for both; a quarter of the tasks (1000), for the CPU time of every TB's PHY
@@ -67,8 +68,9 @@ def run(out: Path, snrs: list[float], arms: dict[str, list[str]]) -> list[dict]:
     return rows
 
 
-def write(rows: list[dict], snrs: list[float]) -> None:
-    with open(HERE / "cliff.csv", "w", newline="") as f:
+def write(rows: list[dict], snrs: list[float], here: Path) -> None:
+    here.mkdir(parents=True, exist_ok=True)
+    with open(here / "cliff.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -91,7 +93,7 @@ def write(rows: list[dict], snrs: list[float]) -> None:
         lines.append(
             f"| {arm}: p95 latency ms | " + " | ".join(f"{mine[s]['latency_p95_ms']:.1f}" for s in snrs) + " |"
         )
-    (HERE / "cliff.md").write_text("\n".join(lines) + "\n")
+    (here / "cliff.md").write_text("\n".join(lines) + "\n")
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(7.0, 2.8))
     for arm in arms:
@@ -108,7 +110,7 @@ def write(rows: list[dict], snrs: list[float]) -> None:
     left.legend(fontsize=7)
     fig.tight_layout()
     for suffix in ("png", "pdf"):
-        fig.savefig(HERE / f"cliff.{suffix}", dpi=150)
+        fig.savefig(here / f"cliff.{suffix}", dpi=150)
     plt.close(fig)
 
 
@@ -116,8 +118,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/cliff"))
     parser.add_argument("--snrs", default="-10,-5,0,5,10,15,20")
+    parser.add_argument("--tables", type=Path, help="where the table and figure go (default: --out)")
     args = parser.parse_args()
     snrs = [float(s) for s in args.snrs.split(",")]
     rows = run(args.out, snrs, ARMS)
-    write(rows, snrs)
-    print((HERE / "cliff.md").read_text())
+    write(rows, snrs, args.tables or args.out)
+    print(((args.tables or args.out) / "cliff.md").read_text())

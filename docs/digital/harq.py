@@ -5,9 +5,10 @@ payloads of Gaussian token values at 8 bits per value through the cell loop's di
 link adaptation to a 10 % first-attempt BLER and one Chase-combined retransmission. The same payloads,
 channels and noise go through Sionna's link-level chain (every bit encoded, mapped, demapped and
 LDPC-decoded) and through Sionna's PHY abstraction on the same per-RE SINRs. Writes ``harq.md`` and
-``harq.csv`` next to this file (``--out`` elsewhere):
+``harq.csv`` into ``--out`` (default ``results/docs-digital``; ``--out docs/digital`` rewrites the copies in
+this folder):
 
-    PYTHONPATH=. .venv/bin/python docs/digital/harq.py [--snrs=0,5,10] [--tbs 2000] [--out DIR]
+    PYTHONPATH=. .venv/bin/python docs/digital/harq.py [--snrs=0,5,10] [--tbs 2000] [--csi ls] [--out DIR]
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
 VALUES = (256, 64)  # token values per task of the two users
 
 
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--snrs", default="0,5,10")
     parser.add_argument("--tbs", type=int, default=2000, help="first-attempt TBs per point, at least")
     parser.add_argument("--csi", default="ls", choices=("ls", "perfect"), help="the receiver's channel knowledge")
-    parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--out", type=Path, default=Path("results/docs-digital"))
     args = parser.parse_args(argv)
     rows = []
     for snr in (float(x) for x in args.snrs.split(",")):

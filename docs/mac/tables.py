@@ -1,9 +1,10 @@
 """The scheduler tables of ``docs/mac/index.md``, from runs of the default scenario through the cell loop.
 
 Runs ``tokensim run scenarios/cell_10users.yaml`` with each arm's ``--set`` overrides (runs already done are
-read, not rerun) and writes ``tables.md`` and ``tables.csv`` next to this file:
+read, not rerun) and writes ``tables.md`` and ``tables.csv`` into ``--tables`` (default: the ``--out`` folder of
+the runs; ``--tables docs/mac`` rewrites the copies in this folder):
 
-    .venv/bin/python docs/mac/tables.py [--out results/docs-mac]
+    PYTHONPATH=. .venv/bin/python docs/mac/tables.py [--out results/docs-mac] [--tables DIR]
 
 Every arm evaluates cell_10users' own checkpoint (the channel arms through ``model_from``, since the
 channel shapes a checkpoint).
@@ -19,7 +20,6 @@ from pathlib import Path
 
 from sim.cli import main as tokensim
 
-HERE = Path(__file__).resolve().parent
 POLICIES = ("equal-share", "round-robin", "proportional-fair", "max-rate", "task-aware", "token-aware")
 DIGITAL = ["link.mode=digital", "link.fidelity=abstraction"]
 SELECTIVE = ["model_from=scenarios/cell_10users.yaml", "channel.delay_spread_s=300e-9"]
@@ -106,8 +106,9 @@ def run(out: Path) -> list[dict]:
     return rows
 
 
-def write(rows: list[dict]) -> None:
-    with open(HERE / "tables.csv", "w", newline="") as f:
+def write(rows: list[dict], here: Path) -> None:
+    here.mkdir(parents=True, exist_ok=True)
+    with open(here / "tables.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "accuracy_ci95"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -120,12 +121,14 @@ def write(rows: list[dict]) -> None:
             cells[0] += f" [{low:.3f}, {high:.3f}]"
             lines.append(f"| {r['arm']} | " + " | ".join(cells) + " |")
         lines.append("")
-    (HERE / "tables.md").write_text("\n".join(lines))
+    (here / "tables.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/docs-mac"))
-    rows = run(parser.parse_args().out)
-    write(rows)
-    print((HERE / "tables.md").read_text())
+    parser.add_argument("--tables", type=Path, help="where the tables go (default: --out)")
+    args = parser.parse_args()
+    rows = run(args.out)
+    write(rows, args.tables or args.out)
+    print(((args.tables or args.out) / "tables.md").read_text())

@@ -2,10 +2,11 @@
 
 Each recipe is a set of ``--set`` overrides of ``scenarios/cell_10users.yaml``; each is run for model
 seeds 0..N-1 on the same data (``dataset.seed: 0``) with ``tokensim run`` (runs already done are read,
-not rerun). Writes ``recipes.md`` and ``recipes.csv`` next to this file:
+not rerun). Writes ``recipes.md`` and ``recipes.csv`` into ``--tables`` (default: the ``--out`` folder of the
+runs; ``--tables docs/training`` rewrites the copies in this folder):
 
     PYTHONPATH=. .venv/bin/python docs/training/recipes.py [--out results/docs-training] [--seeds 5] [--only NAME ...]
-        [--headline NAME] [--read-only]
+        [--headline NAME] [--read-only] [--tables DIR]
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 
 from sim.cli import main as tokensim
 
-HERE = Path(__file__).resolve().parent
 RECIPES: dict[str, list[str]] = {
     # the default since the accuracy issue: batch 64, 1200 fine-tuning steps, best validation accuracy kept
     "batch 64, 1200 steps (default)": [],
@@ -118,12 +118,15 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="recipe names to run")
     parser.add_argument("--headline", help="also write default.md: this recipe's seeds, per question type and user")
     parser.add_argument("--read-only", action="store_true", help="tabulate the seeds already run; run nothing")
+    parser.add_argument("--tables", type=Path, help="where the tables go (default: --out)")
     args = parser.parse_args()
     rows = run(args.out, args.seeds, args.only, args.read_only)
+    here = args.tables or args.out
+    here.mkdir(parents=True, exist_ok=True)
     if args.headline:
-        (HERE / "default.md").write_text(headline(args.out, args.headline, args.seeds))
-    (HERE / "recipes.md").write_text(table(rows))
-    with open(HERE / "recipes.csv", "w", newline="") as f:
+        (here / "default.md").write_text(headline(args.out, args.headline, args.seeds))
+    (here / "recipes.md").write_text(table(rows))
+    with open(here / "recipes.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
