@@ -6,7 +6,8 @@
 
 What it does with a command found in a Markdown code span or code block:
 
-- ``tokensim ...``: parsed by tokensim's own argument parser, so a flag the CLI lost or renamed fails.
+- ``tokensim ...``: parsed by tokensim's own argument parser, so a flag the CLI lost or renamed fails; for
+  ``run``, ``train`` and ``sweep`` the scenario with its ``--set``/``--zip`` items must validate (every point).
   ``validate``, ``keys`` and ``info`` run (seconds); the README's
   example of a bad scenario must fail with exit 2 and print the message the README shows.
 - ``python docs/...py``: the script exists, ``--help`` works, and every flag the docs give it is in its help.
@@ -29,6 +30,7 @@ import io
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ TABULATORS = ("bench_table.py", "table.py")  # scripts that only tabulate files:
 class Command:
     where: str  # file:line
     text: str  # as written, one line
+    in_block: bool = False  # from a code block (where the lines after it may show its output)
 
     @property
     def argv(self) -> list[str]:
@@ -60,26 +63,33 @@ def documents() -> list[Path]:
 
 
 def commands(paths: list[Path] | None = None) -> list[Command]:
-    """Commands in code spans and code blocks (continuation lines joined), synopses and output left out."""
+    """Commands in code spans (also those a line break splits) and code blocks (continuation lines joined),
+    synopses and output left out, in the order of the page."""
     found = []
     for path in paths or documents():
-        text = path.read_text()
-        in_block = False
-        for number, line in enumerate(text.splitlines(), 1):
+        name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        lines = path.read_text().splitlines()
+        prose, in_block = [], False
+        for number, line in enumerate(lines, 1):
             if line.startswith("```"):
                 in_block = not in_block
+                prose.append("")
                 continue
-            candidates = [line.strip()] if in_block else re.findall(r"`([^`]+)`", line)
-            for candidate in candidates:
-                candidate = candidate.strip().removeprefix("$ ")
-                if candidate.endswith("\\"):  # a block's command continued on the next lines
-                    rest = text.splitlines()[number:]
-                    while candidate.endswith("\\") and rest:
-                        candidate = candidate[:-1].rstrip() + " " + rest.pop(0).strip()
-                if _is_command(candidate):
-                    name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-                    found.append(Command(f"{name}:{number}", candidate))
-    return found
+            prose.append("" if in_block else line)
+            if not in_block:
+                continue
+            candidate = line.strip().removeprefix("$ ")
+            rest = lines[number:]
+            while candidate.endswith("\\") and rest:  # continued on the next lines
+                candidate = candidate[:-1].rstrip() + " " + rest.pop(0).strip()
+            if _is_command(candidate):
+                found.append(Command(f"{name}:{number}", candidate, in_block=True))
+        text = "\n".join(prose)
+        for span in re.finditer(r"`([^`]+)`", text):
+            candidate = " ".join(span.group(1).split()).removeprefix("$ ")
+            if _is_command(candidate):
+                found.append(Command(f"{name}:{text.count(chr(10), 0, span.start()) + 1}", candidate))
+    return sorted(found, key=lambda c: (c.where.rsplit(":", 1)[0], int(c.where.rsplit(":", 1)[1])))
 
 
 def _is_command(text: str) -> bool:
@@ -91,8 +101,11 @@ def _is_command(text: str) -> bool:
 
 
 def check_parses(command: Command) -> str | None:
-    """``None`` if tokensim's parser takes the command, else why not."""
-    from sim.cli import build_parser
+    """``None`` if tokensim's parser takes the command and, for ``run``, ``train`` and ``sweep``, the scenario
+    with its ``--set``/``--zip`` items validates (every point of a sweep); else why not."""
+    from sim.cli import _load, build_parser
+    from sim.errors import ScenarioError
+    from sim.sweep import load_sweep
 
     argv = command.argv[1:]
     if len(argv) == 1 and argv[0] not in ("info", "keys", "bench", "--help"):
@@ -100,10 +113,21 @@ def check_parses(command: Command) -> str | None:
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):
-            build_parser().parse_args(argv)
+            args = build_parser().parse_args(argv)
     except SystemExit as exit:
-        if exit.code:
-            return f"does not parse: {stderr.getvalue().strip().splitlines()[-1]}"
+        return f"does not parse: {stderr.getvalue().strip().splitlines()[-1]}" if exit.code else None
+    if args.command not in ("run", "train", "sweep"):
+        return None
+    args.scenario = ROOT / args.scenario  # the docs' commands run from the repository's root
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            if args.command == "sweep":
+                points = load_sweep(args.scenario, args.overrides, args.replicates, args.zips).points()
+                bad = [p for p in points if p.error]
+                return f"sweep point {bad[0].label}: {bad[0].error}" if bad else None
+            _load(args)
+    except ScenarioError as err:
+        return f"its scenario does not validate: {err}"
     return None
 
 
@@ -125,39 +149,40 @@ def check_script(command: Command) -> str | None:
     out = _python([str(script), "--help"])
     if out.returncode:
         return f"--help exits {out.returncode}: {out.stderr.strip()[-300:]}"
-    missing = [w.split("=")[0] for w in argv[2:] if w.startswith("--") and w.split("=")[0] not in out.stdout]
+    flags = set(re.findall(r"^\s+(?:-\w(?: \S+)?, )?(--[\w-]+)", out.stdout, re.M))  # the options it defines
+    missing = [w.split("=")[0] for w in argv[2:] if w.startswith("--") and w.split("=")[0] not in flags]
     return f"flags not in its --help: {', '.join(missing)}" if missing else None
 
 
 def run_cheap(command: Command) -> str | None:
     """Run a ``validate``/``keys``/``info`` command; the README's bad-scenario example must fail as shown."""
     argv = command.argv[1:]
-    if argv[0] not in CHEAP:
+    if argv[0] not in CHEAP or argv == ["validate"]:  # "tokensim validate" in prose names the command
         return None
     out = _tokensim(argv)
     expected = _shown_error(command)
-    if expected is not None:
+    if expected:
         if out.returncode != 2:
-            return f"the README shows it failing, but it exits {out.returncode}"
-        if expected not in out.stderr:
-            return f"prints {out.stderr.strip()!r}, the README shows {expected!r}"
-        return None
+            return f"the page shows it failing, but it exits {out.returncode}"
+        unlike = [line for line in expected if line not in out.stderr]
+        return f"prints {out.stderr.strip()!r}, the page shows {unlike[0]!r}" if unlike else None
     return f"exit {out.returncode}: {out.stderr.strip()[-300:]}" if out.returncode else None
 
 
-def _shown_error(command: Command) -> str | None:
-    """The error a code block shows right after ``command`` (``tokensim validate: error ...``), if any."""
+def _shown_error(command: Command) -> list[str]:
+    """The error lines a code block shows right after ``command`` (from ``tokensim ...: error in``), each
+    cut where the page abbreviates it with ``...``; none for a command in prose or one shown succeeding."""
+    if not command.in_block:
+        return []
     path, line = command.where.rsplit(":", 1)
-    lines = (ROOT / path).read_text().splitlines()[int(line) :]
     shown = []
-    for text in lines:
-        if text.startswith("```"):
+    for text in (ROOT / path).read_text().splitlines()[int(line) :]:
+        if text.startswith(("```", "$ ")):
             break
-        shown.append(text.strip())
-    joined = " ".join(shown)
-    if "error in" not in joined:
-        return None
-    return joined[joined.index(": error in") + 2 :].split(" ", 4)[-1][:60]  # past "error in FILE:"
+        shown.append(text.strip().split("...")[0].rstrip(", "))
+    if not shown or ": error in " not in shown[0]:
+        return []
+    return [line for line in shown if line]
 
 
 def _tokensim(argv: list[str]) -> subprocess.CompletedProcess:
@@ -198,6 +223,7 @@ SWEEP = "tokensim sweep scenarios/cell_10users.yaml --set snr_db=0,10"
 def check_full(train: bool) -> list[str]:
     """Run the default scenario, plot it, run the README's two-point sweep; compare the headline numbers."""
     out = ROOT / "results" / "check"
+    shutil.rmtree(out, ignore_errors=True)  # a sweep resumes: a second check would run nothing
     run = _tokensim(["run", "scenarios/cell_10users.yaml", "--out", str(out / "default"), "--quiet"]
                     + ([] if train else ["--no-train"]))  # fmt: skip
     if run.returncode == 3:

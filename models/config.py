@@ -71,7 +71,8 @@ class ModelsConfig(Strict):
         "logmel-cnn", description="log-mel CNN trained by tokensim on the training clips, then frozen"
     )
     backbone: str = Field(
-        "all-minilm-l6-v2", description="the edge's transformer (LoRA-tuned): a registered name or a Hugging Face folder"
+        "all-minilm-l6-v2",
+        description="the edge's transformer (LoRA-tuned): a registered name or a Hugging Face folder",
     )
     lora: LoraSettings = Field(default_factory=LoraSettings)
     receiver_hidden: int = Field(256, gt=0, description="hidden width of each receiver's MLP at the edge")

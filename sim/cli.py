@@ -301,7 +301,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from sim.sweep import write_run
+    from sim.api import run
 
     scenario = _load(args)
     if args.no_train and args.retrain:
@@ -312,10 +312,9 @@ def cmd_run(args) -> int:
         if missing:
             print(_training_message("tokensim run --no-train", missing), file=sys.stderr)
             return 3
-    out = args.out or Path("results") / scenario.name
-    metrics = write_run(scenario, out, progress=not args.quiet, retrain=args.retrain)
+    results = run(scenario, args.out, progress=not args.quiet, retrain=args.retrain)
     if not args.quiet:
-        _print_summary(metrics, out)
+        _print_summary(results.metrics, results.directory)
     return 0
 
 

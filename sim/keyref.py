@@ -15,7 +15,6 @@ from typing import Literal
 
 from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
 from sim.scenario import Scenario
 
@@ -41,8 +40,11 @@ def key_rows(model: type[BaseModel] = Scenario, prefix: str = "") -> list[dict[s
         key = f"{prefix}{name}"
         section, suffix = _section(field.annotation)
         if section is not None:
-            if field.description:
-                rows.append(_row(key, "section", "", "", field.description))
+            if field.description or field.is_required():
+                kind = "list of sections" if suffix == "[]" else "section"
+                allowed = _allowed(field) if suffix == "[]" else ""
+                rows.append(_row(key, kind, _default(field) if field.is_required() else "", allowed,
+                                 field.description or ""))  # fmt: skip
             rows.extend(key_rows(section, f"{key}{suffix}."))
             continue
         allowed = "; ".join(filter(None, [_allowed(field), _REGISTRIES.get(key, lambda: "")()]))
@@ -91,9 +93,10 @@ def _type_name(annotation) -> str:
         return "one of" if kinds == {"str"} else " or ".join(sorted(kinds))
     if origin in (typing.Union, types.UnionType):
         return " | ".join("null" if a is type(None) else _type_name(a) for a in args)
-    if origin in (list, tuple):
-        inner = sorted({_type_name(a) for a in args if a is not Ellipsis})
-        return f"{origin.__name__}[{', '.join(inner)}]"
+    if origin is tuple:  # fixed length: one type per element
+        return f"tuple[{', '.join(_type_name(a) for a in args if a is not Ellipsis)}]"
+    if origin is list:
+        return f"list[{', '.join(sorted({_type_name(a) for a in args}))}]"
     if origin is dict:
         return f"mapping[{_type_name(args[0])}, {_type_name(args[1])}]"
     return getattr(annotation, "__name__", str(annotation))

@@ -168,6 +168,11 @@ class Table:
         raise FileNotFoundError(f"{directory}: neither a sweep directory (results.csv) nor a run (metrics.json)")
 
     @property
+    def replicated(self) -> bool:
+        """Whether each row is a mean over model seeds (a sweep with ``replicates``)."""
+        return any(len(r.get("points", r["point"]).split()) > 1 for r in self.rows)
+
+    @property
     def is_sweep(self) -> bool:
         return bool(self.keys) or "run" not in self.run_dirs
 
@@ -429,10 +434,12 @@ def plot_per_user(table: Table, path: Path) -> plt.Figure:
                         mew=1.5, label=f"p95{suffix}")  # fmt: skip
         top.set_ylabel("test accuracy")
         top.set_ylim(0, 1)
-        top.set_title(where)
+        fig.suptitle(where, fontsize=8)
         if len(series) > 1:
-            top.legend(title=table.legend_title() or None, ncols=min(3, len(series)), loc="lower left")
-        bottom.margins(y=0.25)  # the axis fits the markers; it does not start at 0
+            top.legend(title=table.legend_title() or None, ncols=min(3, len(series)), loc="lower center",
+                       bbox_to_anchor=(0.5, 1.0))  # fmt: skip
+        bottom.margins(y=0.25)  # the axis fits the markers; it does not start at 0 ...
+        bottom.set_ylim(bottom=max(0.0, bottom.get_ylim()[0]))  # ... nor below it
         bottom.legend(ncols=2, loc="best")
         bottom.set_ylabel("task latency (ms)")
         bottom.set_xticks(np.arange(len(ids)), ids, rotation=45, ha="right")
@@ -463,9 +470,9 @@ def latency_breakdowns(table: Table) -> tuple[str, dict[str, dict[str, float]]]:
     where, series = per_user_rows(table)
     bars = {}
     for label, members in series.items():
-        point = members[0].get("points", members[0]["point"]).split()[0]  # a replicated point: its first seed
-        metrics = json.loads((table.run_dirs[point] / "metrics.json").read_text())
-        bars[label or where] = metrics["latency_ms"]["breakdown"]
+        seeds = members[0].get("points", members[0]["point"]).split()  # a replicated point: mean over its seeds
+        terms = [json.loads((table.run_dirs[h] / "metrics.json").read_text())["latency_ms"]["breakdown"] for h in seeds]
+        bars[label or where] = {k: float(np.mean([t[k] for t in terms])) for k in terms[0]}
     return where, bars
 
 
@@ -474,10 +481,10 @@ def plot_latency_breakdown(table: Table, path: Path) -> plt.Figure:
     title, bars = latency_breakdowns(table)
     labels = list(bars)
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 0.9 + 0.28 * len(labels)))
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, max(1.6, 0.9 + 0.28 * len(labels))))
         left = np.zeros(len(labels))
         for i, (term, name) in enumerate(BREAKDOWN_LABELS.items()):
-            widths = np.array([bars[b].get(term, 0.0) for b in labels])
+            widths = np.nan_to_num([bars[b].get(term, 0.0) for b in labels])  # a term never measured: none
             ax.barh(labels, widths, left=left, label=name, color=f"C{i}", height=0.6)
             left += widths
         for y, total in enumerate(left):
@@ -485,9 +492,13 @@ def plot_latency_breakdown(table: Table, path: Path) -> plt.Figure:
         ax.invert_yaxis()
         ax.set_xlim(0, left.max() * 1.12 if len(left) else 1)
         ax.set_xlabel("mean task latency (ms)")
-        ax.set_ylabel(title)
+        where = None
+        if title == "group":
+            ax.set_ylabel(title)
+        else:  # a sweep's point, in words: too long for an axis label, it heads the legend
+            where = title + (" (mean over seeds)" if table.replicated else "")
         ax.grid(axis="y", visible=False)
-        ax.legend(ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=7, columnspacing=0.8)
+        ax.legend(ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=7, columnspacing=0.8, title=where)
         save_figure(fig, path)
     return fig
 

@@ -42,13 +42,17 @@ from sim.phy.numerology import (
 )
 from sim.topology import RadioConfig, TopologyConfig, geometry_errors, is_placed, resolve_geometry
 
+MAX_MCS = 28  # the highest PUSCH MCS index of TS 38.214's tables (6.1.4.1)
+
 
 class CellConfig(Strict):
     """One NR carrier. Give ``num_prbs`` or a 3GPP ``bandwidth_hz`` (or both, consistent)."""
 
     carrier_frequency_hz: float = Field(3.5e9, ge=410e6, le=71e9, description="NR FR1 and FR2: 410 MHz to 71 GHz")
     subcarrier_spacing_hz: float = Field(
-        30e3, description="NR numerology", json_schema_extra={"allowed": "15000, 30000, 60000, 120000"}
+        30e3,
+        description="NR numerology",
+        json_schema_extra={"allowed": ", ".join(f"{s:g}" for s in SUBCARRIER_SPACINGS_HZ)},
     )
     bandwidth_hz: float | None = Field(
         None, gt=0, le=2e9, description="channel bandwidth; gives num_prbs by TS 38.101-1/-2's N_RB tables"
@@ -58,7 +62,7 @@ class CellConfig(Strict):
         default_factory=lambda: [2, 11],
         min_length=1,
         description="OFDM symbols of each 14-symbol slot that carry pilots (DMRS) on every subcarrier",
-        json_schema_extra={"allowed": "distinct indices 0..13"},
+        json_schema_extra={"allowed": f"distinct indices 0..{NUM_OFDM_SYMBOLS_PER_SLOT - 1}"},
     )
 
     @field_validator("subcarrier_spacing_hz")
@@ -109,8 +113,8 @@ class LinkConfig(Strict):
     bits_per_value: int = Field(8, ge=1, le=16, description="digital: bits per real token value")
     mcs: int | Literal["auto"] = Field(
         "auto",
-        description="digital: PUSCH MCS index 0..28 for every user, or auto (link adaptation)",
-        json_schema_extra={"allowed": "0..28"},
+        description=f"digital: PUSCH MCS index 0..{MAX_MCS} for every user, or auto (link adaptation)",
+        json_schema_extra={"allowed": f"0..{MAX_MCS}"},
     )
     mcs_table: Literal[1, 2] = Field(1, description="digital: TS 38.214 MCS table (1: up to 64-QAM, 2: 256-QAM)")
     bler_target: float = Field(0.1, gt=0, lt=1, description="digital: first-transmission BLER link adaptation aims at")
@@ -124,8 +128,8 @@ class LinkConfig(Strict):
     @field_validator("mcs")
     @classmethod
     def _mcs_index(cls, mcs):
-        if isinstance(mcs, int) and not 0 <= mcs <= 28:
-            raise ValueError("is not an MCS index 0..28 or auto")
+        if isinstance(mcs, int) and not 0 <= mcs <= MAX_MCS:
+            raise ValueError(f"is not an MCS index 0..{MAX_MCS} or auto")
         return mcs
 
 
@@ -215,8 +219,8 @@ class Scenario(Strict):
     model_from: str | None = Field(
         None, description="scenario file (relative to this one) whose trained model this scenario evaluates"
     )
-    users: list[UserConfig] = Field(min_length=1)
-    groups: list[GroupConfig] = Field(min_length=1)
+    users: list[UserConfig] = Field(min_length=1, description="the user devices, each one uplink")
+    groups: list[GroupConfig] = Field(min_length=1, description="users whose tokens answer one task together")
     tokens: TokensConfig
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -354,11 +358,18 @@ def apply_override(raw: dict, item: str) -> None:
     ``groups.g1.users+=cam5`` puts it in a group.
     """
     key, sep, text = item.partition("=")
+    if not sep or not key.removesuffix("+"):
+        raise ScenarioError("--set", item, "is not of the form dotted.key=value or dotted.key+=value")
+    if key.endswith("+") and not text.strip():
+        raise ScenarioError(f"--set {key}", None, "appends nothing; give the item to append", f"{key}=VALUE")
+    apply_value(raw, key, parse_yaml_value(item, text) if text.strip() else None)
+
+
+def apply_value(raw: dict, key: str, value) -> None:
+    """Set ``value`` (a Python value) at the dotted ``key`` of a raw scenario mapping, in place, or append
+    it to the list there when ``key`` ends in ``+`` (see :func:`apply_override`)."""
     append = key.endswith("+")
     key = key.removesuffix("+")
-    if not sep or not key:
-        raise ScenarioError("--set", item, "is not of the form dotted.key=value or dotted.key+=value")
-    value = parse_yaml_value(item, text) if text.strip() else None
     node = raw
     parts = key.split(".")
     for depth, part in enumerate(parts):

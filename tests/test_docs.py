@@ -30,17 +30,25 @@ def test_the_check_fails_on_commands_that_no_longer_work(tmp_path):
         "Run `tokensim run scenarios/cell_10users.yaml --no-such-flag` or\n"
         "`PYTHONPATH=. .venv/bin/python docs/digital/harq.py --bogus 3` or `python docs/nowhere.py`.\n"
         "A synopsis `tokensim run SCENARIO [--out DIR]` and output `tokensim validate: error` are not commands.\n"
+        "A span broken over lines: `tokensim run scenarios/cell_10users.yaml\n--set no.such.key=1`, a sweep\n"
+        "`tokensim sweep scenarios/cell_10users.yaml --set snr_db=0,1000`, and a flag only in help text:\n"
+        "`PYTHONPATH=. .venv/bin/python docs/digital/cliff.py --tables x --out y --default`.\n"
         "\n"
         "```\n"
         "$ tokensim validate scenarios/cell_10users.yaml --set tokens.image.length=9\n"
-        "tokensim validate: error in scenarios/cell_10users.yaml: something else entirely\n"
+        "tokensim validate: error in scenarios/cell_10users.yaml:\n"
+        "tokens.image.length: 9 is longer than the image encoder's output (4 tokens); allowed: 1..4\n"
+        "something else entirely\n"
         "```\n"
     )
     found = check.commands([page])
-    assert len(found) == 4
+    assert len(found) == 7
     failures = check.check_all(found)
-    assert len(failures) == 4
+    assert len(failures) == 7
     assert "does not parse" in failures[0] and "--no-such-flag" in failures[0]
     assert "flags not in its --help: --bogus" in failures[1]
     assert "does not exist" in failures[2]
-    assert "the README shows" in failures[3]  # the real message differs from the one shown
+    assert "no.such" in failures[3] and "does not validate" in failures[3]
+    assert "sweep point snr_db=1000" in failures[4]
+    assert "flags not in its --help: --default" in failures[5]  # "(default: --out)" is help text, not a flag
+    assert "the page shows 'something else entirely'" in failures[6]  # one shown line the error lacks

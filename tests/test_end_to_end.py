@@ -47,7 +47,18 @@ def _run(path, out, *extra) -> dict:
 def test_the_readme_reference_check_finds_what_it_does_not_name():
     metrics = {"accuracy": 0.5, "latency_ms": {"mean": 1, "jitter": 2}, "users": [{"id": "a", "queue_depth": 3}]}
     metrics["brand_new"] = 1
-    assert undocumented_metrics(metrics) == ["brand_new", "latency_ms.jitter", "users.queue_depth"]
+    metrics["groups"] = [{"id": "g", "tasks": 3, "breakdown": {"airtime": 1.0, "backhaul": 2.0}}]
+    metrics["users"][0] |= {"mode": "x", "link": {"mode": "digital"}, "latency_ms": {"mean": 1.0, "p99": 2.0}}
+    # a name documented for another key (link's mode) does not count for this one; a nested section with a
+    # row of its own (latency_ms, link) is held to that row
+    assert undocumented_metrics(metrics) == [
+        "brand_new",
+        "groups.breakdown.backhaul",
+        "groups.tasks",
+        "latency_ms.jitter",
+        "users.mode",
+        "users.queue_depth",
+    ]
     assert undocumented_columns(["task", "slot"], ["id", "queue_depth"], {"users": [{"id": "a"}]}) == [
         "per_task.csv:slot",
         "per_user.csv:queue_depth",

@@ -28,7 +28,8 @@ from models.config import Strict
 
 class TrafficConfig(Strict):
     arrival: Literal["snapshot", "poisson"] = Field(
-        "snapshot", description="snapshot: every group one task at t = 0, each task its own snapshot; poisson: one timeline"
+        "snapshot",
+        description="snapshot: every group one task at t = 0, each task its own snapshot; poisson: one timeline",
     )
     rate_per_s: float | None = Field(None, gt=0, description="poisson: tasks per second of each group")
     deadline_ms: float = Field(20.0, gt=0, description="a task later than this from its arrival misses")
