@@ -4,14 +4,16 @@
 VENV ?= .venv
 PYTHON ?= python3
 APT_PACKAGES := dataset-fashion-mnist wordnet-base espeak-ng
+# the report's browser test: Playwright drives Debian's chromium (no browser download)
+TEST_APT_PACKAGES := chromium
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench install system-packages clean
+.PHONY: demo test bench install system-packages test-system-packages clean
 
 demo: install
 	$(BIN)/tokensim run scenarios/cell_10users.yaml
 
-test: install
+test: install test-system-packages
 	$(BIN)/python -m pytest -q
 
 bench: install
@@ -24,6 +26,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
+
+test-system-packages:
+	@$(MAKE) --no-print-directory system-packages APT_PACKAGES="$(TEST_APT_PACKAGES)"
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "keys", help="every scenario key: type, default, allowed values, description (Markdown; docs/keys.md)"
     )
+    report = commands.add_parser(
+        "report", help="one self-contained report.html of a run or sweep directory (figures inlined; opens offline)"
+    )
+    report.add_argument("directory", type=Path, help="a run directory (metrics.json) or a sweep's (results.csv)")
     reproduce = commands.add_parser(
         "reproduce",
         help="the paper's claims on scenarios/paper/: alignment vs baseline, tau, token length, per-SNR models",
@@ -315,7 +319,16 @@ def cmd_run(args) -> int:
     results = run(scenario, args.out, progress=not args.quiet, retrain=args.retrain)
     if not args.quiet:
         _print_summary(results.metrics, results.directory)
+        from rich.console import Console
+
+        Console().print(f"report: {_report(results.directory)}", overflow="fold")  # a long path folds at 80
     return 0
+
+
+def _report(directory: Path) -> Path:
+    from sim.report import write_report
+
+    return write_report(directory)
 
 
 def cmd_sweep(args) -> int:
@@ -352,6 +365,7 @@ def cmd_sweep(args) -> int:
             f"results in {out / 'results.csv'}",
             file=sys.stderr,
         )
+        print(f"report: {_report(out)}")
     return 0
 
 
@@ -409,7 +423,7 @@ def _print_summary(metrics: dict, out: Path) -> None:
         "SNR: dB per RE at the equal share; acc.: accuracy over the group's tasks the user takes part in; "
         "NMSE: token NMSE; bits: per task; ms: mean latency of its group's tasks"
     )
-    console.print(f"results in {out}/")
+    console.print(f"results in {out}/", overflow="fold")
 
 
 def _interval(pair) -> str:
@@ -444,6 +458,15 @@ def cmd_info(args) -> int:
     from sim.info import collect_info
 
     print(json.dumps(collect_info(), indent=2))
+    return 0
+
+
+def cmd_report(args) -> int:
+    try:
+        print(_report(args.directory))
+    except FileNotFoundError as err:
+        print(f"tokensim report: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -488,6 +511,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "info": cmd_info,
     "keys": cmd_keys,
+    "report": cmd_report,
 }
 
 if __name__ == "__main__":

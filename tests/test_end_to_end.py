@@ -319,3 +319,4 @@ def test_run_summary_goes_to_stdout_and_fits_80_columns_with_every_name_whole(
     assert f"accuracy {metrics['accuracy']:.3f}" in out
     assert all(f"\n{u['id']} " in out for u in metrics["users"])  # every row, its name whole
     assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80
+    assert "report:" in out and (tmp_path / "run" / "report.html").is_file()  # printed, folded to fit
