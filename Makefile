@@ -14,6 +14,7 @@ demo: install
 	$(BIN)/tokensim run scenarios/cell_10users.yaml
 
 test: install test-system-packages
+	$(BIN)/lint-imports  # the import contracts of .importlinter
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -6,24 +6,12 @@ they live here because this package owns what they shape.
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from core.schema import SEED_LIMIT, SNR_DB_RANGE, Seed, SnrDb, Strict  # noqa: F401 - the sections' base
 
 Modality = Literal["image", "audio", "text"]
 MODALITIES: tuple[str, ...] = ("text", "image", "audio")  # order of tokens at the edge
-
-
-class Strict(BaseModel):
-    """Base of every scenario section: unknown keys are errors, and so are NaN and infinite numbers."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-# Any SNR a link budget gives lies inside it (23 dBm over one PRB at 1 m from the antenna is about
-# 98 dB; -100 dB is no link at all); a value outside is a typo.
-SNR_DB_RANGE = (-100.0, 100.0)
-SnrDb = Annotated[float, Field(ge=SNR_DB_RANGE[0], le=SNR_DB_RANGE[1])]
-SEED_LIMIT = 2**32  # 0 <= seed < 2**32; streams derived from a seed add offsets up to 2**33, far below 2**64
-Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
 
 
 class TokenSettings(Strict):

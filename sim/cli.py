@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from sim.errors import ScenarioError, ScenarioErrors
+from sim.runtime import quiet_libraries
 
 EXPERIMENTS_HELP = ("snr", "temperature", "tokens", "per-snr")  # sim.reproduce.EXPERIMENTS, without importing torch
 BENCHES = ("analog", "digital", "decoders", "abstraction")
@@ -202,17 +203,6 @@ def _kept_line() -> str:
             parts.append(f"{len(names) - 3} more {kind.rstrip('/')}")
     parts += [f"{len(names)} file{'s' * (len(names) > 1)} in {kind}" for kind, names in by_kind.items()]
     return f"kept {', '.join(parts)}; nothing half-written is left, and a rerun picks up from there"
-
-
-def quiet_libraries() -> None:
-    """Weight-loading bars and deprecation notes of the libraries would bury tokensim's own output."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers|peft")
 
 
 def _load(args):

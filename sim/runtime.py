@@ -68,3 +68,14 @@ def sionna_rng_at(seed: int):
         for device in {"cpu", config.device}:
             config.torch_rng(device).manual_seed(seed)
         yield
+
+
+def quiet_libraries() -> None:
+    """Weight-loading bars and deprecation notes of the libraries would bury tokensim's own output."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers|peft")

@@ -422,7 +422,7 @@ def write_training_log(out: Path, history: list[dict], name: str) -> None:
 
 def _limit_threads(threads: int) -> None:
     """A task's setup in a worker process: its torch threads, and the libraries' bars and notes off."""
-    from sim.cli import quiet_libraries
+    from sim.runtime import quiet_libraries
 
     quiet_libraries()
     if threads:

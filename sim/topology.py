@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from models.config import SNR_DB_RANGE, Strict
+from core.schema import SNR_DB_RANGE, Strict
 from sim.errors import ScenarioError
 from sim.phy.channels import SYSTEM_LEVEL_MODELS, CellGeometry, single_antenna_array
 

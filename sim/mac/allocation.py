@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from models.config import SnrDb, Strict
+from core.schema import SnrDb, Strict
 from sim.phy.numerology import NUM_OFDM_SYMBOLS_PER_SLOT, NUM_SUBCARRIERS_PER_PRB
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from models.config import Strict
+from core.schema import Strict
 
 
 class TrafficConfig(Strict):
