@@ -420,15 +420,23 @@ def _interval(pair) -> str:
     return f"{pair[0]:.3f}-{pair[1]:.3f}"
 
 
+def _only(command: str, text: str, allowed) -> list[str] | None:
+    """The names of a comma-separated ``--only``; ``None`` (and the message) when one is not ``allowed``."""
+    only = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in only if name not in allowed]
+    if unknown:
+        print(f"tokensim {command}: --only: {unknown} not among {', '.join(allowed)}", file=sys.stderr)
+        return None
+    return only
+
+
 def cmd_bench(args) -> int:
     from sim.bench import run_bench, run_digital_bench
     from sim.phy.abstraction import bench_abstraction
     from sim.phy.ldpc import bench_decoders
 
-    only = [b.strip() for b in args.only.split(",") if b.strip()]
-    unknown = [b for b in only if b not in BENCHES]
-    if unknown:
-        print(f"tokensim bench: --only: {unknown} not among {', '.join(BENCHES)}", file=sys.stderr)
+    only = _only("bench", args.only, BENCHES)
+    if only is None:
         return 2
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     runs = {
@@ -470,10 +478,8 @@ def cmd_keys(args) -> int:
 def cmd_reproduce(args) -> int:
     from sim.reproduce import EXPERIMENTS, Plan, reproduce
 
-    only = [e.strip() for e in args.only.split(",") if e.strip()]
-    unknown = [e for e in only if e not in EXPERIMENTS]
-    if unknown:
-        print(f"tokensim reproduce: --only: {unknown} not among {', '.join(EXPERIMENTS)}", file=sys.stderr)
+    only = _only("reproduce", args.only, EXPERIMENTS)
+    if only is None:
         return 2
     seeds = [int(x) for x in args.seeds.split(",")]
     plan = Plan(

@@ -706,49 +706,31 @@ def point_rows(run_dir: Path, values: dict) -> list[dict]:
         "compression_ratio": metrics["compression_ratio"],
         "checkpoint": checkpoint,
     }
-    latency = metrics["latency_ms"]
-    rows = [
-        {
-            **values,
-            "user": ALL_USERS,
-            "group": "",
-            "modalities": "",
-            "user_snr_db": "",
-            "accuracy": metrics["accuracy"],
-            "accuracy_ci95_low": metrics["accuracy_ci95"][0],
-            "accuracy_ci95_high": metrics["accuracy_ci95"][1],
-            "tasks": metrics["tasks"],
-            "token_nmse": metrics["token_nmse"],
-            "bits_per_task": metrics["bits_per_task"],
-            "channel_uses_per_task": metrics["channel_uses_per_task"],
-            "latency_mean_ms": latency["mean"],
-            "latency_p95_ms": latency["p95"],
-            "deadline_miss_rate": metrics["deadline_miss_rate"],
-            **common,
-        }
-    ]
-    for u in metrics["users"]:
-        rows.append(
-            {
-                **values,
-                "user": u["id"],
-                "group": u["group"],
-                "modalities": "+".join(u["modalities"]),
-                "user_snr_db": u["snr_db"],
-                "accuracy": u["accuracy"],
-                "accuracy_ci95_low": u["accuracy_ci95"][0],
-                "accuracy_ci95_high": u["accuracy_ci95"][1],
-                "tasks": u["tasks"],
-                "token_nmse": u["token_nmse"],
-                "bits_per_task": u["bits_per_task"],
-                "channel_uses_per_task": u["channel_uses_per_task"],
-                "latency_mean_ms": u["latency_ms"]["mean"],
-                "latency_p95_ms": u["latency_ms"]["p95"],
-                "deadline_miss_rate": "",
-                **common,
-            }
-        )
+    overall = {"id": ALL_USERS, "group": "", "modalities": "", "snr_db": ""}
+    rows = [_result_row(values, overall | metrics, metrics["deadline_miss_rate"]) | common]
+    rows += [_result_row(values, u | {"modalities": "+".join(u["modalities"])}, "") | common for u in metrics["users"]]
     return [{k: row[k] for k in [*values, *RESULT_COLUMNS]} for row in rows]
+
+
+def _result_row(values: dict, record: dict, deadline_miss_rate) -> dict:
+    """One row of results.csv from ``metrics.json``'s overall record or one of its ``users``."""
+    return {
+        **values,
+        "user": record["id"],
+        "group": record["group"],
+        "modalities": record["modalities"],
+        "user_snr_db": record["snr_db"],
+        "accuracy": record["accuracy"],
+        "accuracy_ci95_low": record["accuracy_ci95"][0],
+        "accuracy_ci95_high": record["accuracy_ci95"][1],
+        "tasks": record["tasks"],
+        "token_nmse": record["token_nmse"],
+        "bits_per_task": record["bits_per_task"],
+        "channel_uses_per_task": record["channel_uses_per_task"],
+        "latency_mean_ms": record["latency_ms"]["mean"],
+        "latency_p95_ms": record["latency_ms"]["p95"],
+        "deadline_miss_rate": deadline_miss_rate,
+    }
 
 
 def write_results(out: Path, points: list[Point], keys: list[str], errors: dict[str, str] | None = None) -> None:
