@@ -152,7 +152,7 @@ class SweepResults:
 def run(scenario: Scenario, out: str | Path | None = None, progress: bool = False, retrain: bool = False) -> Results:
     """Train the scenario's model if no checkpoint matches, evaluate it through the cell loop and write the
     run directory (``results/<name>/`` unless ``out``), as ``tokensim run`` does."""
-    from sim.sweep import write_run
+    from sim.rundir import write_run
 
     out = Path(out) if out is not None else Path("results") / scenario.name
     write_run(scenario, out, progress=progress, retrain=retrain)
@@ -172,7 +172,8 @@ def sweep(
     (keys that step together), each over ``replicates`` model seeds, as ``tokensim sweep`` runs a file's
     ``sweep:`` block: resumable, into ``results/<name>-sweep/`` unless ``out``, on ``workers`` local Dask
     processes."""
-    from sim.sweep import REPLICATE_KEY, Sweep, SweepFailed, run_sweep
+    from sim.sweep import REPLICATE_KEY, Sweep
+    from sim.sweep_run import SweepFailed, run_sweep
 
     raw = _raw(scenario)
     spec = Sweep(Path.cwd() / f"{scenario.name}.yaml", copy.deepcopy(raw))

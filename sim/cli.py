@@ -276,7 +276,7 @@ def _training_message(command: str, missing: list[dict]) -> str:
 
 def cmd_train(args) -> int:
     from sim.engine import Simulation
-    from sim.sweep import write_training_log
+    from sim.rundir import write_training_log
 
     scenario = _load(args)
     sim = Simulation(scenario, progress=not args.quiet)
@@ -322,7 +322,8 @@ def _report(directory: Path) -> Path:
 
 
 def cmd_sweep(args) -> int:
-    from sim.sweep import SweepFailed, load_sweep, run_sweep
+    from sim.sweep import load_sweep
+    from sim.sweep_run import SweepFailed, run_sweep
 
     if args.workers < 1:
         print(f"tokensim sweep: --workers: {args.workers} is not allowed; allowed: 1 or more", file=sys.stderr)

@@ -55,7 +55,7 @@ STYLE = {
     "grid.alpha": 0.3,
     "savefig.bbox": "tight",
 }
-ALL_USERS = "all"  # sim.sweep.ALL_USERS, without importing the engine
+ALL_USERS = "all"  # sim.sweep_results.ALL_USERS, without importing the engine
 SCHEDULER_KEY = "scheduler.policy"
 REPLICATE_KEY = "seed"  # sim.sweep.REPLICATE_KEY
 BITS_LABEL = {"coded": "coded bits per task", "shannon-equivalent": "Shannon-equivalent bits per task"}

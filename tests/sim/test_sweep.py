@@ -17,7 +17,8 @@ import yaml
 
 from sim.cli import main
 from sim.errors import ScenarioError
-from sim.sweep import load_sweep, parse_values, run_sweep, split_list
+from sim.sweep import load_sweep, parse_values, split_list
+from sim.sweep_run import run_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 # two token lengths (two models) x two SNRs: four points
@@ -106,16 +107,16 @@ def test_a_point_that_fails_is_recorded_and_the_others_complete(tiny, write_scen
 
 
 def test_a_point_that_crashes_is_recorded_and_the_others_complete(tiny, write_scenario, tmp_path, monkeypatch, capsys):
-    import sim.sweep
+    import sim.sweep_run
 
-    real = sim.sweep.point_task
+    real = sim.sweep_run.point_task
 
     def flaky(raw, out, **kwargs):
         if raw["snr_db"] == 7:
             raise RuntimeError("the accelerator fell off the bus")
         return real(raw, out, **kwargs)
 
-    monkeypatch.setattr(sim.sweep, "point_task", flaky)
+    monkeypatch.setattr(sim.sweep_run, "point_task", flaky)
     path = _sweep_file(tiny, write_scenario, {})
     out = tmp_path / "sweep"
     assert main(["sweep", str(path), "--out", str(out), "--quiet", "--set", "snr_db=5,7"]) == 1
