@@ -27,7 +27,9 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sim.scenario import Scenario, apply_value, read_mapping, relative_to_file, validate_scenario
+from sim.scenario import validate_scenario
+from sim.scenario_yaml import apply_value, read_mapping, relative_to_file
+from sim.schema import Scenario
 
 __all__ = ["Results", "SweepResults", "load_scenario", "make_scenario", "replace", "run", "sweep"]
 

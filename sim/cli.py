@@ -207,7 +207,8 @@ def _kept_line() -> str:
 
 def _load(args):
     """The scenario of ``args``; a sweep file's ``sweep:`` block is left out (``tokensim sweep`` runs it)."""
-    from sim.scenario import apply_override, relative_to_file, validate_scenario
+    from sim.scenario import validate_scenario
+    from sim.scenario_yaml import apply_override, relative_to_file
     from sim.sweep import read_scenario_file
 
     raw, block = read_scenario_file(args.scenario)
@@ -223,7 +224,7 @@ def _load(args):
 
 
 def cmd_validate(args) -> int:
-    from sim.scenario import resolved_yaml
+    from sim.scenario_yaml import resolved_yaml
     from sim.sweep import load_sweep, read_scenario_file
 
     if read_scenario_file(args.scenario)[1] is None:

@@ -31,7 +31,8 @@ from sim.mac.power import UplinkPower
 from sim.mac.traffic import arrival_times_s
 from sim.phy.numerology import slot_duration_s
 from sim.runtime import apply_runtime, reseed, sionna_rng_at
-from sim.scenario import Scenario, model_source
+from sim.scenario import model_source
+from sim.schema import Scenario
 from sim.uplink import Uplink
 
 EVALUATION_STREAM = 1 << 32  # offset of the evaluation's seed from the scenario's

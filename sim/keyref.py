@@ -16,7 +16,7 @@ from typing import Literal
 from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from pydantic import BaseModel
 
-from sim.scenario import Scenario
+from sim.schema import Scenario
 
 _BOUNDS = ((Ge, "≥", "ge"), (Gt, ">", "gt"), (Le, "≤", "le"), (Lt, "<", "lt"))
 

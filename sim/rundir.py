@@ -103,7 +103,7 @@ def _signals_held():
 
 def _write_run_files(out, scenario, sim, summary, history, metrics, per_user, per_task, per_tb, started) -> None:
     from sim.results import manifest, write_csv, write_json, write_text
-    from sim.scenario import resolved_yaml
+    from sim.scenario_yaml import resolved_yaml
 
     write_text(out / "scenario.yaml", resolved_yaml(scenario))
     write_json(out / "metrics.json", metrics)

@@ -113,7 +113,8 @@ class Sweep:
     def points(self) -> list[Point]:
         """Every point, validated. A point whose values make no valid scenario carries the error instead
         (``Point.error``): the sweep runs the others and reports it (:func:`run_sweep`)."""
-        from sim.scenario import apply_override, relative_to_file, validate_scenario
+        from sim.scenario import validate_scenario
+        from sim.scenario_yaml import apply_override, relative_to_file
 
         zipped = [dict(zip(self.zip, row)) for row in zip(*self.zip.values())] or [{}]
         points = []
@@ -145,7 +146,7 @@ class Sweep:
 
 def read_scenario_file(path: str | Path) -> tuple[dict, dict | None]:
     """A scenario file's mapping without its ``sweep:`` block, and the block (``None`` if absent)."""
-    from sim.scenario import read_mapping, relative_to_file
+    from sim.scenario_yaml import read_mapping, relative_to_file
 
     path = Path(path)
     raw = read_mapping(path, _Loader)
@@ -186,7 +187,7 @@ def load_sweep(
                 raise ScenarioError("sweep.replicates", replicates, "is set while seed is swept too; use one")
             sweep.replicates = replicates
             sweep.grid[REPLICATE_KEY] = [base.get("seed", 0) + i for i in range(replicates)]
-    from sim.scenario import parse_yaml_value
+    from sim.scenario_yaml import parse_yaml_value
 
     def command_line(flag: str, item: str) -> tuple[str, list]:
         """``key=v1,v2,...`` or ``key=start:stop:step`` of ``flag`` -> (key, values)."""

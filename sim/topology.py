@@ -31,7 +31,7 @@ from sim.phy.channels import SYSTEM_LEVEL_MODELS, CellGeometry, single_antenna_a
 if TYPE_CHECKING:
     import torch
 
-    from sim.scenario import Scenario, UserConfig
+    from sim.schema import Scenario, UserConfig
 
 SCENARIOS = SYSTEM_LEVEL_MODELS  # TR 38.901 scenarios with path loss: "umi", "uma", "rma"
 DROPS = ("none", "cell", "hex")

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.errors import ScenarioError
-from sim.scenario import apply_override, load_scenario, resolved_yaml, validate_scenario
+from sim.scenario import load_scenario, validate_scenario
+from sim.scenario_yaml import apply_override, resolved_yaml
 from tests.conftest import ROOT
 
 PROFILE = settings(

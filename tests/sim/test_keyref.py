@@ -5,7 +5,7 @@ from pathlib import Path
 
 from sim.cli import main
 from sim.keyref import key_rows, markdown
-from sim.scenario import Scenario
+from sim.schema import Scenario
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "keys.md"
 

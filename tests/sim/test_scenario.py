@@ -6,7 +6,8 @@ import pytest
 
 from sim.cli import main
 from sim.errors import ScenarioError
-from sim.scenario import apply_override, load_scenario, resolved_yaml, validate_scenario
+from sim.scenario import load_scenario, validate_scenario
+from sim.scenario_yaml import apply_override, resolved_yaml
 from tests.conftest import ROOT
 
 
