@@ -433,9 +433,9 @@ def _only(command: str, text: str, allowed) -> list[str] | None:
 
 
 def cmd_bench(args) -> int:
-    from sim.bench import run_bench, run_digital_bench
-    from sim.phy.abstraction import bench_abstraction
-    from sim.phy.ldpc import bench_decoders
+    from sim.bench.abstraction import bench_abstraction
+    from sim.bench.decoders import bench_decoders
+    from sim.bench.links import run_bench, run_digital_bench
 
     only = _only("bench", args.only, BENCHES)
     if only is None:

@@ -67,9 +67,7 @@ def _check_unique_keys(node, where: tuple, done: set | None = None, open_: set |
             key = (key_node.tag, key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
             line = key_node.start_mark.line + 1
             if key is not None and key in lines:
-                raise ScenarioError(
-                    dotted((*where, key[1])), None, f"is given twice, at lines {lines[key]} and {line}"
-                )
+                raise ScenarioError(dotted((*where, key[1])), None, f"is given twice, at lines {lines[key]} and {line}")
             if key is not None:
                 lines[key] = line
             _check_unique_keys(value_node, (*where, key[1] if key else "?"), done, open_)

@@ -14,11 +14,11 @@ from sionna.phy.nr import TBDecoder, TBEncoder
 from sionna.phy.nr.utils import calculate_tb_size, decode_mcs_index
 from sionna.phy.utils import db_to_lin
 
+from sim.bench.abstraction import bench_abstraction
 from sim.errors import ScenarioError
 from sim.phy.abstraction import (
     DATA_RES_PER_PRB,
     TransportBlockAbstraction,
-    bench_abstraction,
     transport_block_size,
 )
 from sim.phy.link_adaptation import LinkAdaptation

@@ -7,13 +7,12 @@ import torch
 from sionna.phy.fec.ldpc import LDPC5GEncoder
 from sionna.phy.nr import TBEncoder
 
+from sim.bench.decoders import AwgnTransportBlocks, snr_db_at_bler
 from sim.phy.ldpc import (
     DEFAULT_TB_DECODER,
     TB_DECODERS,
-    AwgnTransportBlocks,
     LayeredMinSumDecoder,
     LayeredTBDecoder,
-    snr_db_at_bler,
     tb_decoder,
 )
 
@@ -167,7 +166,7 @@ def test_without_early_stop_every_tb_fares_as_in_sionnas_layered_offset_min_sum(
 
 
 def test_decoder_only_bench_finds_its_operating_point_and_sionna_agrees_on_the_largest_lifting():
-    from sim.phy.ldpc import bench_decoder_only
+    from sim.bench.decoders import bench_decoder_only
 
     report = bench_decoder_only(rates=(8 / 9,), batch_size=32, search_batch_size=48, repeats=1, reference_batch_size=2)
     (row,) = report["results"]

@@ -13,11 +13,11 @@ after one warm-up run.
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
 import numpy as np
 import torch
+
+from sim.bench.timing import timed
 
 
 def run_bench(
@@ -73,8 +73,8 @@ def run_bench(
         for batch in batch_sizes:
             tokens = (torch.randn(batch, 2 * grid.num_data_symbols, generator=generator) / np.sqrt(2)).to(device)
             snr = torch.full((batch,), snr_db, device=device)
-            t_ours, ours = _timed(lambda a, b: link(a, b)["tokens"], (tokens, snr), repeats, seed, device)
-            t_ref, ref = _timed(reference, (tokens, snr), repeats, seed, device)
+            t_ours, _, ours = timed(lambda a, b: link(a, b)["tokens"], (tokens, snr), repeats, device, seed=seed)
+            t_ref, _, ref = timed(reference, (tokens, snr), repeats, device, seed=seed)
             res = batch * grid.num_data_symbols
             nmse_ours = float((ours - tokens).square().sum() / tokens.square().sum())
             nmse_ref = float((ref - tokens).square().sum() / tokens.square().sum())
@@ -153,9 +153,10 @@ def run_digital_bench(
     """
     from sionna.phy import config
 
+    from sim.bench.decoders import bench_decoder_only
     from sim.phy.channels import channel_model
     from sim.phy.digital import TransportBlockLink
-    from sim.phy.ldpc import bench_decoder_only, tb_decoder
+    from sim.phy.ldpc import tb_decoder
     from sim.runtime import apply_runtime
 
     device = apply_runtime("auto", seed)
@@ -185,16 +186,16 @@ def run_digital_bench(
 
         bits = torch.randint(0, 2, (batch_size, 1, link.tb_size), generator=generator).float().to(device)
         snr = torch.full((batch_size,), snr_db, device=device)
-        t_ours, ok_ours = _timed(ours, (bits, snr), repeats, seed, device)
+        t_ours, _, ok_ours = timed(ours, (bits, snr), repeats, device, seed=seed)
 
         def ours_full(bits, snr, full=full):
             return ours(bits, snr, decoder=full)
 
-        t_full, ok_full = _timed(ours_full, (bits, snr), repeats, seed, device)
+        t_full, _, ok_full = timed(ours_full, (bits, snr), repeats, device, seed=seed)
         subset = (bits[:reference_tbs], snr[:reference_tbs])
         num_reference = subset[0].shape[0]
-        t_reference, ok_reference = _timed(reference, subset, 1, seed, device)
-        _, ok_full_subset = _timed(ours_full, subset, 1, seed, device)
+        t_reference, _, ok_reference = timed(reference, subset, 1, device, seed=seed)
+        _, _, ok_full_subset = timed(ours_full, subset, 1, device, seed=seed)
         info_bits = batch_size * link.tb_size
         rows.append(
             {
@@ -265,26 +266,3 @@ def _sionna_digital_chain(link, model, device):
         return decoder(demapper(x_hat[:, 0, 0], no_eff[:, 0, 0]))[1]
 
     return stock
-
-
-def _timed(fn, args, repeats: int, seed: int, device):
-    """Median seconds of ``repeats`` runs after a warm-up on the first element of the batch (lazy builds,
-    numba's compilation), Sionna reseeded before each; and the last output."""
-    from sionna.phy import config
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    with torch.no_grad():
-        config.seed = seed
-        fn(*(a[:1] for a in args))
-        times, out = [], None
-        for _ in range(repeats):
-            config.seed = seed
-            sync()
-            start = time.perf_counter()
-            out = fn(*args)
-            sync()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times), out
