@@ -103,7 +103,8 @@ def _is_command(text: str) -> bool:
 def check_parses(command: Command) -> str | None:
     """``None`` if tokensim's parser takes the command and, for ``run``, ``train`` and ``sweep``, the scenario
     with its ``--set``/``--zip`` items validates (every point of a sweep); else why not."""
-    from sim.cli import _load, build_parser
+    from sim.cli import _load
+    from sim.cli_parser import build_parser
     from sim.errors import ScenarioError
     from sim.sweep import load_sweep
 

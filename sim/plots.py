@@ -26,8 +26,6 @@ Every ``plot_*`` function returns the closed figure, so its lines and bars can b
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import matplotlib
@@ -38,27 +36,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from models.paths import atomic_path  # noqa: E402
-
-STAGE_LABELS = {"align": "stage 1: alignment", "finetune": "stage 2: fine-tuning"}
-COLUMN_WIDTH_IN = 3.5  # one column of a two-column paper
-STYLE = {
-    "font.size": 8,
-    "axes.titlesize": 8,
-    "axes.labelsize": 8,
-    "legend.fontsize": 7,
-    "legend.title_fontsize": 7,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
-    "lines.linewidth": 1.2,
-    "lines.markersize": 3.5,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "savefig.bbox": "tight",
-}
-ALL_USERS = "all"  # sim.sweep_results.ALL_USERS, without importing the engine
-SCHEDULER_KEY = "scheduler.policy"
-REPLICATE_KEY = "seed"  # sim.sweep.REPLICATE_KEY
-BITS_LABEL = {"coded": "coded bits per task", "shannon-equivalent": "Shannon-equivalent bits per task"}
+from sim.plot_base import (  # noqa: E402
+    BITS_LABEL,
+    COLUMN_WIDTH_IN,
+    MARKERS,
+    STAGE_LABELS,
+    STYLE,
+    Table,
+    _float,
+    per_user_rows,
+    read_csv,
+    running_mean,
+    save_figure,
+)
+from sim.plots_latency import plot_latency_breakdown, plot_latency_cdf  # noqa: E402
 
 
 def plot_convergence(history: list[dict], path: Path, title: str = "") -> Path:
@@ -92,127 +83,6 @@ def plot_convergence(history: list[dict], path: Path, title: str = "") -> Path:
     return path
 
 
-def running_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Mean of the last ``window`` values at each step (fewer at the start)."""
-    counts = np.minimum(np.arange(1, len(values) + 1), window)
-    return np.convolve(values, np.ones(window))[: len(values)] / counts
-
-
-def save_figure(fig, path: Path) -> list[Path]:
-    """``path`` as PNG and PDF (its suffix is replaced), each written atomically; closes the figure."""
-    written = []
-    for suffix in (".png", ".pdf"):
-        target = Path(path).with_suffix(suffix)
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, dpi=200, format=suffix[1:])
-        written.append(target)
-    plt.close(fig)
-    return written
-
-
-# --------------------------------------------------------------------------------------- reading
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _float(value) -> float:
-    return float("nan") if value in ("", None) else float(value)
-
-
-class Table:
-    """The tidy rows of a sweep (``results.csv``) or of a run (made alike from ``metrics.json``), with
-    the swept keys, where each point's run directory is, and how points form series."""
-
-    def __init__(self, rows: list[dict], keys: list[str], run_dirs: dict[str, Path]):
-        self.rows, self.keys, self.run_dirs = rows, keys, run_dirs
-        snr_keys = [k for k in keys if k == "snr_db" or k.endswith(".snr_db")]
-        self.snr_key = snr_keys[0] if len(snr_keys) == 1 else None
-        self.series_keys = [k for k in keys if k != self.snr_key]
-
-    @classmethod
-    def read(cls, directory: Path) -> Table:
-        directory = Path(directory)
-        if (directory / "results.csv").is_file():
-            import yaml
-
-            spec = yaml.safe_load((directory / "sweep.yaml").read_text())
-            keys = [k for k in (*spec["zip"], *spec["grid"]) if k != REPLICATE_KEY]  # rows are across seeds
-            rows = [r for r in read_csv(directory / "results.csv") if not r.get("error")]  # failed points
-            dirs = {h: directory / "points" / h for r in rows for h in r.get("points", r["point"]).split()}
-            return cls(rows, keys, dirs)
-        if (directory / "metrics.json").is_file():
-            metrics = json.loads((directory / "metrics.json").read_text())
-            checkpoint = json.loads((directory / "manifest.json").read_text())["checkpoint"]
-            common = {"point": "run", "compression_ratio": metrics["compression_ratio"], "checkpoint": checkpoint}
-            common["scenario"] = metrics.get("scenario", directory.name)
-            common["bits_kind"] = metrics["bits_kind"]
-            rows = [{**common, "user": ALL_USERS, "accuracy": metrics["accuracy"]}]
-            rows += [
-                {
-                    **common,
-                    "user": u["id"],
-                    "group": u["group"],
-                    "modalities": "+".join(u["modalities"]),
-                    "user_snr_db": u["snr_db"],
-                    "accuracy": u["accuracy"],
-                    "bits_per_task": u["bits_per_task"],
-                    "latency_mean_ms": u["latency_ms"]["mean"],
-                    "latency_p95_ms": u["latency_ms"]["p95"],
-                }
-                for u in metrics["users"]
-            ]
-            return cls([{k: str(v) for k, v in r.items()} for r in rows], [], {"run": directory})
-        raise FileNotFoundError(f"{directory}: neither a sweep directory (results.csv) nor a run (metrics.json)")
-
-    @property
-    def replicated(self) -> bool:
-        """Whether each row is a mean over model seeds (a sweep with ``replicates``)."""
-        return any(len(r.get("points", r["point"]).split()) > 1 for r in self.rows)
-
-    @property
-    def is_sweep(self) -> bool:
-        return bool(self.keys) or "run" not in self.run_dirs
-
-    def overall(self) -> list[dict]:
-        return [r for r in self.rows if r["user"] == ALL_USERS]
-
-    def users(self) -> list[dict]:
-        return [r for r in self.rows if r["user"] != ALL_USERS]
-
-    def series(self, rows: list[dict], keys: list[str] | None = None) -> dict[str, list[dict]]:
-        """Rows grouped by the values of ``keys`` (default: every swept key but the SNR), labelled by
-        compression ratio and by the keys the compression ratio does not already fix."""
-        keys = self.series_keys if keys is None else keys
-        groups: dict[tuple, list[dict]] = {}
-        for r in rows:
-            groups.setdefault(tuple(r[k] for k in keys) + (r["compression_ratio"],), []).append(r)
-        ratios = {g[-1] for g in groups}
-        extra = [
-            i
-            for i, k in enumerate(keys)
-            if len(ratios) == 1 or any(len({g[i] for g in groups if g[-1] == cr}) > 1 for cr in ratios)
-        ]
-        labels = {}
-        for g, members in groups.items():
-            parts = [] if len(ratios) == 1 and extra else [f"{float(g[-1]):.3g}:1"]
-            parts += [_value_label(keys[i], g[i]) for i in extra]
-            labels[", ".join(parts)] = members
-        return labels
-
-    def legend_title(self) -> str:
-        ratios = {r["compression_ratio"] for r in self.rows}
-        return "compression ratio" if len(ratios) > 1 or not self.series_keys else ""
-
-
-def _value_label(key: str, value: str) -> str:
-    if key == "training.alignment.enabled":
-        return "with alignment" if value.lower() == "true" else "without alignment"
-    return f"{key.split('.')[-1] if key == SCHEDULER_KEY else key}={value}"
-
-
 # --------------------------------------------------------------------------------------- figures
 
 
@@ -241,10 +111,6 @@ def plot_accuracy_vs_snr(table: Table, path: Path) -> plt.Figure:
         ax.legend(title=title or None, loc="lower right")
         save_figure(fig, path)
     return fig
-
-
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-DASHES = ("-", "--", "-.", ":")
 
 
 def _by_modalities(rows: list[dict]) -> dict[str, list[dict]]:
@@ -306,55 +172,6 @@ def frontier(bits: list[float], accuracy: list[float]) -> tuple[list[float], lis
     return xs, ys
 
 
-def latency_groups(table: Table) -> tuple[str, dict[str, np.ndarray]]:
-    """Task latencies (ms) pooled per line of the latency CDF, and the legend's title."""
-    if not table.is_sweep:
-        tasks = read_csv(table.run_dirs["run"] / "per_task.csv")
-        groups = dict.fromkeys(t["group"] for t in tasks)
-        return "group", {g: np.array([_float(t["latency_ms"]) for t in tasks if t["group"] == g]) for g in groups}
-    rows = table.overall()
-    if SCHEDULER_KEY in table.keys:
-        series, title = table.series(rows, [SCHEDULER_KEY]), "scheduler"
-    elif table.series_keys:
-        series, title = table.series(rows), table.legend_title()
-    else:
-        series, title = table.series(rows, [table.snr_key]), ""
-    pooled = {}
-    for label, members in series.items():
-        runs = [h for r in members for h in r.get("points", r["point"]).split()]  # every seed's tasks
-        latencies = [read_csv(table.run_dirs[h] / "per_task.csv") for h in runs]
-        pooled[label] = np.array([_float(t["latency_ms"]) for tasks in latencies for t in tasks])
-    return title, pooled
-
-
-def coinciding(curves: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Curves whose samples are the same multiset merged into one, labelled ``"a = b (identical)"``."""
-    merged: dict[bytes, tuple[list[str], np.ndarray]] = {}
-    for label, values in curves.items():
-        x = np.sort(np.asarray(values, dtype=float))
-        merged.setdefault(x.tobytes(), ([], x))[0].append(label)
-    return {(" = ".join(ls) + " (identical)" if len(ls) > 1 else ls[0]): x for ls, x in merged.values()}
-
-
-def plot_latency_cdf(table: Table, path: Path) -> plt.Figure:
-    """Empirical CDF of the task latency per line of :func:`latency_groups`; identical ones drawn once."""
-    title, groups = latency_groups(table)
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.3))
-        for i, (label, x) in enumerate(coinciding(groups).items()):
-            marks = {"marker": MARKERS[i % len(MARKERS)], "markevery": max(1, len(x) // 6), "ms": 3}
-            y = np.arange(1, len(x) + 1) / len(x)
-            ax.plot(x, y, DASHES[i % len(DASHES)], drawstyle="steps-post", label=label, **marks)
-        ax.xaxis.set_major_locator(MaxNLocator(5))
-        ax.ticklabel_format(axis="x", useOffset=False)
-        ax.set_xlabel("task latency (ms)")
-        ax.set_ylabel("CDF")
-        ax.set_ylim(0, 1.02)
-        ax.legend(title=title or None, loc="lower right")
-        save_figure(fig, path)
-    return fig
-
-
 def training_logs(table: Table) -> dict[str, list[dict]]:
     """The training log of each distinct checkpoint, labelled by the series it trained for."""
     series = table.series(table.overall()) if table.is_sweep else {"loss": table.overall()}
@@ -399,21 +216,6 @@ def plot_loss_vs_step(table: Table, path: Path) -> plt.Figure | None:
     return fig
 
 
-def per_user_rows(table: Table) -> tuple[str, dict[str, list[dict]]]:
-    """The user rows shown per series (at the middle swept SNR when the SNR is swept), and which point
-    (or run) they are, in words."""
-    users = table.users()
-    if not table.is_sweep:
-        return f"run {users[0]['scenario']}" if users else "run", {"": users}
-    where = "sweep"
-    if table.snr_key:
-        snrs = sorted({_float(r[table.snr_key]) for r in users})
-        middle = snrs[(len(snrs) - 1) // 2]
-        users = [r for r in users if _float(r[table.snr_key]) == middle]
-        where = f"{table.snr_key} = {middle:g} dB (of {', '.join(f'{v:g}' for v in snrs)})"
-    return where, table.series(users)
-
-
 def plot_per_user(table: Table, path: Path) -> plt.Figure:
     """Accuracy (top, one bar per series) and mean task latency with its p95 (bottom, markers on an axis
     fitted to them: latencies a few percent apart stay apart) per user; the title names the point."""
@@ -446,59 +248,6 @@ def plot_per_user(table: Table, path: Path) -> plt.Figure:
         for ax in (top, bottom):
             ax.grid(axis="x", visible=False)
         fig.tight_layout()
-        save_figure(fig, path)
-    return fig
-
-
-BREAKDOWN_LABELS = {
-    "device_queueing": "device queue",
-    "device_compute": "device compute",
-    "uplink_queueing": "uplink queue",
-    "airtime": "airtime",
-    "harq_wait": "HARQ wait",
-    "edge_queueing": "edge queue",
-    "edge_compute": "edge compute",
-}
-
-
-def latency_breakdowns(table: Table) -> tuple[str, dict[str, dict[str, float]]]:
-    """Mean latency terms (ms) per bar: each group of a run, or each series of a sweep (its overall
-    breakdown, at the point :func:`per_user_rows` shows); and what the bars are."""
-    if not table.is_sweep:
-        metrics = json.loads((table.run_dirs["run"] / "metrics.json").read_text())
-        return "group", {g["id"]: g["breakdown"] for g in metrics["groups"]}
-    where, series = per_user_rows(table)
-    bars = {}
-    for label, members in series.items():
-        seeds = members[0].get("points", members[0]["point"]).split()  # a replicated point: mean over its seeds
-        terms = [json.loads((table.run_dirs[h] / "metrics.json").read_text())["latency_ms"]["breakdown"] for h in seeds]
-        bars[label or where] = {k: float(np.mean([t[k] for t in terms])) for k in terms[0]}
-    return where, bars
-
-
-def plot_latency_breakdown(table: Table, path: Path) -> plt.Figure:
-    """The mean task latency as stacked terms, one horizontal bar per group (run) or series (sweep)."""
-    title, bars = latency_breakdowns(table)
-    labels = list(bars)
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, max(1.6, 0.9 + 0.28 * len(labels))))
-        left = np.zeros(len(labels))
-        for i, (term, name) in enumerate(BREAKDOWN_LABELS.items()):
-            widths = np.nan_to_num([bars[b].get(term, 0.0) for b in labels])  # a term never measured: none
-            ax.barh(labels, widths, left=left, label=name, color=f"C{i}", height=0.6)
-            left += widths
-        for y, total in enumerate(left):
-            ax.annotate(f"{total:.2f}", (total, y), xytext=(2, 0), textcoords="offset points", va="center", fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlim(0, left.max() * 1.12 if len(left) else 1)
-        ax.set_xlabel("mean task latency (ms)")
-        where = None
-        if title == "group":
-            ax.set_ylabel(title)
-        else:  # a sweep's point, in words: too long for an axis label, it heads the legend
-            where = title + (" (mean over seeds)" if table.replicated else "")
-        ax.grid(axis="y", visible=False)
-        ax.legend(ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=7, columnspacing=0.8, title=where)
         save_figure(fig, path)
     return fig
 

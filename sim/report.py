@@ -48,7 +48,8 @@ SWEEP_FIGURES = {
 
 def write_report(directory: str | Path) -> Path:
     """Write ``directory/report.html`` for the run or sweep in ``directory`` (figures made if missing)."""
-    from sim.plots import Table, plot_directory
+    from sim.plot_base import Table
+    from sim.plots import plot_directory
 
     directory = Path(directory)
     table = Table.read(directory)  # FileNotFoundError if it is neither

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from sim.cli import main
-from sim.plots import BREAKDOWN_LABELS, COLUMN_WIDTH_IN, coinciding, frontier
+from sim.plot_base import COLUMN_WIDTH_IN
+from sim.plots import frontier
+from sim.plots_latency import BREAKDOWN_LABELS, coinciding
 
 NAMES = ("accuracy_vs_snr", "latency_cdf", "per_user", "latency_breakdown", "rate_accuracy", "loss_vs_step")
 
