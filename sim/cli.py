@@ -357,7 +357,8 @@ def cmd_keys(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from sim.reproduce import EXPERIMENTS, Plan, reproduce
+    from sim.reproduce import reproduce
+    from sim.reproduce_plan import EXPERIMENTS, Plan
 
     only = _only("reproduce", args.only, EXPERIMENTS)
     if only is None:

@@ -7,7 +7,7 @@ import argparse
 import re
 from pathlib import Path
 
-EXPERIMENTS_HELP = ("snr", "temperature", "tokens", "per-snr")  # sim.reproduce.EXPERIMENTS, without importing torch
+EXPERIMENTS_HELP = ("snr", "temperature", "tokens", "per-snr")  # sim.reproduce_plan.EXPERIMENTS, without torch
 BENCHES = ("analog", "digital", "decoders", "abstraction")
 # A Dask scheduler's address (distributed's protocols): what --dask-scheduler takes
 DASK_ADDRESS = re.compile(r"^((tcp|tls|ucx|ws|wss|inproc)://\S+|[^\s:/]+:\d+)$")

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from sim.reproduce import Plan, reproduce, steps_to
+from sim.reproduce import reproduce
+from sim.reproduce_plan import Plan
+from sim.reproduce_summary import steps_to
 
 SMALL = [
     "dataset.train_images=48",
