@@ -128,7 +128,7 @@ def cmd_validate(args) -> int:
 
 def _missing_checkpoints(scenarios) -> list[dict]:
     """The distinct checkpoints the scenarios need that are not cached (each once)."""
-    from sim.engine import training_plan
+    from sim.checkpoint_plan import training_plan
 
     missing = {}
     for scenario in scenarios:
@@ -140,7 +140,7 @@ def _missing_checkpoints(scenarios) -> list[dict]:
 
 def _training_message(command: str, missing: list[dict]) -> str:
     """Whether a run trains: every checkpoint of ``missing`` (:func:`_missing_checkpoints`), or that none is needed."""
-    from sim.engine import describe_plan
+    from sim.checkpoint_plan import describe_plan
 
     if not missing:
         return f"{command}: every checkpoint it needs is cached: it evaluates only"
@@ -165,7 +165,7 @@ def cmd_train(args) -> int:
     write_training_log(out, summary.pop("history"), scenario.name)
     if args.stage == "align":
         from models.checkpoints import checkpoint_path
-        from sim.engine import checkpoint_key
+        from sim.checkpoint_plan import checkpoint_key
 
         path = checkpoint_path(checkpoint_key(sim.source or scenario, "align")[0])
     else:

@@ -50,7 +50,8 @@ def prepare_task(raw: dict, threads: int = 0, after=None) -> dict:
 
 def train_task(raw: dict, stage: str, threads: int = 0, progress: bool = False, after=None) -> dict:
     """Train the checkpoint of ``stage`` (``align`` or ``finetune``) unless it exists."""
-    from sim.engine import Simulation, checkpoint_key
+    from sim.checkpoint_plan import checkpoint_key
+    from sim.engine import Simulation
     from sim.scenario import model_source, validate_scenario
 
     _limit_threads(threads)
@@ -91,7 +92,7 @@ def plan_tasks(points: list[Point], out: Path) -> list[Task]:
     encoder setting, chained so two never build one cache entry), train stage 1 and stage 2 where their
     checkpoint is missing (one task per key), then evaluate each point."""
     from models.checkpoints import checkpoint_path
-    from sim.engine import checkpoint_key
+    from sim.checkpoint_plan import checkpoint_key
     from sim.scenario import model_source
 
     tasks: list[Task] = []

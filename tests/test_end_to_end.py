@@ -67,7 +67,7 @@ def test_the_readme_reference_check_finds_what_it_does_not_name():
 
 def test_run_writes_the_results_contract_and_reuses_the_checkpoint(tiny, write_scenario, tmp_path):
     from models.checkpoints import checkpoint_path
-    from sim.engine import checkpoint_key
+    from sim.checkpoint_plan import checkpoint_key
     from sim.scenario import validate_scenario
 
     path = write_scenario(tiny)

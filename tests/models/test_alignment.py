@@ -95,7 +95,8 @@ def test_after_stage_1_matched_pairs_are_more_similar_on_held_out_data(tiny):
 def test_the_baseline_skips_stage_1(tiny, monkeypatch):
     import sim.engine
     from models.checkpoints import checkpoint_path
-    from sim.engine import Simulation, checkpoint_key
+    from sim.checkpoint_plan import checkpoint_key
+    from sim.engine import Simulation
     from sim.scenario import validate_scenario
 
     def no_alignment(*args, **kwargs):
