@@ -22,7 +22,7 @@ _BOUNDS = ((Ge, "≥", "ge"), (Gt, ">", "gt"), (Le, "≤", "le"), (Lt, "<", "lt"
 
 
 def _decoders() -> str:
-    from sim.phy.ldpc import DEFAULT_TB_DECODER, TB_DECODERS
+    from sim.phy.tb_decoders import DEFAULT_TB_DECODER, TB_DECODERS
 
     return ", ".join(TB_DECODERS) + f" (null: {DEFAULT_TB_DECODER})"
 

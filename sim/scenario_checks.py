@@ -172,7 +172,7 @@ def _short(value):
 def _check_digital_link(link: LinkConfig, prbs_per_user: int, num_pilot_symbols: int) -> list[ScenarioError]:
     """A fixed MCS must be one Sionna can code on each user's PRBs and abstract; decoders must exist."""
     from sim.phy.digital import usable_mcs
-    from sim.phy.ldpc import TB_DECODERS
+    from sim.phy.tb_decoders import TB_DECODERS
 
     errors = []
     allowed = usable_mcs(prbs_per_user, num_pilot_symbols, link.mcs_table)

@@ -111,7 +111,7 @@ class LinkConfig(Strict):
         "link", description="digital: decode every bit, or draw TB outcomes from Sionna's PHYAbstraction"
     )
     harq: HarqConfig = Field(default_factory=HarqConfig)
-    decoder: str | None = Field(None, description="digital: LDPC TB decoder (sim/phy/ldpc.py)")
+    decoder: str | None = Field(None, description="digital: LDPC TB decoder (sim/phy/tb_decoders.py)")
     num_bp_iter: int | None = Field(None, gt=0, description="digital: BP iterations at most")
 
     @field_validator("mcs")

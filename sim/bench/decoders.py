@@ -12,7 +12,9 @@ from sionna.phy.fec.ldpc import LDPC5GDecoder, LDPC5GEncoder
 from sionna.phy.nr import TBEncoder
 
 from sim.bench.timing import timed
-from sim.phy.ldpc import DEFAULT_TB_DECODER, TB_DECODERS, LayeredMinSumDecoder, tb_decoder
+from sim.phy.ldpc import LayeredMinSumDecoder
+from sim.phy.ldpc_frames import FrameParallelMinSumDecoder
+from sim.phy.tb_decoders import DEFAULT_TB_DECODER, TB_DECODERS, tb_decoder
 
 # (bits per symbol, target code rate): QPSK at a low rate, 16-QAM at about 1/2, 64-QAM at about 3/4
 BENCH_MODULATIONS = ((2, 0.3), (4, 0.5), (6, 0.75))
@@ -183,10 +185,14 @@ def bench_decoder_only(
             codewords = BpskCodewords(encoder, batch_size, seed + 1)
             llr = codewords.llr(ebno_db)
             full = LayeredMinSumDecoder(encoder, num_iter=num_iter, early_stop=False)
+            frames = FrameParallelMinSumDecoder(encoder, num_iter=num_iter, message_format="float32")
+            int16 = FrameParallelMinSumDecoder(encoder, num_iter=num_iter, message_format="int16")
             reference = LDPC5GDecoder(encoder, cn_update="offset-minsum", cn_schedule="layered", num_iter=num_iter)
             runs = {
                 "layered-oms": (fast, llr, repeats),
                 "layered-oms-full": (full, llr, repeats),
+                "layered-oms-frames": (frames, llr, repeats),
+                "layered-oms-int16": (int16, llr, repeats),
                 "sionna-layered-oms": (reference, llr[:reference_batch_size], 1),
             }
             row = {"rate": round(rate, 4), "n": n, "z": encoder.z, "ebno_db": round(ebno_db, 2)}
@@ -204,6 +210,16 @@ def bench_decoder_only(
             failed = {name: (bits != codewords.bits[: bits.shape[0]]).any(-1) for name, bits in decoded.items()}
             row["sionna-layered-oms"]["same_outcomes"] = bool(
                 torch.equal(failed["sionna-layered-oms"], failed["layered-oms-full"][:reference_batch_size])
+            )
+            row["layered-oms-frames"]["bit_identical"] = bool(
+                torch.equal(decoded["layered-oms-frames"], decoded["layered-oms-full"])
+            )
+            # codewords that failed in one of the float and int16 decoders only: balanced if rounding costs nothing
+            row["layered-oms-int16"]["failed_only_here"] = int(
+                (failed["layered-oms-int16"] & ~failed["layered-oms-full"]).sum()
+            )
+            row["layered-oms-int16"]["failed_only_in_float"] = int(
+                (failed["layered-oms-full"] & ~failed["layered-oms-int16"]).sum()
             )
             results.append(row)
     finally:

@@ -156,7 +156,7 @@ def run_digital_bench(
     from sim.bench.decoders import bench_decoder_only
     from sim.phy.channels import channel_model
     from sim.phy.digital import TransportBlockLink
-    from sim.phy.ldpc import tb_decoder
+    from sim.phy.tb_decoders import tb_decoder
     from sim.runtime import apply_runtime
 
     device = apply_runtime("auto", seed)
@@ -245,7 +245,7 @@ def _sionna_digital_chain(link, model, device):
     from sionna.phy.nr import TBEncoder
     from sionna.phy.ofdm import LMMSEEqualizer, LSChannelEstimator, ResourceGridMapper
 
-    from sim.phy.ldpc import tb_decoder
+    from sim.phy.tb_decoders import tb_decoder
 
     grid = link.stage.link(1).resource_grid
     encoder = TBEncoder(link.tb_size, link.num_coded_bits, link.code_rate, link.bits_per_symbol, device=device)

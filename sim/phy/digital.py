@@ -37,10 +37,10 @@ from torch import nn
 from sim.phy.abstraction import TransportBlockAbstraction
 from sim.phy.analog import AnalogLink
 from sim.phy.estimation import abstraction_sinr
-from sim.phy.ldpc import tb_decoder
 from sim.phy.link_adaptation import LinkAdaptation
 from sim.phy.numerology import NUM_OFDM_SYMBOLS_PER_SLOT, NUM_SUBCARRIERS_PER_PRB, pilot_symbol_indices
 from sim.phy.quantization import UniformQuantizer
+from sim.phy.tb_decoders import tb_decoder
 from sim.phy.threads import map_chunks
 
 MAX_MCS_INDEX = {1: 28, 2: 27}  # PUSCH MCS tables of TS 38.214 6.1.4.1 (index 28+ / 29+ are reserved)

@@ -8,13 +8,9 @@ from sionna.phy.fec.ldpc import LDPC5GEncoder
 from sionna.phy.nr import TBEncoder
 
 from sim.bench.decoders import AwgnTransportBlocks, snr_db_at_bler
-from sim.phy.ldpc import (
-    DEFAULT_TB_DECODER,
-    TB_DECODERS,
-    LayeredMinSumDecoder,
-    LayeredTBDecoder,
-    tb_decoder,
-)
+from sim.phy.ldpc import LayeredMinSumDecoder, LayeredTBDecoder
+from sim.phy.ldpc_frames import FrameParallelMinSumDecoder
+from sim.phy.tb_decoders import DEFAULT_TB_DECODER, TB_DECODERS, tb_decoder
 
 # QPSK at rate 0.3 on 2 PRBs: a 168-bit TB in one 576-bit codeword, small enough for Sionna's stock decoder
 # to decode a few hundred TBs in seconds.
@@ -59,10 +55,18 @@ def snr_db_bler10(decoder, tbs: AwgnTransportBlocks) -> float:
     return snr_db_at_bler(lambda snr: tbs.bler(decoder(tbs.llr(snr))[0]), 0.1, -2.5, 0.7, resolution_db=0.03)
 
 
-def test_registry_names_the_reference_and_the_default(small_encoder):
+def test_registry_names_the_reference_and_the_default(small_encoder, small_tbs):
     assert {"sionna-bp", DEFAULT_TB_DECODER} <= set(TB_DECODERS)
     with pytest.raises(KeyError, match="sionna-bp"):
         tb_decoder(small_encoder, "belief-propagation")
+    # the frame-parallel decoders as TB decoders: Sionna's CRC and deinterleaving around them
+    llr = small_tbs.llr(-0.5)
+    bits, crc_ok = tb_decoder(small_encoder, "layered-oms-full")(llr)
+    frames_bits, frames_crc = tb_decoder(small_encoder, "layered-oms-frames")(llr)
+    assert torch.equal(frames_bits, bits) and torch.equal(frames_crc, crc_ok)
+    assert 0 < int(crc_ok.sum()) < crc_ok.numel()  # some TBs decode, some fail: the comparison can tell
+    int16_crc = tb_decoder(small_encoder, "layered-oms-int16")(llr)[1]
+    assert abs(int(int16_crc.sum()) - int(crc_ok.sum())) <= 2 * int((int16_crc != crc_ok).sum()) ** 0.5 + 1
 
 
 def test_fast_decoder_recovers_clean_tbs_and_its_crc_flags_a_corrupted_one():
@@ -105,6 +109,33 @@ def test_compiled_and_torch_layered_decoders_agree(noisy_codewords, early_stop):
         assert bool((compiled.iterations[failed] == compiled.num_iter).all())
     else:
         assert bool((compiled.iterations == compiled.num_iter).all())
+
+
+@pytest.mark.parametrize("frames", [16, 5])
+def test_frame_parallel_float32_decoder_is_bit_identical_to_the_layered_one(noisy_codewords, frames):
+    """16 codewords side by side in vector registers, the same float32 operations in the same order: the same
+    bits as LayeredMinSumDecoder without early stopping (README: "bit-identical"), also when the batch (96) is
+    not a multiple of the frames."""
+    encoder, bits, llr = noisy_codewords
+    full = LayeredMinSumDecoder(encoder, implementation="numba", early_stop=False)
+    frames = FrameParallelMinSumDecoder(encoder, num_iter=full.num_iter, frames=frames)
+    assert torch.equal(frames(llr), full(llr))
+    assert torch.equal(frames(llr[:7]), full(llr[:7]))  # a part of one group of frames
+
+
+def test_int16_decoder_fails_the_codewords_the_float_one_fails_within_chance(noisy_codewords):
+    """Fixed point at 1/16 LLR steps: integer min-sum is exact, only the channel's rounding differs, so the
+    failures of the two decoders may differ in a few codewords, not in their number beyond chance."""
+    encoder, bits, llr = noisy_codewords
+    full = LayeredMinSumDecoder(encoder, implementation="numba", early_stop=False)
+    int16 = FrameParallelMinSumDecoder(encoder, num_iter=full.num_iter, message_format="int16")
+    failed_float, failed_int = (full(llr) != bits).any(-1), (int16(llr) != bits).any(-1)
+    only_int, only_float = int((failed_int & ~failed_float).sum()), int((failed_float & ~failed_int).sum())
+    assert int(failed_float.sum()) > 20  # near the waterfall: a test that can tell
+    # McNemar's test on the discordant codewords: |b - c| <= 2 sqrt(b + c) (about 95 %)
+    assert abs(only_int - only_float) <= 2 * (only_int + only_float) ** 0.5 + 1
+    with pytest.raises(ValueError, match="whole number of int16 steps"):
+        FrameParallelMinSumDecoder(encoder, offset=0.53, message_format="int16")
 
 
 def test_compiled_decoder_bits_do_not_depend_on_threads(noisy_codewords):
@@ -176,5 +207,6 @@ def test_decoder_only_bench_finds_its_operating_point_and_sionna_agrees_on_the_l
     assert row["layered-oms"]["bler"] == row["layered-oms-full"]["bler"]
     assert 1 < row["layered-oms"]["mean_iterations"] < report["num_iter"]
     assert row["sionna-layered-oms"]["same_outcomes"]
-    decoders = ("layered-oms", "layered-oms-full", "sionna-layered-oms")
+    assert row["layered-oms-frames"]["bit_identical"]
+    decoders = ("layered-oms", "layered-oms-full", "layered-oms-frames", "layered-oms-int16", "sionna-layered-oms")
     assert all(row[name]["mbit_per_s_per_core"] > 0 for name in decoders)
