@@ -37,15 +37,20 @@ def tables(report: dict) -> str:
         f"{only['load_average_1min']:.1f}):",
         "",
         "| code rate | Eb/N0 dB | layered-oms (early stop) | mean iterations | BLER | layered-oms-full | BLER "
-        "| Sionna layered offset min-sum | same outcomes |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
+        "| layered-oms-frames (float32) | bit-identical to full | layered-oms-int16 | BLER "
+        "| failed only in int16 / only in float | Sionna layered offset min-sum | same outcomes |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: | :---: |",
     ]
     for r in only["results"]:
         fast, full, ref = r["layered-oms"], r["layered-oms-full"], r["sionna-layered-oms"]
+        frames, int16 = r["layered-oms-frames"], r["layered-oms-int16"]
         lines.append(
             f"| {r['rate']:.3f} | {r['ebno_db']:.2f} | {fast['mbit_per_s_per_core']:.1f} "
             f"| {fast['mean_iterations']:.1f} | {fast['bler']:.3f} | {full['mbit_per_s_per_core']:.1f} "
-            f"| {full['bler']:.3f} | {ref['mbit_per_s_per_core']:.4f} ({ref['codewords']} codewords) "
+            f"| {full['bler']:.3f} | {frames['mbit_per_s_per_core']:.1f} "
+            f"| {'yes' if frames['bit_identical'] else 'no'} | {int16['mbit_per_s_per_core']:.1f} "
+            f"| {int16['bler']:.3f} | {int16['failed_only_here']} / {int16['failed_only_in_float']} "
+            f"| {ref['mbit_per_s_per_core']:.4f} ({ref['codewords']} codewords) "
             f"| {'yes' if ref['same_outcomes'] else 'no'} |"
         )
     return "\n".join(lines)

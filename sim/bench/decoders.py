@@ -141,7 +141,7 @@ def bench_decoder_only(
     k: int = 8448,
     num_iter: int = 10,
     target_bler: float = 0.1,
-    batch_size: int = 96,
+    batch_size: int = 512,
     search_batch_size: int = 200,
     repeats: int = 3,
     reference_batch_size: int = 8,
