@@ -30,18 +30,14 @@ from sim.mac.allocation import Calibration, EqualShare, TokenAwareAllocation
 from sim.mac.power import UplinkPower
 from sim.mac.traffic import arrival_times_s
 from sim.phy.numerology import slot_duration_s
-from sim.runtime import apply_runtime, reseed, sionna_rng_at
+from sim.runtime import apply_runtime, reseed, sionna_rng_at, stream_seed
 from sim.scenario import model_source
 from sim.schema import Scenario
 from sim.uplink import Uplink
 
-EVALUATION_STREAM = 1 << 32  # offset of the evaluation's seed from the scenario's
 WARM_UP_PASSES = 12  # passes over the first snapshot batch, at most, that warm the outer loop up
 WARM_UP_GAIN = 4  # the warm-up's outer loop takes steps this many times larger (same rest point, reached sooner)
 SETTLED_DB = 0.5  # a warm-up pass that moves no user's back-off by more than this ends the warm-up
-
-
-VALIDATION_STREAM = 1 << 31  # offset of the validation channel's and the calibration's seeds from the scenario's
 
 
 @dataclass
@@ -173,8 +169,8 @@ class Simulation:
                 return {**summary, "loaded": True}
         s = self.scenario
         sampler = self.sampler("train", s.training.train_tasks_per_group)
-        reseed(s.seed)
-        generator = torch.Generator().manual_seed(s.seed)
+        reseed(stream_seed(s.seed, "align"))
+        generator = torch.Generator().manual_seed(stream_seed(s.seed, "align"))
         channel = self.uplink.training_channel(s.training.alignment.snr_db_range, generator)
         history = align_transceivers(
             self.model,
@@ -194,15 +190,15 @@ class Simulation:
         s = self.scenario
         sampler = self.sampler("train", s.training.train_tasks_per_group)
         validation = self.sampler("validation", s.training.validation_tasks_per_group)
-        reseed(s.seed + 1)
-        generator = torch.Generator().manual_seed(s.seed + 1)
+        reseed(stream_seed(s.seed, "finetune"))
+        generator = torch.Generator().manual_seed(stream_seed(s.seed, "finetune"))
         channel = self.uplink.training_channel(s.training.finetune.snr_db_range, generator)
 
         def validate() -> float:
             # common random numbers: each validation draws the same SNRs, fading and noise, so two of them
             # differ by the weights alone, and the training's draws do not depend on when it validates
-            with sionna_rng_at(s.seed + VALIDATION_STREAM), torch.random.fork_rng(devices=[]):
-                snr_generator = torch.Generator().manual_seed(s.seed + VALIDATION_STREAM)
+            with sionna_rng_at(stream_seed(s.seed, "validation")), torch.random.fork_rng(devices=[]):
+                snr_generator = torch.Generator().manual_seed(stream_seed(s.seed, "validation"))
                 channel = self.uplink.training_channel(s.training.finetune.snr_db_range, snr_generator)
                 return task_accuracy(self.model, channel, validation, s.evaluation.batch_size)
 
@@ -245,7 +241,7 @@ class Simulation:
             allocation = self.allocate(snr)
         uplink = Uplink(s, self.device, token_factor=allocation and allocation["token_factor"])
         # Its own random stream: the same channels and noise whether this run trained or loaded the checkpoint.
-        reseed(s.seed + EVALUATION_STREAM)
+        reseed(stream_seed(s.seed, "evaluation"))
         shares = allocation and allocation["prbs"]
         evaluation = self._run_cell(self.sampler("test", s.evaluation.tasks_per_group), uplink, s, snr, shares)
         evaluation.allocation = allocation
@@ -386,7 +382,7 @@ class Simulation:
         for i, factor in enumerate(factors):
             uplink = Uplink(s, self.device, token_factor=[factor] * users)
             for j, shift in enumerate(shifts):
-                reseed(s.seed + VALIDATION_STREAM + j)
+                reseed(stream_seed(s.seed, "validation", j))
                 run = self._run_cell(sampler, uplink, probe, snr_db + shift)
                 correct, group = run.tasks["correct"], run.tasks["group"]
                 accuracy[i, j] = np.bincount(group, correct, groups) / np.maximum(np.bincount(group, None, groups), 1)

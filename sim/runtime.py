@@ -27,6 +27,21 @@ def apply_runtime(device: str, seed: int) -> torch.device:
     return chosen
 
 
+# The named random streams of a run. Each draws from its own seed, the scenario's ``seed`` plus the stream's
+# offset, so that adding draws to one stream never shifts another: stage 1's initialisation and batches,
+# stage 2's batches, SNRs and channels, the validation's channels and SNRs (the same every validation:
+# common random numbers; the token-aware calibration's point j uses ``validation + j``), the evaluation's
+# channels and noise (the same whether the run trained or loaded its checkpoint), and the users' drop.
+# The data (speech, tasks) has streams of its own, from ``dataset.seed`` (models.data).
+STREAMS = {"align": 0, "finetune": 1, "validation": 1 << 31, "evaluation": 1 << 32, "geometry": 1 << 33}
+
+
+def stream_seed(seed: int, stream: str, index: int = 0) -> int:
+    """The seed of ``stream`` (a name of :data:`STREAMS`) for a scenario ``seed``; ``index`` picks one of
+    several draws within it (the calibration's points)."""
+    return seed + STREAMS[stream] + index
+
+
 def reseed(seed: int) -> None:
     """Seed Sionna's generators and torch's, numpy's and Python's global ones."""
     from sionna.phy import config

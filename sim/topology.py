@@ -27,6 +27,7 @@ from pydantic import Field
 from core.schema import SNR_DB_RANGE, Strict
 from sim.errors import ScenarioError
 from sim.phy.channels import SYSTEM_LEVEL_MODELS, CellGeometry, single_antenna_array
+from sim.runtime import stream_seed
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 SCENARIOS = SYSTEM_LEVEL_MODELS  # TR 38.901 scenarios with path loss: "umi", "uma", "rma"
 DROPS = ("none", "cell", "hex")
-GEOMETRY_STREAM = 1 << 33  # offset of the geometry's seed from the scenario's (the engine uses 1 << 31, 1 << 32)
 DECIMALS = 2  # decimals of filled-in metres and dB: centimetres and 0.01 dB read well and change nothing
 
 
@@ -189,7 +189,7 @@ def resolve_geometry(s: Scenario, prbs_per_user: int) -> None:
     if topo.cell_radius_m is None:
         topo.cell_radius_m = _round(topo.isd_m / math.sqrt(3))
 
-    with _seeded_sionna(s.seed + GEOMETRY_STREAM):
+    with _seeded_sionna(stream_seed(s.seed, "geometry")):
         dropped = [i for i in placed if s.users[i].position_m is None and s.users[i].distance_m is None]
         if dropped:
             for i, position in zip(dropped, drop_users(len(dropped), topo).tolist()):
