@@ -99,10 +99,20 @@ def _table(path: Path):
     return pandas.read_csv(path)
 
 
+class _Figures:
+    directory: Path
+
+    def plot(self) -> dict:
+        """Every figure of ``tokensim plot`` into ``directory/plots/``; returns them by name."""
+        from sim.plots import plot_directory
+
+        return plot_directory(self.directory)
+
+
 @dataclass
-class Results:
+class Results(_Figures):
     """A run directory, read back: ``metrics`` (``metrics.json``), ``per_user``, ``per_task`` and ``tbs``
-    (digital) tables, and the ``scenario`` as resolved."""
+    (digital) tables."""
 
     directory: Path
     metrics: dict = field(repr=False)
@@ -124,15 +134,9 @@ class Results:
     def tbs(self):
         return _table(self.directory / "tbs.csv")
 
-    def plot(self) -> dict:
-        """Every figure of ``tokensim plot`` into ``directory/plots/``; returns them by name."""
-        from sim.plots import plot_directory
-
-        return plot_directory(self.directory)
-
 
 @dataclass
-class SweepResults:
+class SweepResults(_Figures):
     """A sweep directory, read back: ``rows`` (``results.csv``: one record per point and user, and an
     ``all`` row per point) and each point's :class:`Results` by its hash."""
 
@@ -144,11 +148,6 @@ class SweepResults:
 
     def point(self, point_hash: str) -> Results:
         return Results.read(self.directory / "points" / point_hash)
-
-    def plot(self) -> dict:
-        from sim.plots import plot_directory
-
-        return plot_directory(self.directory)
 
 
 def run(scenario: Scenario, out: str | Path | None = None, progress: bool = False, retrain: bool = False) -> Results:

@@ -13,12 +13,12 @@ spec.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 from pathlib import Path
 
 from models.paths import atomic_path
+from sim.plot_base import Table, read_csv
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -48,7 +48,6 @@ SWEEP_FIGURES = {
 
 def write_report(directory: str | Path) -> Path:
     """Write ``directory/report.html`` for the run or sweep in ``directory`` (figures made if missing)."""
-    from sim.plot_base import Table
     from sim.plots import plot_directory
 
     directory = Path(directory)
@@ -112,7 +111,7 @@ def _run(directory: Path) -> tuple[str, list[str]]:
         "<h2>Groups</h2>",
         _table(groups, "groups"),
         "<h2>Users</h2>",
-        _table(_read_csv(directory / "per_user.csv"), "per-user"),
+        _table(read_csv(directory / "per_user.csv"), "per-user"),
         "<h2>Figures</h2>",
         *_figures(directory, RUN_FIGURES),
         *_image(directory / "convergence.png", "Training: loss and validation accuracy per step"),
@@ -145,11 +144,6 @@ def _sweep(directory: Path, table) -> tuple[str, list[str]]:
         _pre(directory / "sweep.yaml"),
     ]
     return f"tokensim sweep: {name}", parts
-
-
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _cell(value) -> str:

@@ -50,8 +50,18 @@ def bit_information(llr: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     return 1 - torch.nn.functional.softplus(-(2 * bits - 1) * llr) / math.log(2)
 
 
+_CURVES: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # bits per symbol -> curve: one per modulation
+
+
 def awgn_information_curve(codec, num_bits: int = 40000) -> tuple[torch.Tensor, torch.Tensor]:
-    """(SNR dB, mean bit information) of ``codec``'s QAM and demapper on AWGN with perfect CSI."""
+    """(SNR dB, mean bit information) of ``codec``'s QAM and demapper on AWGN with perfect CSI (made once per
+    modulation; every MCS of one modulation shares it)."""
+    if codec.bits_per_symbol not in _CURVES:
+        _CURVES[codec.bits_per_symbol] = _information_curve(codec, num_bits)
+    return _CURVES[codec.bits_per_symbol]
+
+
+def _information_curve(codec, num_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     snr_db = torch.arange(-15.0, 35.01, 0.25)
     m = codec.bits_per_symbol
     generator = torch.Generator().manual_seed(1)
@@ -77,7 +87,10 @@ def measure(channel, csi, decoder, mcs, snr_db, num_tbs, seed=0) -> dict:
     from sim.phy.abstraction import TransportBlockAbstraction
     from sim.phy.analog import GrantedPrbLink
 
+    from sionna.phy import config
+
     torch.manual_seed(seed)
+    config.seed = seed  # Sionna's channel and noise draw from generators of their own
     codec = _codec(mcs, PRBS, 30e3, (2, 11), 1, decoder, None, "cpu")
     link = GrantedPrbLink(30e3, [2, 11], csi=csi)
     bits = torch.randint(0, 2, (num_tbs, 1, codec.tb_size)).float()
