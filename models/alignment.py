@@ -2,7 +2,8 @@
 
 Each non-text modality's received tokens (after its receiver, in the
 backbone's embedding space) are mean-pooled and pulled towards the pooled
-backbone embedding of their class caption by InfoNCE; the received question
+backbone embedding of their caption by InfoNCE (fashion-avqa: the class's; a
+folder set: the task's, where it has one); the received question
 tokens are kept close to the backbone's own embedding of the question by a
 normalised MSE. Only the transmitters and receivers train; the backbone is
 not run, only its (frozen) input embedding table is read.
@@ -79,7 +80,8 @@ def align_transceivers(
 ) -> list[dict]:
     """Stage 1: train ``model``'s transmitters and receivers to put received tokens where the text is.
 
-    :param captions: one caption per class, in label order
+    :param captions: the texts the sampler's ``label`` columns index (a class's caption in fashion-avqa,
+        a task's in a folder set); label -1 marks an item without one
     :param questions: the texts the text transmitter carries, in ``sampler``'s question order
     :param settings: ``models.config.AlignmentConfig``
     :output history: one ``{"stage", "step", "loss", "infonce_<m>"..., "reconstruction"}`` per step
@@ -87,8 +89,8 @@ def align_transceivers(
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     text_length = model.transmitters["text"].length if "text" in model.transmitters else 1
-    with torch.no_grad():
-        caption_targets = model.backbone.embed_text(captions, 1)[:, 0]  # [num_classes, d_model]
+    with torch.no_grad():  # [num_captions, d_model]; a data set may have none (then no InfoNCE term)
+        caption_targets = model.backbone.embed_text(captions, 1)[:, 0] if captions else None
         question_targets = model.backbone.embed_text(questions, text_length)  # [num_questions, L, d_model]
     infonce = InfoNCELoss(settings.temperature, settings.symmetric)
     params = [p for part in (model.transmitters, model.receivers) for p in part.parameters()]
@@ -103,6 +105,8 @@ def align_transceivers(
         terms = {}
         for m in model.modalities:
             sent = batch["present"][m]
+            if m != "text":  # an item without a caption (label -1) is not aligned
+                sent = sent & (batch["label"][m] >= 0)
             if not sent.any():
                 continue
             embedded = model.receivers[m](received[m][sent])  # [n, L, d_model]

@@ -14,12 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.cache import load_or_build
-from models.data.fashion_avqa import QUESTION_TYPES, FashionAVQA
 from models.paths import cache_dir, digest
 from models.progress import progress_bar
 
 FEATURES_VERSION = 1  # bump when an encoder's preprocessing changes
-QUESTIONS: tuple[str, ...] = tuple(t for q in QUESTION_TYPES.values() for t in q.templates)
 
 
 # Which task column indexes each modality's rows.
@@ -30,8 +28,8 @@ TASK_INDEX = {"text": "question_index", "image": "image_index", "audio": "clip_i
 class SplitFeatures:
     """Encoder tokens of every item of one split, per modality.
 
-    ``tokens[m]``: [num_items, L_m, D_m] (images, clips, or the questions of
-    :data:`QUESTIONS` in order); ``lengths[m]``: [num_items] valid tokens
+    ``tokens[m]``: [num_items, L_m, D_m] (the split's images, clips, or question texts
+    ``dataset.questions(split)``, in the data set's order); ``lengths[m]``: [num_items] valid tokens
     (padded text) or ``None``; ``encoder_flops[m]``: FLOPs to encode one item.
     """
 
@@ -48,16 +46,11 @@ class SplitFeatures:
         }
 
 
-def question_index(questions) -> np.ndarray:
-    """Row of each question string in :data:`QUESTIONS`."""
-    lookup = {q: i for i, q in enumerate(QUESTIONS)}
-    return np.array([lookup[q] for q in questions], dtype=np.int64)
-
-
-def audio_encoder_key(dataset: FashionAVQA, settings) -> str:
+def audio_encoder_key(dataset, settings) -> str:
+    """Key of the audio encoder trained on ``dataset``'s train clips with ``settings``."""
     return digest(
         {
-            "speech": dataset.speech_path("train").stem,
+            "speech": dataset.speech_key("train"),
             "training": settings.model_dump(),
             "version": FEATURES_VERSION,
         }
@@ -65,33 +58,37 @@ def audio_encoder_key(dataset: FashionAVQA, settings) -> str:
 
 
 def load_features(
-    dataset: FashionAVQA, modalities, models, audio_training, split: str, device: torch.device, progress: bool = True
+    dataset, modalities, models, audio_training, split: str, device: torch.device, progress: bool = True
 ) -> SplitFeatures:
     """Encoder outputs of ``split`` for ``modalities``, from the cache or computed (and cached) now.
 
+    Each cache entry is keyed by the encoder and by what the data set says decides the items
+    (``image_key``, ``speech_key``, the question texts): other data, other features.
+
+    :param dataset: a data set of :data:`models.data.DATASETS`
     :param models: ``models.config.ModelsConfig``
     :param audio_training: ``models.config.AudioEncoderTraining``
     """
     computed = {}
     if "image" in modalities:
-        num_images = dataset.config.count(split, "images")
         computed["image"] = _cached(
             "image",
-            {"encoder": models.image_encoder, "px": models.image_size_px, "split": split, "num_images": num_images},
+            {"encoder": models.image_encoder, "px": models.image_size_px, **dataset.image_key(split)},
             lambda: _encode_images(dataset, models.image_size_px, split, device, progress),
         )
     if "audio" in modalities:
         audio_key = audio_encoder_key(dataset, audio_training)
         computed["audio"] = _cached(
             "audio",
-            {"encoder": audio_key, "split": split, "speech": dataset.speech_path(split).stem},
+            {"encoder": audio_key, "split": split, "speech": dataset.speech_key(split)},
             lambda: _encode_speech(dataset, audio_key, audio_training, split, device, progress),
         )
     if "text" in modalities:
+        questions = dataset.questions(split)
         computed["text"] = _cached(
             "text",
-            {"encoder": models.text_encoder, "max_tokens": models.text_max_tokens, "questions": QUESTIONS},
-            lambda: _encode_questions(models.text_encoder, models.text_max_tokens, device),
+            {"encoder": models.text_encoder, "max_tokens": models.text_max_tokens, "questions": questions},
+            lambda: _encode_questions(models.text_encoder, models.text_max_tokens, questions, device),
         )
     return SplitFeatures(
         tokens={m: c["tokens"].to(device) for m, c in computed.items()},
@@ -164,13 +161,13 @@ def _encode_speech(dataset, audio_key, audio_training, split, device, progress) 
 
 
 @torch.no_grad()
-def _encode_questions(name, max_tokens, device) -> dict[str, torch.Tensor]:
+def _encode_questions(name, max_tokens, questions, device) -> dict[str, torch.Tensor]:
     from models.encoders.text import HFTextEncoder
 
     encoder = HFTextEncoder(name, max_tokens).to(device)
-    out = encoder(list(QUESTIONS))
+    out = encoder(list(questions))
     return {
         "tokens": out["tokens"].cpu(),
         "lengths": out["lengths"].cpu(),
-        "flops": torch.tensor(count_flops(encoder, list(QUESTIONS[:1]))),
+        "flops": torch.tensor(count_flops(encoder, list(questions[:1]))),
     }

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.features import TASK_INDEX, SplitFeatures, question_index
+from models.features import TASK_INDEX, SplitFeatures
 from models.progress import progress_bar
 from models.system import Channel, SplitModel
 
@@ -20,7 +20,7 @@ class TaskSampler:
     Rows are ordered slot-major, ``row = slot * num_groups + group``, which is
     the order the PHY's channel function expects.
 
-    :param tables: per group, the arrays of ``FashionAVQA.tasks`` (equal lengths)
+    :param tables: per group, the arrays of a data set's ``tasks()`` (equal lengths)
     :param present: ``{modality: [num_groups] bool}``, which group sends what
     :param features: encoder outputs of the split the tables index
     """
@@ -31,7 +31,6 @@ class TaskSampler:
         def stack(column):  # [num_tasks, num_groups]
             return torch.as_tensor(np.stack([column(t) for t in tables], 1), device=device)
 
-        tables = [{**t, "question_index": question_index(t["question"])} for t in tables]
         self.rows = {m: stack(lambda t, column=TASK_INDEX[m]: t[column]) for m in features.tokens}
         self.answer = stack(lambda t: t["answer"])
         self.question_type = stack(lambda t: t["question_type"])

@@ -34,9 +34,7 @@ def checkpoint_key(scenario: Scenario, stage: str = "finetune") -> tuple[str, di
     shaped_by = {
         "stage": stage,
         "seed": s.seed,
-        "dataset": s.dataset.model_dump(
-            mode="json", exclude={"fashion_mnist_dir", "wordnet_dir", "espeak_ng", "test_images", "test_clips"}
-        ),
+        "dataset": s.dataset.identity(),  # a folder set's: the content of its train and validation data
         "cell": s.cell.model_dump(mode="json", exclude={"bandwidth_hz"}),
         "channel": s.channel.model_dump(mode="json"),
         "layout": {"groups": layout, "num_users": len(s.users)},

@@ -18,9 +18,8 @@ from models.alignment import align_transceivers
 from models.cache import exclusive
 from models.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from models.data import DATASETS
-from models.data.fashion_avqa import ANSWERS
 from models.encoders import encoder_output_shape
-from models.features import QUESTIONS, SplitFeatures, count_flops, load_features
+from models.features import SplitFeatures, count_flops, load_features
 from models.system import SplitModel
 from models.training import TaskSampler, finetune_split_model, task_accuracy
 from sim.cell import CellLoop, CellRecords
@@ -53,6 +52,7 @@ class Evaluation:
     ``records``: the cell loop's :class:`~sim.cell.CellRecords` (timelines of every batch stacked).
     ``allocation``: the token-aware joint allocation, when the scenario asks for it;
     ``values_per_user``: real values each user sent per task; ``snr_db``: the users' reference SNRs.
+    ``answers`` and ``question_needs``: the data set's, which ``answer`` and ``question_type`` index.
     """
 
     tasks: dict[str, np.ndarray]
@@ -63,6 +63,8 @@ class Evaluation:
     records: CellRecords
     values_per_user: list[int]
     snr_db: list[float]
+    answers: tuple[str, ...]
+    question_needs: dict[str, frozenset[str]]
     allocation: dict | None = None
 
 
@@ -85,7 +87,8 @@ class Simulation:
         self.checkpoint, self.shaped_by = checkpoint_key(self.source or scenario)
         self.uplink = Uplink(scenario, self.device)
         encoder_dims = {m: encoder_output_shape(m, scenario.models)[1] for m in scenario.tokens}
-        self.model = SplitModel(scenario.tokens, encoder_dims, scenario.models, answers=list(ANSWERS)).to(self.device)
+        answers = list(self.dataset.answers)
+        self.model = SplitModel(scenario.tokens, encoder_dims, scenario.models, answers=answers).to(self.device)
         self.present = {
             m: torch.tensor([m in scenario.group_modalities(g) for g in scenario.groups]) for m in scenario.tokens
         }
@@ -177,7 +180,7 @@ class Simulation:
             channel,
             sampler,
             self.dataset.captions(),
-            QUESTIONS,
+            self.dataset.questions("train"),
             s.training.alignment,
             s.seed,
             self.progress,
@@ -356,6 +359,8 @@ class Simulation:
             records=CellRecords.concat(parts),
             values_per_user=list(uplink.values_per_user),
             snr_db=[float(x) for x in snr_db],
+            answers=tuple(self.dataset.answers),
+            question_needs=self.dataset.question_needs,
         )
 
     @torch.no_grad()

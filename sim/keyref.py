@@ -38,6 +38,10 @@ def key_rows(model: type[BaseModel] = Scenario, prefix: str = "") -> list[dict[s
     rows = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
+        variants = _variants(field.annotation)
+        if variants:
+            rows.extend(_variant_rows(key, field, variants))
+            continue
         section, suffix = _section(field.annotation)
         if section is not None:
             if field.description or field.is_required():
@@ -49,6 +53,30 @@ def key_rows(model: type[BaseModel] = Scenario, prefix: str = "") -> list[dict[s
             continue
         allowed = "; ".join(filter(None, [_allowed(field), _REGISTRIES.get(key, lambda: "")()]))
         rows.append(_row(key, _type_name(field.annotation), _default(field), allowed, field.description or ""))
+    return rows
+
+
+def _variants(annotation) -> list[type[BaseModel]]:
+    """The sections a field may be one of (``dataset``: one per data set), or [] for any other field."""
+    annotation = _strip_annotated(annotation)
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return []
+    sections = [_section(a)[0] for a in typing.get_args(annotation)]
+    return sections if all(sections) else []
+
+
+def _variant_rows(key: str, field, variants: list[type[BaseModel]]) -> list[dict[str, str]]:
+    """A field that is one of several sections, told apart by a literal key they share (``dataset.name``):
+    that key once, allowing every variant, then each variant's other keys, the description saying whose."""
+    tag = next(n for n in variants[0].model_fields if all(_literals(v.model_fields[n].annotation) for v in variants))
+    names = [_literals(v.model_fields[tag].annotation)[0][0] for v in variants]
+    rows = [_row(key, "section", "", "", field.description)] if field.description else []
+    for name, variant in zip(names, variants):
+        for row in key_rows(variant, f"{key}."):
+            if row["key"] != f"{key}.{tag}":
+                rows.append(row | {"description": f"{tag}: {name}. {row['description']}"})
+            elif name == names[0]:
+                rows.append(row | {"allowed": ", ".join(names)})
     return rows
 
 

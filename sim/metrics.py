@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.data.fashion_avqa import ANSWERS, QUESTION_TYPES
 from models.encoders import encoder_output_shape
 from sim.mac.power import reference_share
 
@@ -85,7 +84,7 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
     records = evaluation.records
     T = records.slot_s
     tasks = evaluation.tasks
-    qtypes = s.dataset.question_types
+    answers, qtypes = evaluation.answers, list(evaluation.question_needs)  # the data set's, as indexed
     digital = s.link.mode == "digital"
     allocation = evaluation.allocation
     g_of_task, b_of_task, j_of_task = tasks["group"], tasks["timeline"], tasks["job"]
@@ -147,8 +146,8 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
             "ready_slot": int(latency["ready_slot"][i]),
             "done_slot": int(latency["done_slot"][i]),
             "question_type": qtypes[tasks["question_type"][i]],
-            "answer": ANSWERS[tasks["answer"][i]],
-            "predicted": ANSWERS[tasks["predicted"][i]],
+            "answer": answers[tasks["answer"][i]],
+            "predicted": answers[tasks["predicted"][i]],
             "correct": bool(tasks["correct"][i]),
             "latency_ms": float(latency_ms[i]),
             **{f"{k}_ms": float(v[i]) for k, v in breakdown.items()},
@@ -160,7 +159,7 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
     ]
 
     nmse = evaluation.nmse_error / np.maximum(evaluation.nmse_power, 1e-30)
-    needs = [QUESTION_TYPES[q].needs | {"text"} for q in qtypes]  # every question needs its text
+    needs = [need | {"text"} for need in evaluation.question_needs.values()]  # every question needs its text
     shares = allocation["prbs"] if allocation else None
     reference_prbs = reference_share(s)
     users, per_user = [], []
@@ -213,7 +212,7 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
             | {f"link_{k}": v for k, v in record.get("link", {}).items()}
         )
 
-    answers = np.bincount(tasks["answer"], minlength=len(ANSWERS))
+    answer_counts = np.bincount(tasks["answer"], minlength=len(answers))
     granted_total = users_rec["granted_prb_slots"].sum()
     metrics = {
         "scenario": s.name,
@@ -237,8 +236,8 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
         "traffic": s.traffic.arrival,
         "jain_fairness": jain_fairness(throughput_bps),
         "prb_utilisation": float(granted_total / max(records.active_slots.sum().item() * s.cell.num_prbs, 1)),
-        "majority_answer_rate": float(answers.max() / answers.sum()),
-        "majority_answer": ANSWERS[int(answers.argmax())],
+        "majority_answer_rate": float(answer_counts.max() / answer_counts.sum()),
+        "majority_answer": answers[int(answer_counts.argmax())],
         "accuracy_by_question_type": {
             q: _mean(tasks["correct"][tasks["question_type"] == k])
             for k, q in enumerate(qtypes)

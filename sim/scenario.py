@@ -14,7 +14,7 @@ import types
 import typing
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from sim.errors import ScenarioError, ScenarioErrors
 from sim.scenario_checks import _short, cross_check, resolve
@@ -74,11 +74,15 @@ def model_source(s: Scenario) -> Scenario | None:
 def _describe(error: dict) -> ScenarioError:
     """One pydantic error as a ScenarioError naming the dotted key."""
     loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
-    key = dotted(loc) or "scenario"
+    key = dotted(_walk(loc)[0]) or "scenario"
     kind, value = error["type"], error.get("input")
     if kind == "extra_forbidden":
-        allowed = _keys_at(Scenario, loc[:-1])
+        node = _walk(loc[:-1])[1]
+        allowed = list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
         return ScenarioError(key, None, "is not a known key", ", ".join(allowed))
+    if kind == "union_tag_invalid":  # the one section that is one of several, dataset, is told apart by its name
+        return ScenarioError(f"{key}.name", error["ctx"]["tag"], "is not one of the choices",
+                             error["ctx"]["expected_tags"].replace("'", ""))  # fmt: skip
     if kind == "missing":
         return ScenarioError(key, None, "is required")
     if kind in ("literal_error", "enum"):
@@ -87,18 +91,39 @@ def _describe(error: dict) -> ScenarioError:
     return ScenarioError(key, value, message[0].lower() + message[1:])
 
 
-def _keys_at(model: type, loc: tuple) -> list[str]:
-    """Field names of the section found by walking ``loc`` down from ``model``."""
-    node = model
+def _walk(loc: tuple) -> tuple[tuple, object]:
+    """Follow an error's ``loc`` down the schema: the location without the tags pydantic adds after a field
+    that is one of several sections (``("dataset", "folder", "path")`` -> ``("dataset", "path")``), and the
+    section (or type) it ends at; ``None`` past a key the schema does not have."""
+    node, kept = Scenario, []
     for part in loc:
+        variants = _tagged(node)
+        if part in variants:
+            node = variants[part]
+            continue
+        kept.append(part)
         node = _unwrap(node)
         if isinstance(node, type) and issubclass(node, BaseModel) and isinstance(part, str):
-            node = node.model_fields[part].annotation
+            node = node.model_fields[part].annotation if part in node.model_fields else None
         else:  # list item or dict value
             args = typing.get_args(_unwrap(node))
             node = args[-1] if args else node
-    node = _unwrap(node)
-    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+    return tuple(kept), _unwrap(node)
+
+
+def _tagged(annotation) -> dict:
+    """``{tag: section}`` of a field that is one of several tagged sections (``dataset``); else empty."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return {}
+    return {
+        meta.tag: typing.get_args(arg)[0]
+        for arg in typing.get_args(annotation)
+        if typing.get_origin(arg) is typing.Annotated
+        for meta in typing.get_args(arg)[1:]
+        if isinstance(meta, Tag)
+    }
 
 
 def _unwrap(annotation):

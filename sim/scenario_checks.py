@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from models.config import (
     MODALITIES,
 )
+from models.data.splits import SPLITS
 from sim.errors import ScenarioError
 from sim.mac import SCHEDULER_POLICIES
 from sim.mac.allocation import EqualShare
@@ -23,16 +24,9 @@ from sim.topology import geometry_errors, is_placed, resolve_geometry
 
 def cross_check(s: Scenario) -> list[ScenarioError]:
     """What one field cannot check alone: references, group makeup, token sizes."""
-    from models.data.fashion_avqa import QUESTION_TYPES, FashionAVQA, MissingDataError
     from models.encoders import encoder_output_shape, resolve_model_path
 
-    errors: list[ScenarioError] = []
-    try:
-        FashionAVQA(s.dataset)  # only checks that the Debian packages' files are there
-    except MissingDataError as err:
-        errors.append(
-            ScenarioError(err.key, str(err.value), f"{err.problem}; install with: sudo apt-get install {err.package}")
-        )
+    errors, dataset = _open_dataset(s)
     ids = [u.id for u in s.users]
     for i, uid in enumerate(ids):
         if ids.index(uid) != i:
@@ -63,15 +57,8 @@ def cross_check(s: Scenario) -> list[ScenarioError]:
             errors.append(
                 ScenarioError(f"groups[{gi}].users", group.users, "has no user sending 'text' (the question)")
             )
-        elif not any(QUESTION_TYPES[q].needs <= senders.keys() for q in s.dataset.question_types):
-            errors.append(
-                ScenarioError(
-                    f"groups[{gi}].users",
-                    group.users,
-                    "sends too little to answer any of dataset.question_types",
-                    ", ".join(s.dataset.question_types),
-                )
-            )
+        elif dataset is not None:  # a data set that does not open has no questions to check against
+            errors += _unanswerable(s, dataset, gi, senders.keys())
     for i, user in enumerate(s.users):
         if user.snr_db is None and s.snr_db is None and not is_placed(s, user):
             errors.append(
@@ -94,6 +81,8 @@ def cross_check(s: Scenario) -> list[ScenarioError]:
             )
 
     errors += geometry_errors(s)
+    if dataset is not None:
+        errors += _missing_items(s, dataset)
 
     used = {m for u in s.users for m in u.modalities}
     for m in sorted(used):
@@ -162,6 +151,50 @@ def cross_check(s: Scenario) -> list[ScenarioError]:
     if s.link.mode == "digital":
         share = EqualShare(num_prbs, num_users, len(cell.pilot_ofdm_symbol_indices))
         errors += _check_digital_link(s.link, share.prbs_per_user, len(cell.pilot_ofdm_symbol_indices))
+    return errors
+
+
+def _open_dataset(s: Scenario) -> tuple[list[ScenarioError], object | None]:
+    """The scenario's data set, or what keeps it from opening: fashion-avqa's Debian packages missing,
+    or everything wrong with a folder set's tasks.jsonl and files (one error per problem)."""
+    from models.data import DATASETS, DataFolderError, MissingDataError
+
+    try:
+        return [], DATASETS[s.dataset.name](s.dataset)
+    except MissingDataError as err:
+        problem = f"{err.problem}; install with: sudo apt-get install {err.package}"
+        return [ScenarioError(err.key, str(err.value), problem)], None
+    except DataFolderError as err:
+        errors = [
+            ScenarioError("dataset.path", str(err.folder) if p.line is None else None, str(p)) for p in err.problems
+        ]
+        if err.more:
+            errors.append(ScenarioError("dataset.path", None, f"and {err.more} more problems"))
+        return errors, None
+
+
+def _unanswerable(s: Scenario, dataset, gi: int, senders) -> list[ScenarioError]:
+    """An error if group ``gi``, sending ``senders``, can answer no question of some split."""
+    needs = dataset.question_needs
+    for split in SPLITS:
+        asked = dataset.question_types_in(split)
+        if not any(needs[q] <= senders for q in asked):
+            # fashion-avqa asks every type in every split; a folder set's types are those of its tasks
+            where = "dataset.question_types" if s.dataset.name == "fashion-avqa" else f"the {split} tasks"
+            return [ScenarioError(f"groups[{gi}].users", s.groups[gi].users,
+                                  f"sends too little to answer any of {where}", ", ".join(asked))]  # fmt: skip
+    return []
+
+
+def _missing_items(s: Scenario, dataset) -> list[ScenarioError]:
+    """An error per modality users send that a split holds none of (a folder set may have no clips)."""
+    errors = []
+    for m in ("image", "audio"):
+        senders = [u.id for u in s.users if m in u.modalities]
+        empty = [split for split in SPLITS if senders and not dataset.num_items(split, m)]
+        if empty:
+            errors.append(ScenarioError("dataset.path", None, f"has no {m} in its {' and '.join(empty)} tasks, "
+                                        f"which {', '.join(senders)} send(s)"))  # fmt: skip
     return errors
 
 

@@ -20,7 +20,7 @@ from models.config import (
     TokensConfig,
     TrainingConfig,
 )
-from models.data import FashionAVQAConfig
+from models.data import DatasetConfig, FashionAVQAConfig
 from sim.mac import SCHEDULER_POLICIES
 from sim.mac.allocation import AllocationConfig
 from sim.mac.traffic import TrafficConfig
@@ -195,7 +195,9 @@ class Scenario(Strict):
     name: str = Field(min_length=1, description="names the default results folder, results/<name>/")
     seed: Seed = Field(0, description="the model's seed: initialisation, training batches, channel draws")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
-    dataset: FashionAVQAConfig = Field(default_factory=FashionAVQAConfig)
+    dataset: DatasetConfig = Field(
+        default_factory=FashionAVQAConfig, description="the tasks: fashion-avqa, or a folder of your own"
+    )
     cell: CellConfig = Field(default_factory=CellConfig)
     channel: ChannelConfig = Field(default_factory=ChannelConfig)
     link: LinkConfig = Field(default_factory=LinkConfig)

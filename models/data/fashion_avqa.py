@@ -20,7 +20,6 @@ True
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -31,81 +30,30 @@ from models.cache import load_or_build
 from models.config import SEED_LIMIT, SnrDb
 from models.data import fashion_mnist, speech, wordnet
 from models.data.fashion_mnist import CLASS_NAMES
+from models.data.fashion_questions import (  # noqa: F401 - QuestionType and QUESTIONS: the data set's names
+    ANSWER_OF,
+    ANSWERS,
+    QUESTION_TYPES,
+    QUESTIONS,
+    QuestionType,
+    balanced_labels,
+    question_index,
+)
+from models.data.splits import SPLIT_STREAM, check_modalities, check_split
 from models.paths import cache_dir
 
-ANSWERS: tuple[str, ...] = CLASS_NAMES + ("yes", "no")
-YES, NO = ANSWERS.index("yes"), ANSWERS.index("no")
-MODALITIES = frozenset({"image", "audio", "text"})
-SPLITS = ("train", "validation", "test")
-# Random stream of each split's clips and tasks (train and test keep the streams they had before the
-# validation split existed, so their clips are the same).
-SPLIT_STREAM = {"train": 0, "test": 1, "validation": 2}
-FOOTWEAR = np.isin(CLASS_NAMES, ("sandal", "sneaker", "ankle boot"))  # bool [10]
-UPPER_BODY = np.isin(CLASS_NAMES, ("t-shirt", "pullover", "coat", "shirt"))  # bool [10]
 SPEECH_VERSION = 1  # bump when speech.py changes what a cached clip holds
-
-
-@dataclass(frozen=True)
-class QuestionType:
-    """A kind of question: the modalities its answer needs besides the text, and
-    paraphrases of it."""
-
-    name: str
-    needs: frozenset[str]
-    templates: tuple[str, ...]
-
-
-QUESTION_TYPES: dict[str, QuestionType] = {
-    q.name: q
-    for q in (
-        QuestionType(
-            "image_item",
-            frozenset({"image"}),
-            ("What item is pictured?", "What is shown in the picture?", "Which item does the image show?"),
-        ),
-        QuestionType(
-            "speech_item",
-            frozenset({"audio"}),
-            ("Which item does the speaker name?", "What item is spoken?", "Which item do you hear named?"),
-        ),
-        QuestionType(
-            "same_item",
-            frozenset({"image", "audio"}),
-            (
-                "Is the spoken item the same as the pictured one?",
-                "Does the speaker name the item in the picture?",
-                "Do the picture and the speech show the same item?",
-            ),
-        ),
-        QuestionType(
-            "image_footwear",
-            frozenset({"image"}),
-            (
-                "Is the pictured item footwear?",
-                "Is the item in the picture worn on the feet?",
-                "Does the image show footwear?",
-            ),
-        ),
-        QuestionType(
-            "speech_upper_body",
-            frozenset({"audio"}),
-            (
-                "Is the spoken item worn on the upper body?",
-                "Does the speaker name something worn on the upper body?",
-                "Is the item the speaker names upper-body clothing?",
-            ),
-        ),
-    )
-}
-
-# Answer index (into ANSWERS) from the image and clip labels, int64 [N] each.
-_ANSWER = {
-    "image_item": lambda image, clip: image,
-    "speech_item": lambda image, clip: clip,
-    "same_item": lambda image, clip: np.where(image == clip, YES, NO),
-    "image_footwear": lambda image, clip: np.where(FOOTWEAR[image], YES, NO),
-    "speech_upper_body": lambda image, clip: np.where(UPPER_BODY[clip], YES, NO),
-}
+# What the data set reads from Debian packages: (config field, check of its value, package, what is wrong).
+_DEBIAN_DATA = (
+    ("fashion_mnist_dir", fashion_mnist.has_files, "dataset-fashion-mnist", "has no Fashion-MNIST files"),
+    ("wordnet_dir", wordnet.has_files, "wordnet-base", "has no WordNet 3.0 noun database (index.noun, data.noun)"),
+    (
+        "espeak_ng",
+        lambda exe: shutil.which(exe) is not None,
+        "espeak-ng",
+        "is not an executable (a name on PATH or a path)",
+    ),
+)
 
 
 class MissingDataError(FileNotFoundError):
@@ -125,7 +73,9 @@ class FashionAVQAConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: Literal["fashion-avqa"] = Field("fashion-avqa", description="Data set name.")
+    name: Literal["fashion-avqa"] = Field(
+        "fashion-avqa", description="Data set name: fashion-avqa (built in) or folder (your own, docs/data.md)."
+    )
     fashion_mnist_dir: Path = Field(
         Path("/usr/share/datasets/fashion-mnist"), description="Folder of the gzipped Fashion-MNIST IDX files."
     )
@@ -192,7 +142,14 @@ class FashionAVQAConfig(BaseModel):
 
     def count(self, split: str, kind: str) -> int:
         """How many ``kind`` ("images" or "clips") ``split`` holds."""
-        return getattr(self, f"{_check_split(split)}_{kind}")
+        return getattr(self, f"{check_split(split)}_{kind}")
+
+    def identity(self) -> dict:
+        """What of the data shapes a trained model (the data set's part of a checkpoint's key): every key
+        but where the Debian data lie and the test split's sizes."""
+        return self.model_dump(
+            mode="json", exclude={"fashion_mnist_dir", "wordnet_dir", "espeak_ng", "test_images", "test_clips"}
+        )
 
 
 class FashionAVQA:
@@ -202,26 +159,13 @@ class FashionAVQA:
     are read and speech is synthesised (then cached on disk) on first use.
     """
 
+    answers = ANSWERS
+
     def __init__(self, config: FashionAVQAConfig):
         self.config, self.seed = config, config.seed
-        if not fashion_mnist.has_files(config.fashion_mnist_dir):
-            raise MissingDataError(
-                "dataset.fashion_mnist_dir",
-                config.fashion_mnist_dir,
-                "dataset-fashion-mnist",
-                "has no Fashion-MNIST files",
-            )
-        if not wordnet.has_files(config.wordnet_dir):
-            raise MissingDataError(
-                "dataset.wordnet_dir",
-                config.wordnet_dir,
-                "wordnet-base",
-                "has no WordNet 3.0 noun database (index.noun, data.noun)",
-            )
-        if shutil.which(config.espeak_ng) is None:
-            raise MissingDataError(
-                "dataset.espeak_ng", config.espeak_ng, "espeak-ng", "is not an executable (a name on PATH or a path)"
-            )
+        for field, present, package, problem in _DEBIAN_DATA:
+            if not present(getattr(config, field)):
+                raise MissingDataError(f"dataset.{field}", getattr(config, field), package, problem)
         self._images: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._speech: dict[str, dict[str, np.ndarray]] = {}
 
@@ -229,6 +173,35 @@ class FashionAVQA:
     def question_type_names(self) -> list[str]:
         """The config's question types, in order; ``tasks()["question_type"]`` indexes this."""
         return list(self.config.question_types)
+
+    @property
+    def question_needs(self) -> dict[str, frozenset[str]]:
+        """The config's question types, in order, and the modalities besides the text each one needs."""
+        return {name: QUESTION_TYPES[name].needs for name in self.config.question_types}
+
+    def question_types_in(self, split: str) -> list[str]:
+        """The question types ``split`` asks: every split asks every type of the config."""
+        return self.question_type_names
+
+    def questions(self, split: str) -> tuple[str, ...]:
+        """Every question text (each type's paraphrases), the same for every split;
+        ``tasks()["question_index"]`` indexes it."""
+        return QUESTIONS
+
+    def num_items(self, split: str, modality: str) -> int:
+        """How many images, clips or question texts (``modality`` image, audio, text) ``split`` holds."""
+        if modality == "text":
+            return len(QUESTIONS)
+        return self.config.count(split, {"image": "images", "audio": "clips"}[modality])
+
+    def image_key(self, split: str) -> dict:
+        """What decides the images of ``split``: part of their cached features' key."""
+        return {"split": split, "num_images": self.config.count(split, "images")}
+
+    def speech_key(self, split: str) -> str:
+        """What decides the clips of ``split`` (their cache file's name): part of the keys of their
+        features and, for train, of the audio encoder trained on them."""
+        return self.speech_path(split).stem
 
     def images(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Images uint8 ``[N, 28, 28]`` and labels int64 ``[N]`` (index into CLASS_NAMES);
@@ -282,15 +255,12 @@ class FashionAVQA:
         sender sends them anyway. Returns arrays of length ``num_tasks``:
         ``image_index``, ``clip_index`` int64 (into ``images(split)``/``speech(split)``),
         ``question_type`` int64 (into ``question_type_names``), ``question`` object
-        (str), ``answer`` int64 (into ANSWERS), ``image_label``, ``clip_label`` int64.
+        (str), ``question_index`` int64 (into ``questions(split)``), ``answer`` int64 (into ANSWERS),
+        ``image_label``, ``clip_label`` int64 (into CLASS_NAMES and ``captions()``).
         The data set's seed and the same arguments give the same tasks; ``stream`` tells apart
         the task lists drawn from one split (one per group).
         """
-        modalities = frozenset(modalities)
-        if "text" not in modalities or not modalities <= MODALITIES:
-            raise ValueError(
-                f"modalities: {sorted(modalities)} must be a subset of {sorted(MODALITIES)} that holds 'text'"
-            )
+        modalities = check_modalities(modalities)
         names = self.question_type_names
         allowed = [i for i, name in enumerate(names) if QUESTION_TYPES[name].needs <= modalities]
         if not allowed:
@@ -298,7 +268,7 @@ class FashionAVQA:
                 f"modalities: no question type among {', '.join(names)} can be answered from {sorted(modalities)}"
             )
         image_labels, clip_labels = self.images(split)[1], self.speech(split)[1]
-        rng = np.random.default_rng([self.seed, SPLIT_STREAM[_check_split(split)], stream])
+        rng = np.random.default_rng([self.seed, SPLIT_STREAM[check_split(split)], stream])
         question_type = np.asarray(allowed)[rng.integers(len(allowed), size=num_tasks)]
         image_index = rng.integers(len(image_labels), size=num_tasks)
         clip_index = rng.integers(len(clip_labels), size=num_tasks)
@@ -306,12 +276,12 @@ class FashionAVQA:
         answer = np.empty(num_tasks, dtype=np.int64)
         for t in allowed:
             rows = np.flatnonzero(question_type == t)
-            image_label, clip_label = _balanced_labels(names[t], rng, len(rows), image_labels, clip_labels)
+            image_label, clip_label = balanced_labels(names[t], rng, len(rows), image_labels, clip_labels)
             if image_label is not None:
                 image_index[rows] = _index_of_label(rng, image_labels, image_label)
             if clip_label is not None:
                 clip_index[rows] = _index_of_label(rng, clip_labels, clip_label)
-            answer[rows] = _ANSWER[names[t]](image_labels[image_index[rows]], clip_labels[clip_index[rows]])
+            answer[rows] = ANSWER_OF[names[t]](image_labels[image_index[rows]], clip_labels[clip_index[rows]])
             templates = QUESTION_TYPES[names[t]].templates
             questions[rows] = np.asarray(templates, dtype=object)[rng.integers(len(templates), size=len(rows))]
         return {
@@ -319,6 +289,7 @@ class FashionAVQA:
             "clip_index": clip_index,
             "question_type": question_type,
             "question": questions,
+            "question_index": question_index(questions),
             "answer": answer,
             "image_label": image_labels[image_index],
             "clip_label": clip_labels[clip_index],
@@ -359,39 +330,9 @@ class FashionAVQA:
         return self._speech[split]
 
 
-def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
-    return split
-
-
-def _choose(rng: np.random.Generator, allowed: np.ndarray) -> np.ndarray:
-    """A class per row, uniform among the True entries of ``allowed`` bool ``[N, 10]``; int64 ``[N]``."""
-    if not allowed.any(axis=1).all():
-        raise ValueError("too few images or clips to draw a balanced task; use more of them")
-    return np.argmax(np.where(allowed, rng.random(allowed.shape), -1.0), axis=1)
-
-
 def _index_of_label(rng: np.random.Generator, labels: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """For each wanted class, a random index ``i`` with ``labels[i] == wanted``; int64 ``[len(wanted)]``."""
     order = np.argsort(labels, kind="stable")
     counts = np.bincount(labels, minlength=len(CLASS_NAMES))
     starts = np.cumsum(counts) - counts
     return order[starts[wanted] + (rng.random(len(wanted)) * counts[wanted]).astype(np.int64)]
-
-
-def _balanced_labels(name: str, rng, n: int, image_labels: np.ndarray, clip_labels: np.ndarray):
-    """The image and clip classes that yes/no question type ``name`` needs for a
-    50/50 answer (int64 ``[n]`` each, None where any item will do)."""
-    has_image = np.bincount(image_labels, minlength=len(CLASS_NAMES)) > 0  # bool [10]
-    has_clip = np.bincount(clip_labels, minlength=len(CLASS_NAMES)) > 0
-    yes = rng.random(n) < 0.5
-    if name == "same_item":
-        image = _choose(rng, has_image & (has_clip | ~yes[:, None]))
-        other = _choose(rng, has_clip & ((np.arange(len(CLASS_NAMES)) != image[:, None]) | yes[:, None]))
-        return image, np.where(yes, image, other)
-    if name == "image_footwear":
-        return _choose(rng, has_image & (FOOTWEAR == yes[:, None])), None
-    if name == "speech_upper_body":
-        return None, _choose(rng, has_clip & (UPPER_BODY == yes[:, None]))
-    return None, None

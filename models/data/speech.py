@@ -185,12 +185,17 @@ def centre_crop(x: np.ndarray, num_samples: int) -> np.ndarray:
     return np.pad(x, num_samples)[start : start + num_samples]
 
 
+def fit_clip(x: np.ndarray, rate_hz: int, sample_rate_hz: int, num_samples: int) -> np.ndarray:
+    """``x`` ``[T]`` recorded at ``rate_hz``, resampled to ``sample_rate_hz`` (polyphase) and padded or
+    cropped to ``[num_samples]`` around the span where it is active (:func:`centre_crop`)."""
+    ratio = Fraction(sample_rate_hz, rate_hz)
+    return centre_crop(resample_poly(x, ratio.numerator, ratio.denominator), num_samples)
+
+
 def render_clip(spec: ClipSpec, espeak_ng: str, sample_rate_hz: int, num_samples: int) -> np.ndarray:
     """One clip: float32 ``[num_samples]`` in [-1, 1] at ``sample_rate_hz``."""
     x, rate = synthesize(espeak_ng, spec.text, spec.voice, spec.speed_wpm, spec.pitch)
-    ratio = Fraction(sample_rate_hz, rate)
-    x = resample_poly(x, ratio.numerator, ratio.denominator)
-    x = centre_crop(x, num_samples)
+    x = fit_clip(x, rate, sample_rate_hz, num_samples)
     x *= spec.peak / max(np.abs(x).max(), 1e-9)
     active = np.abs(x) > ACTIVE_FRACTION * spec.peak
     # SNR against the power of the speech itself, not of the clip with its silence.

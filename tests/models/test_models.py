@@ -181,7 +181,7 @@ def tiny_qwen2(tmp_path_factory):
     from tokenizers import ByteLevelBPETokenizer
     from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
 
-    from models.features import QUESTIONS
+    from models.data.fashion_avqa import QUESTIONS
 
     path = tmp_path_factory.mktemp("tiny-qwen2")
     bpe = ByteLevelBPETokenizer()
