@@ -138,23 +138,10 @@ class FoldedUsersChannel:
 
         self.geometry = geometry
         self.speed_mps = speed_mps
-        arrays = dict(
-            ut_array=single_antenna_array(carrier_frequency_hz, precision=precision, device=device),
-            bs_array=single_antenna_array(carrier_frequency_hz, precision=precision, device=device),
-        )
-        common = dict(
-            direction="uplink",
-            enable_pathloss=False,
-            enable_shadow_fading=False,
-            always_generate_lsp=True,
-            precision=precision,
-            device=device,
-            **arrays,
-        )
-        if name == "rma":  # RMa has only the low-loss O2I model
-            self._model = RMa(carrier_frequency_hz, **common)
-        else:
-            self._model = {"umi": UMi, "uma": UMa}[name](carrier_frequency_hz, "low", **common)
+        models = {"umi": UMi, "uma": UMa, "rma": RMa}
+        # small-scale fading only, with large-scale parameters drawn on every call (see above)
+        options = dict(enable_pathloss=False, enable_shadow_fading=False, always_generate_lsp=True)
+        self._model = single_antenna_uplink(models, name, carrier_frequency_hz, "low", precision, device, **options)
         self.precision, self.device, self.dtype = self._model.precision, self._model.device, self._model.dtype
         self._num_samples = None
 
@@ -194,6 +181,27 @@ class FoldedUsersChannel:
         a = a.permute(0, 3, 1, 2, 4, 5, 6).reshape(batch_size, 1, 1, 1, 1, *a.shape[-2:])
         tau = tau.permute(0, 2, 1, 3).reshape(batch_size, 1, 1, tau.shape[-1])
         return a, tau
+
+
+def single_antenna_uplink(
+    models: dict, name: str, carrier_frequency_hz: float, o2i_model: str = "low", precision=None, device=None, **options
+):
+    """Sionna's TR 38.901 ``models[name]`` for single-antenna uplinks to one BS (:func:`single_antenna_array` at
+    both ends), built before its topology is set.
+
+    :param models: ``{"umi": ..., "uma": ..., "rma": ...}``: Sionna's classes of one kind (the channel models
+        ``UMi``, ``UMa``, ``RMa`` or the scenarios ``UMiScenario``, ``UMaScenario``, ``RMaScenario``)
+    :param name: ``"umi"``, ``"uma"`` or ``"rma"``
+    :param o2i_model: outdoor-to-indoor loss, ``"low"`` or ``"high"`` (RMa has only the low-loss model)
+    :param options: further keyword arguments of the class
+
+    >>> model = single_antenna_uplink({"umi": UMi, "uma": UMa, "rma": RMa}, "umi", 3.5e9)
+    """
+    arrays = {end: single_antenna_array(carrier_frequency_hz, precision, device) for end in ("ut_array", "bs_array")}
+    common = dict(direction="uplink", precision=precision, device=device, **arrays, **options)
+    if name == "rma":  # RMa has only the low-loss O2I model
+        return models[name](carrier_frequency_hz, **common)
+    return models[name](carrier_frequency_hz, o2i_model, **common)
 
 
 def single_antenna_array(carrier_frequency_hz: float, precision=None, device=None):

@@ -12,7 +12,7 @@ from sim.errors import ScenarioError
 from sim.phy.channels import CellGeometry, channel_model
 from sim.scenario import validate_scenario
 from sim.scenario_yaml import resolved_yaml
-from sim.topology import tr38901_pathloss
+from sim.tr38901 import tr38901_pathloss
 
 NOISE_PER_SUBCARRIER_DBM = -174 + 10 * math.log10(30e3) + 5.0  # 30 kHz spacing, 5 dB noise figure
 
