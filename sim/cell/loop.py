@@ -29,18 +29,19 @@ over slots only, idle slots skipped):
 
 The loop records timestamps and per-slot states, never a latency: for each
 job, the slots in which its tokens were on air, queued for PRBs, or waiting
-for HARQ feedback. :mod:`sim.metrics` turns the records into results.
+for HARQ feedback (:class:`~sim.cell.records.CellRecords`). :mod:`sim.metrics`
+turns the records into results.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 
 from sim.cell.analog import AnalogPayloads, PrbRows
 from sim.cell.harq import TransportBlocks
+from sim.cell.records import CellRecords, jobs_covered, stream_index, zeroed_records
 from sim.mac.power import UplinkPower
 from sim.mac.scheduler import IDLE, SCHEDULERS, grants
 from sim.mac.traffic import fifo
@@ -52,79 +53,6 @@ from sim.phy.quantization import UniformQuantizer
 from sim.topology import cell_geometry
 
 MAX_SLOTS = 50_000_000  # a run longer than this is a bug (7 hours of 0.5 ms slots)
-
-
-@dataclass
-class CellRecords:
-    """What one cell-loop run recorded. Jobs are ``[timelines, users, jobs]`` (job ``j`` of a user is its
-    group's task ``j``), tasks ``[timelines, groups, jobs]``, users ``[timelines, users]``; times in seconds,
-    slots as indices from 0.
-
-    Jobs: ``arrival_s``, ``encode_start_s``, ``encode_end_s`` (the device's FIFO), ``ready_slot`` (first
-    slot its tokens may use), ``done_slot`` (slot in which its last tokens were delivered or given up; -1
-    for a job a ``max_slots`` run left unfinished, whose task records then mean nothing), ``on_air_slots``,
-    ``waiting_slots`` (queued, not granted), ``harq_slots``
-    (all sent, waiting for HARQ feedback), ``res`` (REs its tokens took on air, every attempt),
-    ``coded_bits`` and ``erased_values`` (digital: token values lost with a TB that failed for good).
-    Tasks: ``uplink_done_s`` (end of the slot the group's last tokens came in), ``critical_user`` (whose
-    they were), ``edge_start_s``, ``edge_end_s``.
-    Users: ``granted_prb_slots``, ``granted_slots``, ``backlogged_slots``, ``snr_re_db_sum`` (over granted
-    slots), ``res``, ``delivered_bits`` (digital: payload bits of ACKed TBs).
-    ``active_slots``: [timelines], slots in which anything was queued. ``received``: [timelines, users,
-    jobs, num_values] the payloads as delivered (erased values 0). ``tbs``: digital, one entry per TB
-    attempt (``slot``, ``timeline``, ``user``, ``mcs``, ``prbs``, ``tbs``, ``payload_bits``, ``coded_bits``,
-    ``attempt``, ``ack``, ``sinr_eff_db``, ``shannon_bits``, ``tb``, ``start``). ``transmissions``: analog, one
-    entry per user and slot it sent in (``slot``, ``timeline``, ``user``, ``start``, ``end`` in its stream of symbols,
-    ``prbs``). ``olla_offset_db``: digital with link adaptation, [users] each user's outer-loop back-off at
-    the end (where the next batch starts). ``trace``: when asked for, every slot's ``need``, ``granted``
-    ([timelines, users]) and ``owner`` ([timelines, PRBs]).
-    """
-
-    slot_s: float
-    jobs: dict[str, torch.Tensor]
-    tasks: dict[str, torch.Tensor]
-    users: dict[str, torch.Tensor]
-    active_slots: torch.Tensor
-    received: torch.Tensor
-    tbs: dict[str, torch.Tensor] = field(default_factory=dict)
-    olla_offset_db: torch.Tensor | None = None
-    transmissions: dict[str, torch.Tensor] = field(default_factory=dict)
-    trace: list[dict] = field(default_factory=list)
-
-    @staticmethod
-    def concat(parts: list[CellRecords]) -> CellRecords:
-        """Records of runs over different timelines, as one run (timelines stacked)."""
-        first = parts[0]
-        offsets, shift = [], 0
-        for p in parts:
-            offsets.append(shift)
-            shift += p.active_slots.shape[0]
-
-        def stacked(name):
-            tables = [getattr(p, name) for p in parts]
-            if not tables[0]:
-                return {}
-            out = {k: torch.cat([t[k] for t in tables]) for k in tables[0]}
-            out["timeline"] = torch.cat([t["timeline"] + o for t, o in zip(tables, offsets)])
-            return out
-
-        return CellRecords(
-            slot_s=first.slot_s,
-            jobs={k: torch.cat([p.jobs[k] for p in parts]) for k in first.jobs},
-            tasks={k: torch.cat([p.tasks[k] for p in parts]) for k in first.tasks},
-            users={k: torch.cat([p.users[k] for p in parts]) for k in first.users},
-            active_slots=torch.cat([p.active_slots for p in parts]),
-            received=torch.cat([p.received for p in parts]),
-            tbs=stacked("tbs"),
-            transmissions=stacked("transmissions"),
-            olla_offset_db=parts[-1].olla_offset_db,
-        )
-
-
-def stream_index(position: torch.Tensor, units_per_job: torch.Tensor, padded: int) -> torch.Tensor:
-    """Where unit ``position`` of a user's stream (its jobs back to back, ``units_per_job`` each) lies in
-    the padded layout ``[num_jobs * padded]`` of its payloads (broadcasts)."""
-    return torch.div(position, units_per_job, rounding_mode="floor") * padded + position % units_per_job
 
 
 def _release(owner: torch.Tensor, users: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
@@ -285,7 +213,7 @@ class CellLoop:
         scheduler = self.scheduler_class(U, P, batch_size=B, **self.scheduler_options)
         fading = self._fading()
         snr_ref = torch.pow(10.0, self.power.snr_db.to(dev) / 10)  # [U]
-        jobs, users_rec = self._records(B, U, J)
+        jobs, users_rec = zeroed_records(B, U, J, dev)
         unresolved = torch.zeros(B, U, J, dtype=torch.long, device=dev)  # TBs still open that carry part of a job
         active_slots = torch.zeros(B, dtype=torch.long, device=dev)
         sent = torch.zeros(B, U, dtype=torch.long, device=dev)  # units of new data put on air so far
@@ -313,7 +241,7 @@ class CellLoop:
                 jobs["harq_slots"] += (ready & not_done) * (int(upcoming) - t)  # all sent, waiting for feedback
                 t = int(upcoming)
                 continue
-            waiting = self._cover(link.waiting_ranges(t), units, J) > 0 if due is not None else None
+            waiting = jobs_covered(link.waiting_ranges(t), units, B, J) > 0 if due is not None else None
 
             # 2.-3. The channel of the users with something to send, and its CQI at their reference power
             users = torch.nonzero(wants.any(0)).squeeze(-1)
@@ -356,7 +284,7 @@ class CellLoop:
             if self.digital:
                 users_rec["delivered_bits"] += events["payload_bits"]
                 created, resolved = (link.ranges(events[k]) for k in ("created", "resolved"))
-                unresolved += self._cover(created, units, J) - self._cover(resolved, units, J)
+                unresolved += jobs_covered(created, units, B, J) - jobs_covered(resolved, units, B, J)
 
             # What each job did in this slot: on air, queued for PRBs, or waiting for HARQ feedback
             r0, r1 = events["start"], events["end"]
@@ -428,31 +356,3 @@ class CellLoop:
             trace=trace,
             olla_offset_db=link.olla.offset_db.mean(0) if self.digital and link.olla is not None else None,
         )
-
-    def _records(self, B, U, J) -> tuple[dict, dict]:
-        """Zeroed per-job and per-user records (see :class:`CellRecords`)."""
-        dev = self.device
-        jobs = {
-            k: torch.zeros(B, U, J, dtype=torch.long, device=dev)
-            for k in ("on_air_slots", "waiting_slots", "harq_slots")
-        }
-        jobs["done_slot"] = torch.full((B, U, J), -1, dtype=torch.long, device=dev)
-        jobs["res"] = torch.zeros(B, U, J, dtype=torch.float64, device=dev)
-        jobs["coded_bits"] = torch.zeros(B, U, J, dtype=torch.float64, device=dev)
-        users = {
-            k: torch.zeros(B, U, dtype=torch.long, device=dev)
-            for k in ("granted_prb_slots", "granted_slots", "backlogged_slots", "res", "delivered_bits")
-        }
-        users["snr_re_db_sum"] = torch.zeros(B, U, dtype=torch.float64, device=dev)
-        return jobs, users
-
-    def _cover(self, ranges, units, num_jobs) -> torch.Tensor:
-        """[timelines, users, jobs] int64: how many of the payload ranges ``(b, u, start, end)`` (1-D each, end
-        exclusive, non-empty) overlap each job."""
-        count = torch.zeros(self.num_timelines, self.num_users, num_jobs + 1, dtype=torch.long, device=self.device)
-        b, u, start, end = ranges
-        if len(b):
-            ones = torch.ones_like(b)
-            count.index_put_((b, u, torch.div(start, units[u], rounding_mode="floor")), ones, accumulate=True)
-            count.index_put_((b, u, torch.div(end - 1, units[u], rounding_mode="floor") + 1), -ones, accumulate=True)
-        return count.cumsum(-1)[..., :num_jobs]

@@ -106,7 +106,7 @@ def test_a_flat_rayleigh_process_has_unit_power_and_the_jakes_correlation():
 
 
 def test_a_stream_position_lands_in_its_jobs_padded_payload():
-    from sim.cell.loop import stream_index
+    from sim.cell.records import stream_index
 
     units = torch.tensor([3, 5])  # two users: 3 and 5 units a job, payloads padded to 5
     positions = torch.tensor([[0, 2, 3, 8], [0, 4, 5, 12]])
