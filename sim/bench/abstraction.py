@@ -6,6 +6,7 @@ import torch
 
 from sim.bench.timing import timed
 from sim.phy.abstraction import DATA_RES_PER_PRB, TransportBlockAbstraction
+from sim.phy.threads import torch_threads
 
 
 def bench_abstraction(
@@ -29,9 +30,7 @@ def bench_abstraction(
     :output: JSON-able dict: ``{"num_user_slots", "num_users", "repeats", "threads", "device",
         "sinr_eff": {"user_slots_per_s", "seconds"}, "sinr_per_prb": {...}, "sionna_phy_abstraction": {...}}``.
     """
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         block = TransportBlockAbstraction()
         device = block.device
         num_slots = max(1, num_user_slots // num_users)
@@ -66,5 +65,3 @@ def bench_abstraction(
             median, _, _ = timed(lambda r=run: r().any().item(), (), repeats, device)
             result[name] = {"user_slots_per_s": num_slots * num_users / median, "seconds": median}
         return result
-    finally:
-        torch.set_num_threads(previous_threads)

@@ -15,6 +15,7 @@ from sim.bench.timing import timed
 from sim.phy.ldpc import LayeredMinSumDecoder
 from sim.phy.ldpc_frames import FrameParallelMinSumDecoder
 from sim.phy.tb_decoders import DEFAULT_TB_DECODER, TB_DECODERS, tb_decoder
+from sim.phy.threads import torch_threads
 
 # (bits per symbol, target code rate): QPSK at a low rate, 16-QAM at about 1/2, 64-QAM at about 3/4
 BENCH_MODULATIONS = ((2, 0.3), (4, 0.5), (6, 0.75))
@@ -164,10 +165,8 @@ def bench_decoder_only(
     :output: dict with ``"results"``, one per rate: ``n``, ``z``, ``ebno_db``, and per decoder
         ``codewords``, ``bler`` and ``mbit_per_s_per_core``.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     results = []
-    try:
+    with torch_threads(1):
         for rate in rates:
             n = int(round(k / rate))
             encoder = LDPC5GEncoder(k, n)
@@ -222,8 +221,6 @@ def bench_decoder_only(
                 (failed["layered-oms-full"] & ~failed["layered-oms-int16"]).sum()
             )
             results.append(row)
-    finally:
-        torch.set_num_threads(threads)
     return {
         "benchmark": "LDPC decoder only, information Mbit/s per core",
         "code": f"5G NR base graph 1, k = {k}, BPSK on AWGN",

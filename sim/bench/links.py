@@ -1,6 +1,7 @@
-"""``tokensim bench``: the analog link against a chain of Sionna's stock blocks.
+"""``tokensim bench``: the analog link (:func:`run_bench`) and the digital link (:func:`run_digital_bench`), each
+against a chain of Sionna's stock blocks on the same grid and channel (:func:`_sionna_ofdm_chain`).
 
-Both chains get the same symbols, channel realisations and noise: Sionna's
+In the analog bench both chains get the same symbols, channel realisations and noise: Sionna's
 generators are reseeded before each, and both draw the channel and the noise
 through ``OFDMChannel`` on the same grid. The reference is
 ``ResourceGridMapper -> OFDMChannel -> LSChannelEstimator -> LMMSEEqualizer``;
@@ -19,6 +20,9 @@ import torch
 
 from sim.bench.timing import timed
 
+SUBCARRIER_SPACING_HZ = 30e3  # the grid of both benches: 30 kHz, 14 OFDM symbols, pilots in symbols 2 and 11
+PILOT_OFDM_SYMBOL_INDICES = [2, 11]
+
 
 def run_bench(
     batch_sizes: list[int],
@@ -28,43 +32,26 @@ def run_bench(
     num_prbs: int = 24,
     seed: int = 0,
 ) -> dict:
-    from sionna.phy import config
-    from sionna.phy.channel import AWGN, OFDMChannel
-    from sionna.phy.mimo import StreamManagement
-    from sionna.phy.ofdm import LMMSEEqualizer, LSChannelEstimator, ResourceGrid, ResourceGridMapper
+    from sionna.phy.ofdm import ResourceGrid
 
     from sim.phy.analog import AnalogLink
-    from sim.phy.channels import channel_model
-    from sim.runtime import apply_runtime
 
-    device = apply_runtime("auto", seed)
-    sionna_device = config.device
+    device, sionna_device, model = _bench_channel(channel, seed)
     grid = ResourceGrid(
         num_ofdm_symbols=14,
         fft_size=12 * num_prbs,
-        subcarrier_spacing=30e3,
+        subcarrier_spacing=SUBCARRIER_SPACING_HZ,
         pilot_pattern="kronecker",
-        pilot_ofdm_symbol_indices=[2, 11],
+        pilot_ofdm_symbol_indices=PILOT_OFDM_SYMBOL_INDICES,
         device=sionna_device,
     )
-    model = channel_model(
-        channel, carrier_frequency_hz=3.5e9, delay_spread_s=100e-9, speed_mps=1.0, device=sionna_device
-    )
     link = AnalogLink(grid, model, csi="ls", device=sionna_device)
-
-    mapper = ResourceGridMapper(grid, device=sionna_device)
-    # AWGN alone when the model has no fading, as AnalogLink does
-    apply_channel = OFDMChannel(model, grid, device=sionna_device) if model is not None else AWGN(device=sionna_device)
-    estimator = LSChannelEstimator(grid, interpolation_type="lin", device=sionna_device)
-    equalizer = LMMSEEqualizer(grid, StreamManagement(np.ones([1, 1], int), 1), device=sionna_device)
+    ofdm_chain = _sionna_ofdm_chain(grid, model, sionna_device)
 
     def reference(tokens: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
         batch, num_values = tokens.shape
         x = torch.view_as_complex(tokens.reshape(batch, -1, 2).contiguous())[:, None, None]
-        no = torch.pow(10.0, -snr / 10)
-        y = apply_channel(mapper(x), no)
-        h_hat, err_var = estimator(y, no)
-        x_hat, no_eff = equalizer(y, h_hat, err_var, no)
+        x_hat, no_eff = ofdm_chain(x, torch.pow(10.0, -snr / 10))
         return torch.view_as_real((x_hat / (1 + no_eff))[:, 0, 0]).reshape(batch, num_values)
 
     rows = []
@@ -143,7 +130,7 @@ def run_digital_bench(
     implementation (LS estimates equal within 1e-6, LLRs within 1e-3, both
     tested), so this compares the chains, not only the decoders (which
     ``tests/sim/test_ldpc.py`` compares on the same LLRs). ``decoder_only`` is
-    :func:`~sim.phy.ldpc.bench_decoder_only` (5G BG1, k = 8448, per core).
+    :func:`~sim.bench.decoders.bench_decoder_only` (5G BG1, k = 8448, per core).
     Each MCS runs at its SNR of ``snrs_db``: by default near the 10 % BLER that
     link adaptation aims at on TDL-A with LS estimates, where the link spends its
     time; every chain's BLER is reported beside its speed. One TB per link and
@@ -151,27 +138,19 @@ def run_digital_bench(
     load average is read at the end: other processes on the cores slow both
     chains down.
     """
-    from sionna.phy import config
-
     from sim.bench.decoders import bench_decoder_only
-    from sim.phy.channels import channel_model
     from sim.phy.digital import TransportBlockLink
     from sim.phy.tb_decoders import tb_decoder
-    from sim.runtime import apply_runtime
 
-    device = apply_runtime("auto", seed)
-    sionna_device = config.device
-    model = channel_model(
-        channel, carrier_frequency_hz=3.5e9, delay_spread_s=100e-9, speed_mps=1.0, device=sionna_device
-    )
+    device, sionna_device, model = _bench_channel(channel, seed)
     rows = []
     generator = torch.Generator().manual_seed(seed)
     for mcs, snr_db in zip(mcs_indices, snrs_db):
         link = TransportBlockLink(
             mcs,
             num_prbs=num_prbs,
-            subcarrier_spacing_hz=30e3,
-            pilot_ofdm_symbol_indices=[2, 11],
+            subcarrier_spacing_hz=SUBCARRIER_SPACING_HZ,
+            pilot_ofdm_symbol_indices=PILOT_OFDM_SYMBOL_INDICES,
             channel_model=model,
             csi="ls",
             decoder="layered-oms",
@@ -238,12 +217,8 @@ def run_digital_bench(
 def _sionna_digital_chain(link, model, device):
     """Sionna's blocks for ``link``'s TBs on its one-slot grid, with tokensim's decoding algorithm run by
     Sionna's ``LDPC5GDecoder`` (``tb_decoder(..., "sionna-layered-oms")``): (bits, snr_db) -> CRC status."""
-    import numpy as np
-    from sionna.phy.channel import OFDMChannel
     from sionna.phy.mapping import Demapper, Mapper
-    from sionna.phy.mimo import StreamManagement
     from sionna.phy.nr import TBEncoder
-    from sionna.phy.ofdm import LMMSEEqualizer, LSChannelEstimator, ResourceGridMapper
 
     from sim.phy.tb_decoders import tb_decoder
 
@@ -251,18 +226,54 @@ def _sionna_digital_chain(link, model, device):
     encoder = TBEncoder(link.tb_size, link.num_coded_bits, link.code_rate, link.bits_per_symbol, device=device)
     mapper = Mapper("qam", link.bits_per_symbol, device=device)
     demapper = Demapper("app", "qam", link.bits_per_symbol, device=device)
-    rg_mapper = ResourceGridMapper(grid, device=device)
-    apply_channel = OFDMChannel(model, grid, device=device)
-    estimator = LSChannelEstimator(grid, interpolation_type="lin", device=device)
-    equalizer = LMMSEEqualizer(grid, StreamManagement(np.ones([1, 1], int), 1), device=device)
+    ofdm_chain = _sionna_ofdm_chain(grid, model, device)
     decoder = tb_decoder(encoder, "sionna-layered-oms", num_iter=NUM_DECODER_ITERATIONS)
 
     def stock(bits, snr_db):
         no = torch.pow(10.0, -snr_db / 10)
         x = mapper(encoder(bits))[:, None, None, 0]  # [batch, 1, 1, num_data_res]
-        y = apply_channel(rg_mapper(x), no)
-        h_hat, err_var = estimator(y, no)
-        x_hat, no_eff = equalizer(y, h_hat, err_var, no)
+        x_hat, no_eff = ofdm_chain(x, no)
         return decoder(demapper(x_hat[:, 0, 0], no_eff[:, 0, 0]))[1]
 
     return stock
+
+
+def _bench_channel(channel: str, seed: int):
+    """``(device, sionna_device, model)``: the runtime both chains run on (``apply_runtime("auto", seed)``: the
+    torch device, and Sionna's name for it) and the channel model ``channel`` at 3.5 GHz, 100 ns delay spread,
+    1 m/s (``None`` for AWGN)."""
+    from sionna.phy import config
+
+    from sim.phy.channels import channel_model
+    from sim.runtime import apply_runtime
+
+    device = apply_runtime("auto", seed)
+    model = channel_model(
+        channel, carrier_frequency_hz=3.5e9, delay_spread_s=100e-9, speed_mps=1.0, device=config.device
+    )
+    return device, config.device, model
+
+
+def _sionna_ofdm_chain(grid, model, device):
+    """The reference chains' stock Sionna blocks from the resource grid to the equaliser:
+    ``ResourceGridMapper -> OFDMChannel (AWGN alone without a fading model, as AnalogLink does) ->
+    LSChannelEstimator(lin) -> LMMSEEqualizer`` on ``grid``.
+
+    :output: a callable ``(x, no) -> (x_hat, no_eff)``, x [batch, 1, 1, num_data_symbols], complex; no [batch] or
+        [], float, noise variance per RE; x_hat and no_eff [batch, 1, 1, num_data_symbols] (unbiased LMMSE)
+    """
+    from sionna.phy.channel import AWGN, OFDMChannel
+    from sionna.phy.mimo import StreamManagement
+    from sionna.phy.ofdm import LMMSEEqualizer, LSChannelEstimator, ResourceGridMapper
+
+    mapper = ResourceGridMapper(grid, device=device)
+    apply_channel = OFDMChannel(model, grid, device=device) if model is not None else AWGN(device=device)
+    estimator = LSChannelEstimator(grid, interpolation_type="lin", device=device)
+    equalizer = LMMSEEqualizer(grid, StreamManagement(np.ones([1, 1], int), 1), device=device)
+
+    def chain(x: torch.Tensor, no: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = apply_channel(mapper(x), no)
+        h_hat, err_var = estimator(y, no)
+        return equalizer(y, h_hat, err_var, no)
+
+    return chain

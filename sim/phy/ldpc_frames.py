@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from sionna.phy.fec.ldpc import LDPC5GEncoder
 
-from sim.phy.ldpc import _KNOWN_BIT_LLR, LayeredMinSumDecoder
+from sim.phy.ldpc import KNOWN_BIT_LLR, LayeredMinSumDecoder
 from sim.phy.threads import map_chunks
 
 # int16 bounds: |app| <= _APP_MAX and |c2v| <= _C2V_MAX, so app - c2v and v2c + c2v fit int16 unclamped.
@@ -60,7 +60,7 @@ def _recover(llr, segments, llr_max, quantise, scale, channel):
     ``round(LLR * scale)`` and the known bits ``_APP_MAX``."""
     llr_max, scale = np.float32(llr_max), np.float32(scale)
     zero = np.float32(0.0)
-    known = np.float32(_APP_MAX) if quantise else np.float32(_KNOWN_BIT_LLR)
+    known = np.float32(_APP_MAX) if quantise else np.float32(KNOWN_BIT_LLR)
     for f in range(channel.shape[0]):
         out = channel[f]
         for r in range(segments.shape[0]):
@@ -220,12 +220,12 @@ class FrameParallelMinSumDecoder(LayeredMinSumDecoder):
 
     :param encoder: the code's ``LDPC5GEncoder``
     :param num_iter: iterations
-    :param offset: min-sum offset
     :param frames: codewords decoded side by side (16: one AVX2 vector of float32 pairs, one of int16)
     :param message_format: ``"float32"`` (bit-identical to :class:`LayeredMinSumDecoder`) or ``"int16"``
         (fixed point with ``scale`` steps per LLR unit)
     :param scale: int16 quantisation steps per LLR unit (the offset must be a whole number of steps)
-    :param llr_max: channel LLRs are clipped to +-``llr_max``
+    :param options: :class:`LayeredMinSumDecoder`'s ``offset`` (min-sum offset, 0.5), ``llr_max`` (channel LLRs
+        are clipped to +-``llr_max``, 20), ``precision`` and ``device``
 
     >>> decoder = FrameParallelMinSumDecoder(LDPC5GEncoder(8448, 16896), num_iter=10, message_format="int16")
     >>> u_hat = decoder(llr)  # llr [batch, 16896] -> u_hat [batch, 8448]
@@ -235,28 +235,18 @@ class FrameParallelMinSumDecoder(LayeredMinSumDecoder):
         self,
         encoder: LDPC5GEncoder,
         num_iter: int = 10,
-        offset: float = 0.5,
         frames: int = 16,
         message_format: str = "float32",
         scale: float = 16.0,
-        llr_max: float = 20.0,
-        precision=None,
-        device=None,
+        **options,
     ):
-        super().__init__(
-            encoder,
-            num_iter=num_iter,
-            offset=offset,
-            llr_max=llr_max,
-            early_stop=False,
-            precision=precision,
-            device=device,
-        )
+        super().__init__(encoder, num_iter=num_iter, early_stop=False, **options)
         if message_format not in _FORMATS:
             raise ValueError(f"message_format must be one of {', '.join(_FORMATS)}, not {message_format!r}")
         if frames < 1:
             raise ValueError(f"frames must be at least 1, not {frames}")
         if message_format == "int16":
+            offset, llr_max = self.offset, self.llr_max
             if abs(offset * scale - round(offset * scale)) > 1e-9:
                 raise ValueError(f"offset * scale must be a whole number of int16 steps, not {offset * scale}")
             if llr_max * scale > _C2V_MAX:
@@ -305,7 +295,7 @@ class FrameParallelMinSumDecoder(LayeredMinSumDecoder):
         finally:
             self.llr_max = llr_max
         source = np.where(known != 0, -2, np.rint(position).astype(np.int64) - 1)
-        if not (np.all(known[source == -2] == _KNOWN_BIT_LLR) and np.all(source < n) and np.all(source >= -2)):
+        if not (np.all(known[source == -2] == KNOWN_BIT_LLR) and np.all(source < n) and np.all(source >= -2)):
             raise ValueError("LayeredMinSumDecoder's rate recovery is not a gather of the channel LLRs")
         segments = []
         for v, s in enumerate(source.tolist()):

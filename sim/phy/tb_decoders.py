@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from sionna.phy import Block
 from sionna.phy.fec.ldpc import LDPC5GDecoder
 from sionna.phy.nr import TBDecoder, TBEncoder
@@ -31,20 +33,9 @@ def _sionna_layered_oms(encoder: TBEncoder, num_iter: int = 16, precision=None, 
     row) and ``num_iter`` iterations for every codeword (Sionna has no early stop). The like-for-like
     reference of ``tokensim bench --only digital``.
     """
-    decoder = TBDecoder(encoder, num_bp_iter=num_iter, precision=precision, device=device)
-    # TBDecoder does not pass a schedule on; its LDPC stage is replaced (as in LayeredTBDecoder) by the same
-    # LDPC5GDecoder built with one.
-    decoder._decoder = LDPC5GDecoder(
-        encoder.ldpc_encoder,
-        cn_update="offset-minsum",
-        cn_schedule="layered",
-        num_iter=num_iter,
-        hard_out=True,
-        return_infobits=True,
-        precision=precision,
-        device=device,
-    )
-    return decoder
+    # TBDecoder does not pass a schedule on to its LDPC stage; LayeredTBDecoder builds that stage with one.
+    check_rule = dict(cn_update="offset-minsum", cn_schedule="layered")
+    return LayeredTBDecoder(encoder, num_iter, LDPC5GDecoder, precision=precision, device=device, **check_rule)
 
 
 def _layered_oms_full(encoder: TBEncoder, num_iter: int = 16, precision=None, device=None) -> Block:
@@ -62,16 +53,11 @@ def _layered_oms(encoder: TBEncoder, num_iter: int = 16, precision=None, device=
     return LayeredTBDecoder(encoder, num_iter=num_iter, precision=precision, device=device)
 
 
-def _frames(message_format: str):
-    def build(encoder: TBEncoder, num_iter: int = 16, precision=None, device=None) -> Block:
-        decoder = LayeredTBDecoder(encoder, num_iter=num_iter, early_stop=False, precision=precision, device=device)
-        decoder._decoder = FrameParallelMinSumDecoder(
-            encoder.ldpc_encoder, num_iter=num_iter, message_format=message_format, precision=precision, device=device
-        )
-        return decoder
-
-    build.__doc__ = f"``layered-oms-full``'s work, 16 codewords at a time, {message_format} messages."
-    return build
+def _frames(encoder: TBEncoder, num_iter: int = 16, precision=None, device=None, message_format="float32") -> Block:
+    """``layered-oms-full``'s work, 16 codewords at a time, in ``message_format`` messages."""
+    return LayeredTBDecoder(
+        encoder, num_iter, FrameParallelMinSumDecoder, precision=precision, device=device, message_format=message_format
+    )
 
 
 # name -> constructor(encoder, num_iter=..., precision=None, device=None) of a block with TBDecoder's contract
@@ -80,8 +66,8 @@ TB_DECODERS = {
     "layered-oms": _layered_oms,
     "layered-oms-full": _layered_oms_full,
     "sionna-layered-oms": _sionna_layered_oms,
-    "layered-oms-frames": _frames("float32"),
-    "layered-oms-int16": _frames("int16"),
+    "layered-oms-frames": partial(_frames, message_format="float32"),
+    "layered-oms-int16": partial(_frames, message_format="int16"),
 }
 DEFAULT_TB_DECODER = "layered-oms"
 

@@ -1,4 +1,5 @@
-"""Chunks of a batch on ``torch.get_num_threads()`` threads, for the numba kernels of the PHY.
+"""Chunks of a batch on ``torch.get_num_threads()`` threads, for the numba kernels of the PHY; torch's thread
+count set for a block of work.
 
 The kernels (:mod:`sim.phy.ldpc`'s decoder, :mod:`sim.phy.digital`'s demapper and encoder) release the GIL
 and write disjoint slices of their outputs, so Python threads run them in parallel; each item's result does
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import torch
 
@@ -25,3 +27,18 @@ def map_chunks(work: Callable[[slice], None], total: int, chunk: int) -> None:
     else:
         with ThreadPoolExecutor(num_threads) as pool:
             list(pool.map(work, parts))
+
+
+@contextmanager
+def torch_threads(num_threads: int):
+    """torch's intra-op threads set to ``num_threads`` inside the block, and put back as they were afterwards.
+
+    >>> with torch_threads(1):
+    ...     bits = decoder(llr)
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
