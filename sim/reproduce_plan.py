@@ -61,9 +61,11 @@ class Plan:
     def jobs(self) -> list[Job]:
         jobs = []
 
-        def add(name, experiment, channel, overrides, snrs, **info):
-            # the plan's overrides (--set) go last: they hold for every run, over an experiment's own settings
-            jobs.append(Job(name, experiment, channel, [*overrides, *self.overrides], list(snrs), info))
+        def add(experiment, label, channel, seed, aligned, overrides, snrs, **info):
+            """Job ``{experiment}-{label}-seed{seed}``: the seed's override first, the plan's overrides (--set)
+            last: they hold for every run, over an experiment's own settings."""
+            name, overrides = f"{experiment}-{label}-seed{seed}", [f"seed={seed}", *overrides, *self.overrides]
+            jobs.append(Job(name, experiment, channel, overrides, list(snrs), dict(aligned=aligned, seed=seed, **info)))
 
         def arm(aligned):
             return [f"training.alignment.enabled={str(aligned).lower()}"]
@@ -72,69 +74,36 @@ class Plan:
             for channel in SCENARIOS:
                 for seed in self.seeds:
                     for aligned in (True, False):
-                        add(
-                            f"snr-{channel}-{ARMS[aligned]}-seed{seed}",
-                            "snr",
-                            channel,
-                            [f"seed={seed}", *arm(aligned)],
-                            self.snrs_db,
-                            aligned=aligned,
-                            seed=seed,
-                        )
+                        add("snr", f"{channel}-{ARMS[aligned]}", channel, seed, aligned, arm(aligned), self.snrs_db)
         if "temperature" in self.experiments:
             for seed in self.seeds if self.temperature_seeds is None else self.temperature_seeds:
                 for tau in self.temperatures:
                     if tau == DEFAULT_TEMPERATURE and "snr" in self.experiments and seed in self.seeds:
                         continue  # the snr experiment's aligned AWGN run is this run
-                    add(
-                        f"temperature-{tau:g}-seed{seed}",
-                        "temperature",
-                        "awgn",
-                        [f"seed={seed}", f"training.alignment.temperature={tau}"],
-                        self.snrs_db,
-                        aligned=True,
-                        seed=seed,
-                        temperature=tau,
-                    )
+                    overrides = [f"training.alignment.temperature={tau}"]
+                    add("temperature", f"{tau:g}", "awgn", seed, True, overrides, self.snrs_db, temperature=tau)
         if "tokens" in self.experiments:
             seed = self.seeds[0]
             for length in self.token_lengths:
                 for aligned in (True, False):
                     lengths = {"text": length, "image": length, "audio": min(length, 8)}  # 8 log-mel CNN tokens
-                    add(
-                        f"tokens-{length}-{ARMS[aligned]}-seed{seed}",
-                        "tokens",
-                        "awgn",
-                        [
-                            f"seed={seed}",
-                            f"models.image_size_px={TOKEN_IMAGE_SIZE_PX}",
-                            *TOKEN_RUN_TRAINING,
-                            *arm(aligned),
-                            *(f"tokens.{m}.length={n}" for m, n in lengths.items()),
-                        ],
-                        self.token_snrs_db,
-                        aligned=aligned,
-                        seed=seed,
-                        length=length,
-                        lengths=lengths,
-                    )
+                    overrides = [
+                        f"models.image_size_px={TOKEN_IMAGE_SIZE_PX}",
+                        *TOKEN_RUN_TRAINING,
+                        *arm(aligned),
+                        *(f"tokens.{m}.length={n}" for m, n in lengths.items()),
+                    ]
+                    label, snrs = f"{length}-{ARMS[aligned]}", self.token_snrs_db
+                    add("tokens", label, "awgn", seed, aligned, overrides, snrs, length=length, lengths=lengths)
         if "per-snr" in self.experiments:
             seed = self.seeds[0]
             for snr in self.per_snr_db:
                 for aligned in self.per_snr_arms:
-                    add(
-                        f"per-snr-{snr:g}-{ARMS[aligned]}-seed{seed}",
-                        "per-snr",
-                        "awgn",
-                        [
-                            f"seed={seed}",
-                            *arm(aligned),
-                            f"training.alignment.snr_db_range=[{snr},{snr}]",
-                            f"training.finetune.snr_db_range=[{snr},{snr}]",
-                        ],
-                        [snr],
-                        aligned=aligned,
-                        seed=seed,
-                        trained_snr_db=snr,
-                    )
+                    overrides = [
+                        *arm(aligned),
+                        f"training.alignment.snr_db_range=[{snr},{snr}]",
+                        f"training.finetune.snr_db_range=[{snr},{snr}]",
+                    ]
+                    label = f"{snr:g}-{ARMS[aligned]}"
+                    add("per-snr", label, "awgn", seed, aligned, overrides, [snr], trained_snr_db=snr)
         return jobs

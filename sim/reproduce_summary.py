@@ -75,14 +75,8 @@ def summarise(records: list[dict], plan: Plan, out: Path, wall_s: float | None =
 
 
 def _snr_section(records, plan, out) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     snrs = plan.snrs_db
     lines = ["## Accuracy vs SNR, with and without alignment (one model over −10…25 dB)", ""]
-    fig, axes = plt.subplots(1, 2, figsize=(7, 2.8), sharey=True)
     curves, val_curves = {}, {}
     for channel in SCENARIOS:
         lines += [f"**{CHANNEL_LABELS[channel]}**", ""]
@@ -102,7 +96,8 @@ def _snr_section(records, plan, out) -> list[str]:
             lines.append("| aligned − baseline | " + " | ".join(_mean_std(diff[:, i]) for i in range(len(snrs))) + " |")
         lines.append("")
         curves[channel] = acc
-    for ax, channel in zip(axes, SCENARIOS):
+
+    def accuracy(ax, channel):
         for aligned, style in ((True, "o-"), (False, "s--")):
             a = curves[channel][aligned]
             if len(a):
@@ -115,17 +110,11 @@ def _snr_section(records, plan, out) -> list[str]:
                     capsize=2,
                     label=f"{ARMS[aligned]} ({len(a)} seeds)",
                 )
-        ax.set_title(CHANNEL_LABELS[channel], fontsize=9)
-        ax.set_xlabel("SNR (dB)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    _save(fig, Path(out) / "accuracy_vs_snr.png")
+
+    _channel_panels(accuracy, "SNR (dB)", "test accuracy", Path(out) / "accuracy_vs_snr.png")
     lines += ["![accuracy vs SNR](accuracy_vs_snr.png)", ""]
 
-    fig, axes = plt.subplots(1, 2, figsize=(7, 2.8), sharey=True)
-    for ax, channel in zip(axes, SCENARIOS):
+    def validation(ax, channel):
         for aligned, style in ((True, "-"), (False, "--")):
             runs = val_curves[channel, aligned]
             if runs:
@@ -133,13 +122,8 @@ def _snr_section(records, plan, out) -> list[str]:
                 ax.plot(steps, np.mean([[a for _, a in v] for v in runs], 0), style, label=ARMS[aligned])
         for target in plan.accuracy_targets:
             ax.axhline(target, color="0.6", lw=0.8)
-        ax.set_title(CHANNEL_LABELS[channel], fontsize=9)
-        ax.set_xlabel("fine-tuning step")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("validation accuracy")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    _save(fig, Path(out) / "validation_vs_step.png")
+
+    _channel_panels(validation, "fine-tuning step", "validation accuracy", Path(out) / "validation_vs_step.png")
     lines += [
         "Validation accuracy (held-out tasks, SNR drawn over the training range) during fine-tuning, "
         "mean over seeds; grey lines: the targets of the token-length table "
@@ -252,6 +236,26 @@ def _per_snr_section(records, single, plan) -> list[str]:
             )
         lines.append(f"| {snr:g} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _channel_panels(draw, xlabel: str, ylabel: str, path: Path) -> None:
+    """A figure of one panel per channel of :data:`~sim.reproduce_plan.SCENARIOS`, side by side on a shared y
+    axis, each drawn by ``draw(ax, channel)`` and titled with the channel; saved as ``path`` (PNG and PDF)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(7, 2.8), sharey=True)
+    for ax, channel in zip(axes, SCENARIOS):
+        draw(ax, channel)
+        ax.set_title(CHANNEL_LABELS[channel], fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
 
 
 def _save(fig, path: Path) -> None:

@@ -80,20 +80,16 @@ class LogMelCNN(nn.Module):
         return nn.functional.adaptive_avg_pool1d(x, AUDIO_TOKENS).transpose(1, 2)
 
 
-def train_audio_encoder(
-    waves: np.ndarray,
-    labels: np.ndarray,
-    settings,
-    seed: int,
-    sample_rate_hz: int = 16000,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-) -> LogMelCNN:
+def train_audio_encoder(waves, labels, settings, seed, sample_rate_hz, device, progress) -> LogMelCNN:
     """Train :class:`LogMelCNN` with a linear classifier on top to name the spoken item.
 
     :param waves: [num_clips, num_samples], float
     :param labels: [num_clips], int
     :param settings: ``models.config.AudioEncoderTraining``
+    :param seed: seed of the initial weights, the batches and the augmentation
+    :param sample_rate_hz: the clips' sample rate
+    :param device: torch device it trains on
+    :param progress: show a progress bar
 
     On the CPU it trains on one thread: the sums in a convolution's backward pass are split by thread,
     so with another thread count the rounding, and from it the whole run, differs. Measured: the same
