@@ -451,7 +451,7 @@ def _group_of_user(scenario) -> np.ndarray:
 
 def _at_lowest_mcs(records: CellRecords, scenario) -> torch.Tensor:
     """[num_users] bool: every first attempt of the user used the lowest MCS usable on its grant."""
-    from sim.cell.harq import transport_block_table
+    from sim.cell.tb_configs import transport_block_table
 
     table = transport_block_table(
         scenario.cell.num_prbs, len(scenario.cell.pilot_ofdm_symbol_indices), scenario.link.mcs_table

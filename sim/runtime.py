@@ -33,7 +33,16 @@ def apply_runtime(device: str, seed: int) -> torch.device:
 # common random numbers; the token-aware calibration's point j uses ``validation + j``), the evaluation's
 # channels and noise (the same whether the run trained or loaded its checkpoint), and the users' drop.
 # The data (speech, tasks) has streams of its own, from ``dataset.seed`` (models.data).
-STREAMS = {"align": 0, "finetune": 1, "validation": 1 << 31, "evaluation": 1 << 32, "geometry": 1 << 33}
+# The PHY abstraction's TB fates draw from Sionna's seed (whatever stream set it) on a stream of their own,
+# ``fates``, so that they leave Sionna's channel and noise draws as the link level makes them.
+STREAMS = {
+    "align": 0,
+    "finetune": 1,
+    "validation": 1 << 31,
+    "evaluation": 1 << 32,
+    "geometry": 1 << 33,
+    "fates": 1 << 34,
+}
 
 
 def stream_seed(seed: int, stream: str, index: int = 0) -> int:

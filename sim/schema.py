@@ -108,7 +108,12 @@ class LinkConfig(Strict):
     mcs_table: Literal[1, 2] = Field(1, description="digital: TS 38.214 MCS table (1: up to 64-QAM, 2: 256-QAM)")
     bler_target: float = Field(0.1, gt=0, lt=1, description="digital: first-transmission BLER link adaptation aims at")
     fidelity: Literal["link", "abstraction"] = Field(
-        "link", description="digital: decode every bit, or draw TB outcomes from Sionna's PHYAbstraction"
+        "link", description="digital: decode every bit, or draw TB outcomes from a PHY abstraction (link.abstraction)"
+    )
+    abstraction: Literal["llr-mi", "eesm"] = Field(
+        "llr-mi",
+        description="digital: llr-mi: BLER from the combined LLRs' mutual information on curves calibrated on "
+        "this chain (no decoding); eesm: Sionna's PHYAbstraction at the EESM of the per-RE SINR (no symbols)",
     )
     harq: HarqConfig = Field(default_factory=HarqConfig)
     decoder: str | None = Field(None, description="digital: LDPC TB decoder (sim/phy/tb_decoders.py)")

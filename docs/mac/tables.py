@@ -21,7 +21,7 @@ from pathlib import Path
 from sim.cli import main as tokensim
 
 POLICIES = ("equal-share", "round-robin", "proportional-fair", "max-rate", "task-aware", "token-aware")
-DIGITAL = ["link.mode=digital", "link.fidelity=abstraction"]
+DIGITAL = ["link.mode=digital", "link.fidelity=abstraction", "link.abstraction=eesm"]  # as measured
 SELECTIVE = ["model_from=scenarios/cell_10users.yaml", "channel.delay_spread_s=300e-9"]
 TABLES = {
     "analog link, snapshots": {p: [f"scheduler.policy={p}"] for p in POLICIES},

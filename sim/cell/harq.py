@@ -13,9 +13,12 @@ scheduler granted it:
   the grant (TS 38.214, :class:`~sim.phy.digital.TransportBlockTable`). The TB
   carries the user's next payload bits, padded if the backlog is smaller.
 - **Reception**: ``link.fidelity: link`` encodes (Sionna's ``TBEncoder``),
-  maps, demaps and decodes every bit; ``abstraction`` takes the BLER Sionna's
-  ``PHYAbstraction`` gives the per-RE SINRs. Either way the soft values of all
-  attempts of a TB add up (LLRs, or SINRs per RE). Under the abstraction one
+  maps, demaps and decodes every bit. ``abstraction`` does all but the
+  decoding and reads the BLER off the combined LLRs' mean bit information on a
+  curve calibrated on this chain (``link.abstraction: llr-mi``,
+  :mod:`sim.phy.llr_mi`), or sends no symbols and takes the BLER Sionna's
+  ``PHYAbstraction`` gives the per-RE SINRs (``eesm``). Either way the soft
+  values of all attempts of a TB add up (LLRs, or SINRs per RE). Under the abstraction one
   uniform draw per TB decides all its attempts (it fails attempt k while the
   draw is below the BLER of the combination of attempts 1..k), so outcomes are
   nested as a decoder's are.
@@ -31,211 +34,79 @@ Everything is batched over timelines and users; loops run over the
 
 from __future__ import annotations
 
-import functools
-import math
-
 import torch
 
+from sim.cell.adaptation import McsChoice
+from sim.cell.harq_table import HarqTable
+from sim.cell.tb_configs import calibrated_curve, tb_codec
 from sim.phy.abstraction import TransportBlockAbstraction, effective_sinr
-from sim.phy.digital import TransportBlockLink, TransportBlockTable
-from sim.phy.link_adaptation import LinkAdaptation, sinr_thresholds_db
+from sim.phy.digital import TransportBlockLink
+from sim.phy.llr_mi import BlerCurve, bit_information
 from sim.phy.quantization import UniformQuantizer
-from sim.runtime import sionna_rng_untouched
-
-PENDING, DONE = 0, 1  # a TB waiting for a retransmission; a TB delivered or given up
-_COLUMNS = (
-    "b",
-    "u",
-    "start",
-    "end",
-    "mcs",
-    "prbs",
-    "attempts",
-    "state",
-    "next_slot",
-    "feedback_slot",
-    "first_ack",
-    "soft_row",
-    "fate",
-)
-FLOAT_COLUMNS = ("fate",)
+from sim.runtime import stream_seed
 
 
-class TransportBlocks:
+class TransportBlocks(HarqTable):
     """Every TB of one cell-loop run: its bits, HARQ state, soft buffer and outcome.
 
     :param link: the scenario's ``link`` section (digital)
     :param cell: the scenario's ``cell`` section
-    :param num_timelines: independent cells in the batch
-    :param num_users: users per cell
-    :param reference_snr_shift_db: [num_users, num_prbs + 1] float64, SNR per RE at ``b`` PRBs minus that at
-        the reference share (:meth:`~sim.mac.power.UplinkPower.shift_db`)
+    :param adaptation: the users' :class:`~sim.cell.adaptation.McsChoice` (it also fixes the batch: timelines,
+        users, device)
     :param bits: [num_timelines, num_users, stream_length] float 0/1, the quantised payload of every job of
         every user, back to back (see :class:`~sim.cell.loop.CellLoop`); ``None``: count resources only
     :param position: callable ``(positions [n], users [n]) -> [n]`` flat index of a user's stream position
-    :param device: torch device
-    :param olla_offset_db: [num_users] outer-loop back-off each user starts from (``None``: 0 dB)
-    :param shared_olla: the timelines are snapshots of one cell: a user's back-off is shared by its copies
-        (:meth:`observe_feedback`); otherwise each timeline runs its own outer loop. A number scales the
-        shared loop's steps (a warm-up's larger gain), ``True`` is 1
-    :param power_headroom: ``scheduler.power_headroom`` (see :meth:`need`)
     """
 
-    def __init__(
-        self,
-        link,
-        cell,
-        num_timelines,
-        num_users,
-        reference_snr_shift_db,
-        bits,
-        position,
-        device,
-        olla_offset_db=None,
-        shared_olla=False,
-        power_headroom=True,
-    ):
+    def __init__(self, link, cell, adaptation: McsChoice, bits, position):
+        device = adaptation.device
+        super().__init__(*adaptation.last_mcs.shape, device)
         self.fidelity, self.max_attempts = link.fidelity, 1 + link.harq.max_retx
+        # how the TBs go on air and are judged: "link" decodes, "llr-mi" demaps without decoding, "eesm" sends
+        # no symbols at all
+        self.reception = link.abstraction if link.fidelity == "abstraction" else "link"
         self.round_trip_slots = link.harq.round_trip_slots
         self.quantizer = UniformQuantizer(link.bits_per_value)
-        self.table, thresholds = _tables(
-            cell.num_prbs, len(cell.pilot_ofdm_symbol_indices), link.mcs_table, link.bler_target
-        )
-        self.tb_size = self.table.tb_size.to(device)
-        usable = self.table.usable
-        first_usable = torch.where(usable.any(0), usable.float().argmax(0), 0)
-        last_usable = torch.where(usable.any(0), usable.shape[0] - 1 - usable.flip(0).float().argmax(0), 0)
-        self.mcs_range = (first_usable.to(device), last_usable.to(device))  # [num_prbs + 1] each
-        self.res_per_prb = self.table.data_res_per_prb
-        self.thresholds = thresholds.to(device)  # [num_mcs, num_prbs + 1]
-        self.shift_db = reference_snr_shift_db.to(device)
-        self.fixed_mcs = link.mcs if isinstance(link.mcs, int) else None
-        self.shared_olla, self.power_headroom = shared_olla, power_headroom
-        self.mcs_table = link.mcs_table
-        self.olla = None
-        if self.fixed_mcs is None:
-            self.olla = LinkAdaptation(
-                num_users, link.bler_target, link.mcs_table, olla=True, batch_size=num_timelines, device=str(device)
-            )
-            if olla_offset_db is not None:
-                self.olla.offset_db = torch.as_tensor(olla_offset_db)[None, :]
-        self.last_mcs = torch.full((num_timelines, num_users), int(first_usable[1]), dtype=torch.long, device=device)
+        self.adaptation = adaptation
+        self.table, self.tb_size = adaptation.table, adaptation.tb_size
+        self.res_per_prb, self.mcs_table = adaptation.res_per_prb, link.mcs_table
         self.abstraction = TransportBlockAbstraction(mcs_table_index=link.mcs_table, device=str(device))
-        self._codec_args = {
-            "subcarrier_spacing_hz": cell.subcarrier_spacing_hz,
-            "pilot_ofdm_symbol_indices": list(cell.pilot_ofdm_symbol_indices),
-            "mcs_table": link.mcs_table,
-            "decoder": link.decoder,
-            "num_bp_iter": link.num_bp_iter,
-            "device": str(device),
-        }
+        # what fixes a TB's codec and llr-mi curve besides its MCS and PRBs (tb_configs' arguments)
+        self._config = (
+            cell.subcarrier_spacing_hz,
+            tuple(cell.pilot_ofdm_symbol_indices),
+            link.mcs_table,
+            link.decoder,
+            link.num_bp_iter,
+        )
         self.bits, self.position = bits, position
+        self._fate_rng = None
+        self._coded: dict[tuple[int, int], torch.Tensor] = {}
         if bits is not None:
             self.received = torch.zeros_like(bits)
             self.bit_ok = torch.zeros(bits.shape, dtype=torch.bool, device=device)
-        self.device = device
-        self.shape = (num_timelines, num_users)
-        self._table = {  # capacity grows
-            c: torch.zeros(0, dtype=torch.float64 if c in FLOAT_COLUMNS else torch.long, device=device)
-            for c in _COLUMNS
-        }
-        self._count = 0
-        self._open = torch.zeros(0, dtype=torch.long, device=device)  # TBs waiting for feedback or a retransmission
-        self.soft = torch.zeros(0, 0, device=device)
-        self.soft_free = torch.zeros(0, dtype=torch.bool, device=device)
-        self.records: list[dict[str, torch.Tensor]] = []
+
+    # ------------------------------------------------------------------ link adaptation
 
     @property
-    def tb(self) -> dict[str, torch.Tensor]:
-        """Every TB so far, one entry per TB in each column (views: writing to them writes the table)."""
-        return {c: v[: self._count] for c, v in self._table.items()}
-
-    # ------------------------------------------------------------------ what is due
-
-    def due(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(tb, prbs)``, each [num_timelines, num_users] int64: the oldest TB whose retransmission is due
-        in ``slot`` (-1: none) and its PRBs (0: none)."""
-        tb, ids = self.tb, self._due_ids(slot)
-        oldest = torch.full(self.shape, -1, dtype=torch.long, device=self.device)
-        if len(ids):
-            flat = tb["b"][ids] * self.shape[1] + tb["u"][ids]
-            first = torch.full((self.shape[0] * self.shape[1],), self._count, dtype=torch.long, device=self.device)
-            first = first.scatter_reduce(0, flat, ids, "amin")
-            oldest = torch.where(first < self._count, first, -1).view(self.shape)
-        prbs = torch.where(oldest >= 0, tb["prbs"][oldest.clamp_min(0)], 0) if self._count else torch.zeros_like(oldest)
-        return oldest, prbs
-
-    def _due_ids(self, slot: int) -> torch.Tensor:
-        # only the open TBs (waiting for feedback or a retransmission) are looked at: a run's HARQ work stays
-        # linear in its TBs
-        tb, ids = self.tb, self._open
-        return ids[(tb["state"][ids] == PENDING) & (tb["next_slot"][ids] <= slot)]
-
-    def waiting_ranges(self, slot: int):
-        """Payload ranges of TBs whose retransmission is due in ``slot``: ``(b, u, start, end)`` 1-D each."""
-        return self.ranges(self._due_ids(slot))
-
-    def ranges(self, ids: torch.Tensor):
-        """``(b, u, start, end)``, 1-D each: where the payload of TBs ``ids`` lies."""
-        tb = self.tb
-        return tb["b"][ids], tb["u"][ids], tb["start"][ids], tb["end"][ids]
-
-    def next_event(self, slot: int) -> float:
-        """The next slot after ``slot`` at which a retransmission falls due or feedback arrives (``inf``: none)."""
-        tb, ids = self.tb, self._open
-        times = torch.cat([tb["next_slot"][ids][tb["state"][ids] == PENDING], tb["feedback_slot"][ids]])
-        later = times[times > slot]
-        return float(later.min()) if len(later) else math.inf
-
-    # ------------------------------------------------------------------ how many PRBs new data needs
+    def olla(self):
+        """Sionna's outer loop of the users' link adaptation (``None`` with a fixed MCS)."""
+        return self.adaptation.olla
 
     def need(self, users: torch.Tensor, backlog: torch.Tensor, sinr_prb: torch.Tensor, best_first=True):
-        """PRBs that carry each user's backlog in one TB at the MCS link adaptation would pick.
+        """PRBs that carry each user's backlog in one TB (:meth:`~sim.cell.adaptation.McsChoice.need`)."""
+        return self.adaptation.need(users, backlog, sinr_prb, best_first)
 
-        The SINR a grant of ``b`` PRBs would report is the EESM (beta of the user's last MCS) of the CQI of the
-        PRBs it would get, less the outer-loop back-off, moved by the power rule for ``b``: the user's ``b``
-        best PRBs under a channel-aware scheduler (``best_first``), the carrier's average PRB under a blind
-        one. With ``b`` PRBs the user carries the TB size of the highest MCS whose BLER at that SINR meets
-        the target. The need is the fewest PRBs that carry the backlog; where none do, with
-        ``scheduler.power_headroom`` the grant that carries the most (a power-limited user gains nothing
-        from PRBs its power cannot fill, which a gNB learns from its power headroom reports), else the
-        whole carrier.
-
-        :param users: [num_active]; :param backlog: [num_timelines, num_active] bits
-        :param sinr_prb: [num_timelines, num_active, num_prbs] linear CQI at the reference power
-        :output: [num_timelines, num_active] int64, 0 where the backlog is 0
-        """
-        num_prbs = sinr_prb.shape[-1]
-        tb_size = self.tb_size[:, 1:]  # [num_mcs, num_prbs]
-        if self.fixed_mcs is not None:
-            carried = tb_size[self.fixed_mcs].expand(*backlog.shape, -1).clone()
-            carried[..., ~self.table.usable[self.fixed_mcs, 1:].to(self.device)] = 0
-        else:
-            effective = eesm_of_best(sinr_prb, self.last_mcs[:, users], self.mcs_table, best_first)
-            report_db = 10 * torch.log10(effective.clamp_min(1e-12)) - self.olla.offset_db[:, users, None].to(effective)
-            sinr_db = report_db + self.shift_db[users, 1:][None]  # [timelines, active, b]
-            meets = self.thresholds[:, 1:].T <= sinr_db[..., None]  # [timelines, active, b, num_mcs]
-            best = torch.where(meets.any(-1), meets.shape[-1] - 1 - meets.flip(-1).float().argmax(-1), -1)
-            carried = torch.where(best >= 0, _take(tb_size, best), 0)
-        enough = carried >= backlog[..., None]
-        most = carried.argmax(-1) + 1 if self.power_headroom else torch.full_like(backlog, num_prbs)
-        fewest = torch.where(enough.any(-1), enough.float().argmax(-1) + 1, most)
-        return torch.where(backlog > 0, fewest.clamp(1, num_prbs), 0)
+    def observe_feedback(self, slot: int) -> None:
+        """Feed the outer loop the first-attempt outcomes the users learn in ``slot``
+        (:meth:`~sim.cell.adaptation.McsChoice.observe`)."""
+        if self.olla is not None and bool((self.tb["feedback_slot"][self._open] == slot).any()):
+            self.adaptation.observe(self.feedback(slot))
 
     # ------------------------------------------------------------------ one slot
 
     def _codec(self, mcs: int, prbs: int) -> TransportBlockLink:
-        args = self._codec_args
-        return _codec(
-            mcs,
-            prbs,
-            args["subcarrier_spacing_hz"],
-            tuple(args["pilot_ofdm_symbol_indices"]),
-            args["mcs_table"],
-            args["decoder"],
-            args["num_bp_iter"],
-            args["device"],
-        )
+        return tb_codec(mcs, prbs, *self._config, str(self.device))
 
     def send(self, granted, backlog, sent, due_tb, due_prbs, sinr_prb_granted):
         """Form this slot's TBs: due retransmissions where the grant holds them, new data elsewhere.
@@ -249,15 +120,7 @@ class TransportBlocks:
         """
         retx = (due_tb >= 0) & (granted >= due_prbs) & (due_prbs > 0)
         new = (granted > 0) & ~retx & (backlog > 0)
-        if self.olla is not None:
-            report = effective_sinr(sinr_prb_granted.float(), self.last_mcs, self.mcs_table)
-            report_db = torch.where(new, 10 * torch.log10(report.clamp_min(1e-12)), -math.inf)
-            mcs = self.olla(report_db, (self.res_per_prb * granted * new).to(torch.int32)).long()
-        else:
-            mcs = torch.full(self.shape, self.fixed_mcs, dtype=torch.long, device=self.device)
-        lowest, highest = (r[granted] for r in self.mcs_range)
-        mcs = torch.minimum(torch.maximum(mcs, lowest), highest)
-        self.last_mcs = torch.where(new, mcs, self.last_mcs)
+        mcs = self.adaptation.choose(new, granted, sinr_prb_granted)
         tb_size = self.tb_size[mcs, granted]
         b, u = torch.nonzero(new, as_tuple=True)
         start = sent[b, u]
@@ -291,56 +154,38 @@ class TransportBlocks:
         sent[self.tb["b"][created], self.tb["u"][created]] = self.tb["end"][created]
         return events | {"sent": sent, "created": created}
 
-    def _append(self, **columns) -> torch.Tensor:
-        n = len(columns["b"])
-        first = self._count
-        if first + n > len(self._table["b"]):  # double the capacity: appending stays linear in the TBs
-            grow = max(first + n, 2 * len(self._table["b"]), 1024) - len(self._table["b"])
-            self._table = {c: torch.cat([v, v.new_zeros(grow)]) for c, v in self._table.items()}
-        filled = {
-            "attempts": 0,
-            "state": PENDING,
-            "next_slot": -1,
-            "feedback_slot": -1,
-            "first_ack": -1,
-            "soft_row": -1,
-        }
-        for c in _COLUMNS:
-            self._table[c][first : first + n] = columns[c] if c in columns else filled[c]
-        self._count += n
-        self._table["soft_row"][first : first + n] = self._soft_rows(n)
-        return torch.arange(first, first + n, device=self.device)
+    def _curve(self, mcs: int, prbs: int) -> BlerCurve:
+        """The llr-mi abstraction's BLER curve of (MCS, PRBs), calibrated around the SNR link adaptation's
+        table gives for the BLER target (once per process and configuration)."""
+        return calibrated_curve(mcs, prbs, *self._config, float(self.adaptation.thresholds[mcs, prbs]))
 
     def _fates(self, n: int) -> torch.Tensor:
         """[n] float64: the one uniform draw per TB that decides its attempts under the abstraction
-        (:meth:`receive`); the link level decodes instead and draws nothing."""
+        (:meth:`receive`); the link level decodes instead and draws nothing.
+
+        The draws come from a generator of their own, seeded from Sionna's seed on the ``fates`` stream,
+        so that the abstraction and the link level draw the same channels and noise for the same seed: the
+        two fidelities then compare on common random numbers."""
         if self.fidelity != "abstraction":
             return torch.zeros(n, dtype=torch.float64, device=self.device)
-        return torch.rand(n, dtype=torch.float64, device=self.device, generator=_rng(self.device))
-
-    def _soft_rows(self, n: int) -> torch.Tensor:
-        """``n`` free rows of the soft-value pool (zeroed), growing it when full."""
-        free = torch.nonzero(self.soft_free).squeeze(-1)
-        if len(free) < n:
-            grow = max(n - len(free), len(self.soft_free))
-            self.soft = torch.cat([self.soft, torch.zeros(grow, self.soft.shape[1], device=self.device)])
-            self.soft_free = torch.cat([self.soft_free, torch.ones(grow, dtype=torch.bool, device=self.device)])
-            free = torch.nonzero(self.soft_free).squeeze(-1)
-        rows = free[:n]
-        self.soft_free[rows] = False
-        self.soft[rows] = 0
-        return rows
+        if self._fate_rng is None:
+            self._fate_rng = torch.Generator(self.device).manual_seed(_fate_seed(self.device))
+        return torch.rand(n, dtype=torch.float64, device=self.device, generator=self._fate_rng)
 
     def symbols(self, tb_of_user, row_b, row_u, row_k) -> torch.Tensor:
         """[num_rows, res_per_prb] complex: each granted PRB row's share of its TB's QAM symbols (0 where no TB
-        rides it; always 0 for the abstraction, which needs only the channel's SINRs)."""
+        rides it; always 0 for the EESM abstraction, which needs only the channel's SINRs)."""
         out = torch.zeros(len(row_b), self.res_per_prb, dtype=torch.complex64, device=self.device)
-        if self.fidelity != "link":
+        if self.reception == "eesm":
             return out
         row_tb = tb_of_user[row_b, row_u]
+        self._coded = {}  # this slot's coded bits per configuration, for the llr-mi abstraction's receiver
         for (mcs, prbs), ids in self._configs(tb_of_user).items():
             codec = self._codec(mcs, prbs)
-            symbols = codec.mapper(codec.encoder(self._tb_bits(ids, codec.tb_size))).to(out.dtype)
+            coded = codec.encoder(self._tb_bits(ids, codec.tb_size))
+            if self.reception == "llr-mi":
+                self._coded[mcs, prbs] = coded
+            symbols = codec.mapper(coded).to(out.dtype)
             local = torch.full((len(self.tb["b"]),), -1, dtype=torch.long, device=self.device)
             local[ids] = torch.arange(len(ids), device=self.device)
             rows = torch.nonzero((row_tb >= 0) & (local[row_tb.clamp_min(0)] >= 0)).squeeze(-1)
@@ -393,12 +238,12 @@ class TransportBlocks:
         sinr = torch.zeros(n, width, device=self.device)
         x = torch.zeros(n, width, dtype=torch.complex64, device=self.device)
         target = local[row_tb[rows]], row_k[rows]
-        sinr.view(n, -1, self.res_per_prb)[target] = out["sinr" if self.fidelity == "link" else "sinr_abstraction"][
+        sinr.view(n, -1, self.res_per_prb)[target] = out["sinr_abstraction" if self.reception == "eesm" else "sinr"][
             rows
         ]
         x.view(n, -1, self.res_per_prb)[target] = out["x"][rows].to(x.dtype)
         ack = torch.zeros(n, dtype=torch.bool, device=self.device)
-        if self.fidelity == "abstraction":
+        if self.reception == "eesm":
             # Attempt k fails with the BLER at the Chase-combined SINR of attempts 1..k, and the outcomes are
             # nested: the TB's one draw is compared with each attempt's BLER, which falls as SINR adds up,
             # so a TB decoded stays decoded and the residual loss is the BLER of the last combination (as
@@ -411,22 +256,18 @@ class TransportBlocks:
             for (m, p), group in self._configs(tb_of_user).items():
                 codec = self._codec(m, p)
                 k = local[group]
-                llr = codec.demap(x[k, : p * self.res_per_prb], sinr[k, : p * self.res_per_prb])
-                decoded, crc_ok = codec.decode(self._combine(group, llr))
-                ack[k] = crc_ok
-                self._deliver(group[crc_ok], decoded[crc_ok])
+                llr = self._combine(group, codec.demap(x[k, : p * self.res_per_prb], sinr[k, : p * self.res_per_prb]))
+                if self.reception == "link":
+                    decoded, crc_ok = codec.decode(llr)
+                    ack[k] = crc_ok
+                    self._deliver(group[crc_ok], decoded[crc_ok])
+                else:  # llr-mi: the same nested draw against the BLER of the combined LLRs' information
+                    # the coded bits symbols() sent this slot: _configs gives the same groups in the same order
+                    bler = self._curve(m, p).bler(bit_information(llr, self._coded[m, p]).mean(-1))
+                    ack[k] = tb["fate"][group] >= bler
+                    self._deliver(group[ack[k]], None)
         sinr_eff_db = 10 * torch.log10(effective_sinr(sinr, mcs, self.mcs_table).clamp_min(1e-30))
-        tb["attempts"][ids] += 1
-        first = tb["attempts"][ids] == 1
-        tb["feedback_slot"][ids[first]] = slot + self.round_trip_slots
-        tb["first_ack"][ids[first]] = ack[first].long()
-        final = ack | (tb["attempts"][ids] >= self.max_attempts)
-        tb["state"][ids] = torch.where(final, DONE, PENDING)
-        tb["next_slot"][ids] = slot + self.round_trip_slots
-        self.soft_free[tb["soft_row"][ids[final]]] = True
-        # open: still to be retransmitted, or its first attempt's feedback is still to come (the outer loop's)
-        candidates = torch.cat([self._open, ids]).unique()
-        self._open = candidates[(tb["state"][candidates] == PENDING) | (tb["feedback_slot"][candidates] > slot)]
+        final = self.settle(slot, ids, ack, self.round_trip_slots, self.max_attempts)
         coded_bits = self.table.coded_bits.to(self.device)[mcs, prbs]
         tb_size = self.tb_size[mcs, prbs]
         payload = tb["end"][ids] - tb["start"][ids]
@@ -463,45 +304,6 @@ class TransportBlocks:
         events["resolved"] = ids[final]
         return events
 
-    def feedback(self, slot: int) -> torch.Tensor:
-        """[num_timelines, num_users] int32: first-attempt HARQ feedback arriving in ``slot`` (1 ACK, 0 NACK, -1)."""
-        tb = self.tb
-        arriving = self._open[tb["feedback_slot"][self._open] == slot]
-        out = torch.full(self.shape, -1, dtype=torch.int32, device=self.device)
-        out[tb["b"][arriving], tb["u"][arriving]] = tb["first_ack"][arriving].to(torch.int32)
-        return out
-
-    def observe_feedback(self, slot: int) -> None:
-        """Feed the outer loop the first-attempt outcomes the users learn in ``slot``.
-
-        Each outcome steps the user's back-off by Sionna's OLLA rule, in each timeline. With
-        ``shared_olla`` the timelines are snapshots of one cell at independent moments, each too short for
-        the loop to settle, so a user's copies share one back-off, and each outcome moves it by its step
-        over the number of copies: over a batch the back-off moves as the copies' own loops would on
-        average, and it rests where the first-attempt BLER over all their TBs is the target. (Weighing
-        by the copies that heard feedback instead would let the last, faded copies of a snapshot drive it.)
-        """
-        if self.olla is None or not bool((self.tb["feedback_slot"][self._open] == slot).any()):
-            return
-        feedback = self.feedback(slot)
-        if not self.shared_olla:
-            self.olla.update(feedback)
-            return
-        before = self.olla.offset_db.clone()
-        self.olla.update(feedback)
-        after = self.olla.offset_db
-        heard = feedback >= 0
-        step = torch.where(heard, after - before, 0).sum(0) / heard.shape[0] * float(self.shared_olla)
-        self.olla.offset_db = before + step[None]
-
-    def _combine(self, ids, soft) -> torch.Tensor:
-        """Add ``soft`` [n, width] to the TBs' buffers (Chase combining); returns the combined values."""
-        rows = self.tb["soft_row"][ids]
-        if soft.shape[1] > self.soft.shape[1]:
-            self.soft = torch.nn.functional.pad(self.soft, (0, soft.shape[1] - self.soft.shape[1]))
-        self.soft[rows, : soft.shape[1]] += soft
-        return self.soft[rows, : soft.shape[1]]
-
     def _deliver(self, ids, decoded) -> None:
         """Mark the payload bits of TBs ``ids`` received (``decoded``: their decoded bits; ``None``: as sent)."""
         if len(ids) == 0 or self.bits is None:
@@ -520,73 +322,12 @@ class TransportBlocks:
         else:
             self.received[b, users, flat] = decoded[:, :length][inside].to(self.received.dtype)
 
-    def tb_records(self) -> dict[str, torch.Tensor]:
-        """Every TB attempt of the run, one entry per attempt (columns of :meth:`receive`'s records)."""
-        if not self.records:
-            return {}
-        return {k: torch.cat([r[k] for r in self.records]) for k in self.records[0]}
 
-
-def eesm_of_best(sinr_prb: torch.Tensor, mcs: torch.Tensor, mcs_table: int, best_first: bool) -> torch.Tensor:
-    """[..., num_prbs]: for every grant size ``b``, Sionna's EESM (beta of ``mcs``) of the ``b`` largest of
-    ``sinr_prb`` [..., num_prbs] (``best_first``), or of all of them for every ``b``.
-
-    Sionna's formula, ``-beta ln(mean exp(-sinr / beta))``, for every ``b`` at once by a cumulative sum
-    over the SINRs sorted best first (its EESM block would need a ``[..., num_prbs, num_prbs]`` input), in
-    the log domain, where no exponential under- or overflows.
-    """
-    from sim.phy.abstraction import eesm_beta
-
-    beta = eesm_beta(mcs, mcs_table).to(sinr_prb)[..., None]
-    if not best_first:
-        return effective_sinr(sinr_prb.float(), mcs, mcs_table)[..., None].expand_as(sinr_prb).to(sinr_prb)
-    ordered = sinr_prb.sort(-1, descending=True).values
-    counts = torch.arange(1, sinr_prb.shape[-1] + 1, device=sinr_prb.device)
-    return -beta * (torch.logcumsumexp(-ordered / beta, dim=-1) - torch.log(counts))
-
-
-@functools.lru_cache(maxsize=512)
-def _codec(mcs, prbs, subcarrier_spacing_hz, pilots, mcs_table, decoder, num_bp_iter, device) -> TransportBlockLink:
-    """The encoder, mapper, demapper and decoder of one (MCS, PRBs) TB, built once per process (building a 5G
-    LDPC code takes tens of milliseconds; a run meets the same few dozen again and again)."""
-    return TransportBlockLink(
-        mcs,
-        prbs,
-        subcarrier_spacing_hz=subcarrier_spacing_hz,
-        pilot_ofdm_symbol_indices=list(pilots),
-        mcs_table=mcs_table,
-        decoder=decoder,
-        num_bp_iter=num_bp_iter,
-        device=device,
-    )
-
-
-@functools.lru_cache(maxsize=16)
-def transport_block_table(num_prbs: int, num_pilot_symbols: int, mcs_table: int) -> TransportBlockTable:
-    """The carrier's :class:`~sim.phy.digital.TransportBlockTable`, made once per process."""
-    return TransportBlockTable(num_prbs, num_pilot_symbols, mcs_table)
-
-
-@functools.lru_cache(maxsize=16)
-def _tables(num_prbs: int, num_pilot_symbols: int, mcs_table: int, bler_target: float):
-    """The carrier's TB table and link adaptation's SINR thresholds, made once per process (both are fixed).
-
-    The thresholds come from the PHY abstraction, which draws an ACK on every call: Sionna's generator is put
-    back, so a run draws the same channels and noise whether these were cached or not.
-    """
-    table = transport_block_table(num_prbs, num_pilot_symbols, mcs_table)
-    with sionna_rng_untouched():
-        return table, sinr_thresholds_db(table, bler_target)
-
-
-def _take(tb_size: torch.Tensor, mcs: torch.Tensor) -> torch.Tensor:
-    """``tb_size[mcs[..., b], b]`` for ``mcs`` [..., num_prbs] (b = 1..num_prbs along the last axis)."""
-    prbs = torch.arange(mcs.shape[-1], device=mcs.device).expand_as(mcs)
-    return tb_size[mcs.clamp_min(0), prbs]
-
-
-def _rng(device) -> torch.Generator:
-    """Sionna's generator for ``device``: the draws follow ``config.seed`` like the channel's."""
+def _fate_seed(device) -> int:
+    """The abstraction's fates' seed: Sionna's ``config.seed`` on the ``fates`` stream, or, when nothing set
+    it, one draw from Sionna's generator for ``device``."""
     from sionna.phy import config
 
-    return config.torch_rng(str(device))
+    if config.seed is None:
+        return int(torch.randint(2**62, (1,), device=device, generator=config.torch_rng(str(device))))
+    return stream_seed(config.seed, "fates")

@@ -39,6 +39,7 @@ import math
 
 import torch
 
+from sim.cell.adaptation import McsChoice
 from sim.cell.analog import AnalogPayloads, PrbRows
 from sim.cell.harq import TransportBlocks
 from sim.cell.records import CellRecords, jobs_covered, stream_index, zeroed_records
@@ -75,7 +76,7 @@ class CellLoop:
     :param shares: ``token-aware``: [num_users] PRBs of each user's share
     :param olla_offset_db: digital: [num_users] outer-loop back-off every timeline starts from (``None``: 0)
     :param shared_olla: digital: the timelines are snapshots of one cell, whose users' outer loops are shared
-        by their copies (see :meth:`~sim.cell.harq.TransportBlocks.observe_feedback`); a number scales the
+        by their copies (see :meth:`~sim.cell.adaptation.McsChoice.observe`); a number scales the
         shared loop's steps
     :param trace: also record every slot's needs, grants and PRB owners (``CellRecords.trace``), for tests
     :param channel_seed: seed of the fading draws (``None``: Sionna's generator, which the engine seeds)
@@ -190,19 +191,18 @@ class CellLoop:
             bits = None if payload is None else quantizer.to_bits(payload.to(dev)).reshape(B, U, J * per_job)
             every_grant = torch.arange(P + 1, dtype=torch.float64, device=dev).clamp_min(1)[:, None].expand(-1, U)
             shift = self.power.shift_db(every_grant).T  # [U, P + 1]: each user's SNR shift at each grant size
-            link = TransportBlocks(
+            adaptation = McsChoice(
                 self.scenario.link,
                 self.scenario.cell,
                 B,
                 U,
                 shift,
-                bits,
-                position,
                 dev,
                 olla_offset_db=self.olla_offset_db,
                 shared_olla=self.shared_olla,
                 power_headroom=self.scenario.scheduler.power_headroom,
             )
+            link = TransportBlocks(self.scenario.link, self.scenario.cell, adaptation, bits, position)
         else:
             symbols = None
             if payload is not None:

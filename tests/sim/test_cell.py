@@ -133,7 +133,13 @@ def test_conservation_in_every_slot(tiny, mode, policy, channel):
     placed = {"distance_m": 60.0} if channel == "umi" else {}
     users = [sender(f"u{i}", snr, sends[i % 2], **placed) for i, snr in enumerate([20.0, 8.0, 0.0, -6.0])]
     groups = [{"id": "a", "users": ["u0", "u1"]}, {"id": "b", "users": ["u2", "u3"]}]
-    link = {"mode": mode, "fidelity": "abstraction", "harq": {"max_retx": 2, "round_trip_slots": 3}}
+    # the MAC is under test: TBs judged by Sionna's EESM abstraction, which sends no symbols (the fastest)
+    link = {
+        "mode": mode,
+        "fidelity": "abstraction",
+        "abstraction": "eesm",
+        "harq": {"max_retx": 2, "round_trip_slots": 3},
+    }
     s = scenario(
         tiny, users, groups, cell={"num_prbs": 6}, scheduler={"policy": policy}, link=link, channel={"model": channel}
     )
@@ -214,7 +220,12 @@ def test_the_latency_breakdown_is_measured_term_by_term_and_sums_to_the_latency(
     users = [
         sender(f"u{i}", snr, m) for i, (snr, m) in enumerate([(15.0, ["text"]), (3.0, ["image"]), (-4.0, ["audio"])])
     ]
-    link = {"mode": "digital", "fidelity": "abstraction", "harq": {"max_retx": 3, "round_trip_slots": 4}}
+    link = {
+        "mode": "digital",
+        "fidelity": "abstraction",
+        "abstraction": "eesm",
+        "harq": {"max_retx": 3, "round_trip_slots": 4},
+    }
     s = scenario(
         tiny,
         users,
@@ -429,7 +440,13 @@ def test_full_buffer_pf_throughput_matches_a_loop_of_sionnas_own_blocks(tiny):
     """Per-user throughput of the cell loop (PF, abstraction, full buffers, every PRB up for grabs as in
     Sionna's PF) within 5 % of Sionna SYS's loop on the same channel draws (16 timelines x 500 slots)."""
     users = [sender(f"u{i}", snr) for i, snr in enumerate([3.0, 8.0, 13.0, 18.0])]
-    link = {"mode": "digital", "fidelity": "abstraction", "harq": {"max_retx": 0, "round_trip_slots": 1}}
+    # Sionna's loop judges TBs by its PHYAbstraction: so does this one (link.abstraction: eesm)
+    link = {
+        "mode": "digital",
+        "fidelity": "abstraction",
+        "abstraction": "eesm",
+        "harq": {"max_retx": 0, "round_trip_slots": 1},
+    }
     s = scenario(
         tiny,
         users,
@@ -457,12 +474,18 @@ def test_the_response_of_fixed_delays_is_sionnas_cir_to_ofdm_channel():
 
 def test_a_run_draws_the_same_whether_the_link_adaptation_tables_were_cached_or_not(tiny):
     """The tables are made once per process with the PHY abstraction, which draws: Sionna's generator is put
-    back, so a sweep in one process gives each point what a fresh process would."""
-    from sim.cell import harq
+    back, so a sweep in one process gives each point what a fresh process would. The llr-mi abstraction's
+    curves (made once per process and kept on disk) draw from generators of their own."""
+    import shutil
+
+    from models.paths import cache_dir
+    from sim.cell import tb_configs
 
     link = {"mode": "digital", "fidelity": "abstraction"}
     s = scenario(tiny, [sender("u0", 10.0)], cell={"num_prbs": 4}, link=link)
-    harq._tables.cache_clear()
+    tb_configs.carrier_tables.cache_clear()
+    tb_configs.calibrated_curve.cache_clear()
+    shutil.rmtree(cache_dir() / "llr-mi", ignore_errors=True)
     cold, _ = run(s, [512], timelines=4, seed=3)
     warm, _ = run(s, [512], timelines=4, seed=3)
     for key, value in cold.tbs.items():
@@ -470,7 +493,7 @@ def test_a_run_draws_the_same_whether_the_link_adaptation_tables_were_cached_or_
 
 
 def test_the_eesm_of_a_users_best_prbs_is_sionnas_for_every_grant_size():
-    from sim.cell.harq import eesm_of_best
+    from sim.cell.tb_configs import eesm_of_best
     from sim.phy.abstraction import effective_sinr
 
     # up to 18 dB: above that Sionna's float32 exponentials underflow for small betas and it caps at 30 dB
@@ -533,7 +556,13 @@ def test_open_loop_power_control_in_the_loop_holds_the_power_per_prb_below_the_m
 def test_snapshot_copies_share_an_outer_loop_that_settles_at_the_bler_target(tiny):
     """The engine's warm-up: passes over one batch of snapshots with 4x the steps until the back-off moves
     less than 0.5 dB, then a pass with plain steps: its first-attempt BLER is the target."""
-    link = {"mode": "digital", "fidelity": "abstraction", "bler_target": 0.1, "harq": {"max_retx": 0}}
+    link = {
+        "mode": "digital",
+        "fidelity": "abstraction",
+        "abstraction": "eesm",
+        "bler_target": 0.1,
+        "harq": {"max_retx": 0},
+    }
     s = scenario(tiny, [sender("u0", 10.0)], cell={"num_prbs": 4}, link=link)
     offset = None
     for _ in range(12):
