@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
+from core.errors import BadData
 from sim.cli_parser import BENCHES, DASK_ADDRESS, build_parser
 from sim.errors import ScenarioError, ScenarioErrors
 from sim.runtime import quiet_libraries
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"tokensim {args.command}: error in {getattr(args, 'scenario', 'scenario')}:{below}{text}", file=sys.stderr
         )
+        return 2
+    except BadData as err:  # found while running (validate reports it among the scenario's errors)
+        print(f"tokensim {args.command}: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         if hasattr(err, "key"):  # a missing Debian package names its scenario key and install command

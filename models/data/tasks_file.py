@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import BadData
 from models.data.splits import SPLITS, check_split
 from models.paths import digest
 
@@ -49,7 +50,7 @@ class DataProblem:
         return f"tasks.jsonl line {self.line}: " + (f"{self.field}: " if self.field else "") + self.message
 
 
-class DataFolderError(ValueError):
+class DataFolderError(BadData):
     """Everything found wrong with a folder data set (the first :data:`MAX_PROBLEMS`; ``more`` counts the
     rest). ``str()`` lists them one per line under the folder's name."""
 

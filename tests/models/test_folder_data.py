@@ -196,3 +196,20 @@ def test_wav_files_of_every_pcm_width_and_channel_count_read_alike(tmp_path, wid
     samples, rate_hz = read_wav((tmp_path / "tone.wav").read_bytes())
     assert rate_hz == 11025 and samples.dtype == np.float32 and samples.shape == (800,)
     assert np.abs(samples - tone).max() < 2.0 ** (1 - 8 * width) + 1e-6  # within one step of the width
+
+
+def test_bad_data_found_while_running_is_a_clean_error_not_a_traceback(monkeypatch, capsys):
+    """A data file that changes after validation is found by the run itself: the CLI prints the problem and
+    exits 2, as validate does."""
+    from models.data.tasks_file import DataProblem
+    from sim import cli
+
+    def run(args):
+        problem = DataProblem(line=3, field="image", message="changed since it was read")
+        raise DataFolderError(Path("mine"), [problem])
+
+    monkeypatch.setitem(cli.COMMANDS, "run", run)
+    assert cli.main(["run", "scenario.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tokensim run: dataset.path 'mine' holds bad data:")
+    assert "line 3" in err and "image" in err and "Traceback" not in err
