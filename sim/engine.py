@@ -14,22 +14,22 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.alignment import align_transceivers
 from models.cache import exclusive
-from models.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from models.checkpoints import checkpoint_path, load_checkpoint
 from models.data import DATASETS
 from models.encoders import encoder_output_shape
 from models.features import SplitFeatures, count_flops, load_features
 from models.system import SplitModel
-from models.training import TaskSampler, finetune_split_model, task_accuracy
+from models.training import TaskSampler
+from sim import training_stages
 from sim.cell import CellLoop, CellRecords
-from sim.checkpoint_plan import ALIGNED_MODULES, STAGES, checkpoint_key
+from sim.checkpoint_plan import STAGES, checkpoint_key
 from sim.errors import ScenarioError
 from sim.mac.allocation import Calibration, EqualShare, TokenAwareAllocation
 from sim.mac.power import UplinkPower
 from sim.mac.traffic import arrival_times_s
 from sim.phy.numerology import slot_duration_s
-from sim.runtime import apply_runtime, reseed, sionna_rng_at, stream_seed
+from sim.runtime import apply_runtime, reseed, stream_seed
 from sim.scenario import model_source
 from sim.schema import Scenario
 from sim.uplink import Uplink
@@ -150,84 +150,11 @@ class Simulation:
                     return {**summary, "loaded": True}
             history: list[dict] = []
             if s.training.alignment.enabled:
-                summary = self._align(force=force and stage != "finetune")
+                summary = training_stages.align(self, force=force and stage != "finetune")
                 if stage == "align":
                     return summary
                 history = summary["history"]
-            return self._finetune(history)
-
-    def _align(self, force: bool) -> dict:
-        key, shaped_by = checkpoint_key(self.scenario, "align")
-        if not force:
-            summary = load_checkpoint(self.model, key, modules=ALIGNED_MODULES)
-            if summary is not None:
-                return {**summary, "loaded": True}
-        with exclusive(checkpoint_path(key)):  # fine-tuning variants share it: one aligns, the others wait
-            return self._align_locked(key, shaped_by, force)
-
-    def _align_locked(self, key: str, shaped_by: dict, force: bool) -> dict:
-        if not force:
-            summary = load_checkpoint(self.model, key, modules=ALIGNED_MODULES)
-            if summary is not None:
-                return {**summary, "loaded": True}
-        s = self.scenario
-        sampler = self.sampler("train", s.training.train_tasks_per_group)
-        reseed(stream_seed(s.seed, "align"))
-        generator = torch.Generator().manual_seed(stream_seed(s.seed, "align"))
-        channel = self.uplink.training_channel(s.training.alignment.snr_db_range, generator)
-        history = align_transceivers(
-            self.model,
-            channel,
-            sampler,
-            self.dataset.captions(),
-            self.dataset.questions("train"),
-            s.training.alignment,
-            s.seed,
-            self.progress,
-        )
-        summary = {"stage": "align", **_tail_means(history, ("loss",)), "history": history}
-        save_checkpoint(self.model, key, shaped_by, summary, modules=ALIGNED_MODULES)
-        return {**summary, "loaded": False}
-
-    def _finetune(self, aligned_history: list[dict]) -> dict:
-        s = self.scenario
-        sampler = self.sampler("train", s.training.train_tasks_per_group)
-        validation = self.sampler("validation", s.training.validation_tasks_per_group)
-        reseed(stream_seed(s.seed, "finetune"))
-        generator = torch.Generator().manual_seed(stream_seed(s.seed, "finetune"))
-        channel = self.uplink.training_channel(s.training.finetune.snr_db_range, generator)
-
-        def validate() -> float:
-            # common random numbers: each validation draws the same SNRs, fading and noise, so two of them
-            # differ by the weights alone, and the training's draws do not depend on when it validates
-            with sionna_rng_at(stream_seed(s.seed, "validation")), torch.random.fork_rng(devices=[]):
-                snr_generator = torch.Generator().manual_seed(stream_seed(s.seed, "validation"))
-                channel = self.uplink.training_channel(s.training.finetune.snr_db_range, snr_generator)
-                return task_accuracy(self.model, channel, validation, s.evaluation.batch_size)
-
-        history = finetune_split_model(
-            self.model,
-            channel,
-            sampler,
-            s.training.finetune,
-            s.seed,
-            self.progress,
-            validate=validate,
-            validation_every=s.training.validation_every,
-            patience=s.training.patience,
-        )
-        selected = next(h for h in history if h.get("selected"))
-        summary = {
-            "stage": "finetune",
-            **_tail_means(history, ("loss", "accuracy")),
-            "final_val_accuracy": history[-1]["val_accuracy"],
-            "selected_step": selected["step"],
-            "selected_val_accuracy": selected["val_accuracy"],
-            "steps_run": len(history),
-            "history": aligned_history + history,
-        }
-        save_checkpoint(self.model, self.checkpoint, self.shaped_by, summary)
-        return {**summary, "loaded": False}
+            return training_stages.finetune(self, history)
 
     @torch.no_grad()
     def evaluate(self, snr_db: float | None = None) -> Evaluation:
@@ -466,9 +393,3 @@ def _at_lowest_mcs(records: CellRecords, scenario) -> torch.Tensor:
 def _snapshot_arrivals(payload: torch.Tensor, num_groups: int) -> torch.Tensor:
     """[timelines, groups, 1] zeros: in a snapshot every group's one task arrives at t = 0."""
     return torch.zeros(payload.shape[0], num_groups, 1, dtype=torch.float64, device=payload.device)
-
-
-def _tail_means(history: list[dict], keys: tuple[str, ...]) -> dict[str, float]:
-    """``final_<key>``: mean over the last tenth of the steps (one step is noisy)."""
-    tail = history[-max(1, len(history) // 10) :]
-    return {f"final_{k}": float(np.mean([h[k] for h in tail])) for k in keys}

@@ -1,7 +1,7 @@
 """Chunks of a batch on ``torch.get_num_threads()`` threads, for the numba kernels of the PHY; torch's thread
 count set for a block of work.
 
-The kernels (:mod:`sim.phy.ldpc`'s decoder, :mod:`sim.phy.digital`'s demapper and encoder) release the GIL
+The kernels (:mod:`sim.phy.ldpc`'s decoder, :mod:`sim.phy.qam_demapper` and :mod:`sim.phy.tb_encoder`) release the GIL
 and write disjoint slices of their outputs, so Python threads run them in parallel; each item's result does
 not depend on the thread count.
 """

@@ -16,15 +16,10 @@ from sionna.phy.mapping import Demapper, Mapper
 from sionna.phy.nr import TBDecoder, TBEncoder
 
 from sim.cell import CellLoop
-from sim.phy.digital import (
-    DigitalProxy,
-    QamDemapper,
-    TransportBlockEncoder,
-    TransportBlockLink,
-    TransportBlockTable,
-    transport_block_size,
-)
+from sim.phy.digital import DigitalProxy, TransportBlockLink, TransportBlockTable, transport_block_size
+from sim.phy.qam_demapper import QamDemapper
 from sim.phy.quantization import UniformQuantizer, gaussian_uniform_step
+from sim.phy.tb_encoder import TransportBlockEncoder
 from sim.scenario import validate_scenario
 
 PILOTS = [2, 11]
