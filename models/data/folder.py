@@ -201,6 +201,7 @@ class FolderDataset:
             "answers": self.answers,
             "sample_rate_hz": c.sample_rate_hz,
             "clip_seconds": c.clip_seconds,
+            "seed": self.seed,  # it seeds the audio encoder trained on the train clips
         }
         return f"folder-{split}-{digest(content)}"
 

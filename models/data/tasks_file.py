@@ -110,7 +110,14 @@ def read_image(data: bytes, side_px: int | None = None) -> np.ndarray:
     from PIL import Image, ImageOps
 
     with Image.open(io.BytesIO(data)) as image:
-        rgb = image.convert("RGB")
+        image = ImageOps.exif_transpose(image)  # as a viewer shows it
+        if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+            raise ValueError(f"its pixels are {image.mode} (16-bit or float); save it with 8 bits per channel")
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")  # transparent pixels become black, whatever colour they hold
+            rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
+        else:
+            rgb = image.convert("RGB")
     if side_px is not None:
         rgb = ImageOps.fit(rgb, (side_px, side_px), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
@@ -119,7 +126,7 @@ def read_image(data: bytes, side_px: int | None = None) -> np.ndarray:
 def read_wav(data: bytes) -> tuple[np.ndarray, int]:
     """A PCM WAV file's bytes (8, 16, 24 or 32 bits, any number of channels) -> (float32 ``[T]`` in
     [-1, 1), the channels averaged; sample rate in Hz)."""
-    with wave.open(io.BytesIO(data)) as w:
+    with wave.open(io.BytesIO(_plain_pcm(data))) as w:
         channels, width, rate_hz = w.getnchannels(), w.getsampwidth(), w.getframerate()
         raw = w.readframes(w.getnframes())
     if width not in (1, 2, 3, 4):
@@ -133,6 +140,25 @@ def read_wav(data: bytes) -> tuple[np.ndarray, int]:
         padded[:, 4 - width :] = np.frombuffer(raw, np.uint8).reshape(-1, width)
         x = padded.view("<i4")[:, 0].astype(np.float32) / 2.0**31
     return x.reshape(-1, channels).mean(1), rate_hz
+
+
+def _plain_pcm(data: bytes) -> bytes:
+    """``data`` with a WAVE_FORMAT_EXTENSIBLE header of PCM samples marked plain PCM (what ffmpeg and most
+    editors write above 16 bits or 2 channels; Python's ``wave`` reads it only from 3.12 on). The samples
+    are the same; anything else is returned as it is, for ``wave`` to judge."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return data
+    at = 12
+    while at + 8 <= len(data):
+        size = int.from_bytes(data[at + 4 : at + 8], "little")
+        if data[at : at + 4] == b"fmt ":
+            tag = int.from_bytes(data[at + 8 : at + 10], "little")
+            pcm = size >= 40 and data[at + 32 : at + 34] == b"\x01\x00"  # the sub-format GUID's first two bytes
+            if tag == 0xFFFE and pcm:
+                return data[: at + 8] + b"\x01\x00" + data[at + 10 :]
+            return data
+        at += 8 + size + (size & 1)
+    return data
 
 
 _READ: dict[Path, TasksFile] = {}  # by folder: reused while tasks.jsonl and every file keep their stat
@@ -194,7 +220,10 @@ def _read(folder: Path) -> TasksFile:
         ) from None
     checked: dict[tuple, tuple[str | None, str | None]] = {}  # (field, file as written) -> (SHA-256, problem)
     tasks, records = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # lines end at "\n" alone, as JSON Lines has it (str.splitlines would also break inside a JSON string at
+    # U+2028 and the like, which json.dumps writes unescaped with ensure_ascii=False)
+    for number, line in enumerate(text.removesuffix("\n").split("\n"), start=1):
+        line = line.removesuffix("\r")
         if line.strip():
             task, record = _check_line(number, line, folder, checked, problems)
             tasks += [task] if task is not None else []
@@ -243,6 +272,8 @@ def _check_line(number: int, line: str, folder: Path, checked: dict, problems: _
             problems.add(number, field, f"must be a non-empty string, not {json.dumps(value)}")
         elif field == "split" and value not in SPLITS:
             problems.add(number, field, f"{value!r} is not one of {', '.join(SPLITS)}")
+        elif field in FILE_KINDS and not _inside(folder, value):
+            problems.add(number, field, f"{value!r} is not a path inside the folder (relative, no way out by ..)")
         elif field in FILE_KINDS:
             if (field, value) not in checked:  # a picture is no WAV file: checked once as each
                 checked[field, value] = _check_file(folder / value, field)
@@ -251,6 +282,11 @@ def _check_line(number: int, line: str, folder: Path, checked: dict, problems: _
     if len(problems.kept) + problems.more > faults:
         return None, record
     return Task(number, **{field: record.get(field) for field in FIELDS}), record
+
+
+def _inside(folder: Path, value: str) -> bool:
+    """Whether ``value`` names a path inside ``folder`` (relative, and not leading out of it)."""
+    return not Path(value).is_absolute() and (folder / value).resolve().is_relative_to(folder.resolve())
 
 
 def _check_file(path: Path, field: str) -> tuple[str | None, str | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import wave
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from models.data import DataFolderError, FolderConfig, FolderDataset
-from models.data.tasks_file import MAX_PROBLEMS, read_wav
+from models.data.tasks_file import MAX_PROBLEMS, read_image, read_wav
 
 
 def write_png(path: Path, rgb) -> None:
@@ -213,3 +214,61 @@ def test_bad_data_found_while_running_is_a_clean_error_not_a_traceback(monkeypat
     err = capsys.readouterr().err
     assert err.startswith("tokensim run: dataset.path 'mine' holds bad data:")
     assert "line 3" in err and "image" in err and "Traceback" not in err
+
+
+def test_a_wave_format_extensible_header_reads_as_its_plain_pcm_twin(tmp_path):
+    """ffmpeg writes WAVE_FORMAT_EXTENSIBLE above 16 bits or 2 channels: the same samples come out."""
+    tone = 0.5 * np.sin(np.arange(800) / 7.0)
+    write_wav(tmp_path / "plain.wav", tone, rate_hz=48000, width=3, channels=2)
+    plain = (tmp_path / "plain.wav").read_bytes()
+    assert plain[12:16] == b"fmt " and struct.unpack("<I", plain[16:20])[0] == 16
+    channels, rate, byte_rate, align, bits = struct.unpack("<HIIHH", plain[22:36])
+    sub_format = struct.pack("<H", 1) + b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"  # KSDATAFORMAT PCM
+    fmt = struct.pack("<HHIIHHHHI", 0xFFFE, channels, rate, byte_rate, align, bits, 22, bits, 3) + sub_format
+    rest = plain[36:]  # the data chunk
+    extensible = b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + len(rest)) + b"WAVEfmt " + struct.pack("<I", 40)
+    extensible += fmt + rest
+    samples, rate_hz = read_wav(extensible)
+    assert rate_hz == 48000
+    np.testing.assert_array_equal(samples, read_wav(plain)[0])
+
+
+def test_lines_split_at_newlines_only_and_paths_stay_inside_the_folder(tmp_path):
+    """A caption holding U+2028 (json.dumps writes it unescaped with ensure_ascii=False) is one line; a file
+    outside the folder, by .. or an absolute path, is refused on its line."""
+    outside = tmp_path / "outside.png"
+    write_png(outside, (0, 255, 0))
+    root = write_folder(
+        tmp_path / "data",
+        [
+            json.dumps(task("train", "red", image="red.png", caption="red\u2028thing"), ensure_ascii=False),
+            task("train", "blue", image="../outside.png"),
+            task("test", "red", image=str(outside)),
+            task("validation", "red", image="red.png"),
+        ],
+    )
+    found = {(p.line, p.field): p.message for p in problems_of(root)}
+    assert set(found) == {(2, "image"), (3, "image")}, found
+    assert all("inside the folder" in message for message in found.values())
+
+
+def test_images_are_read_as_a_viewer_shows_them_and_wide_pixels_are_refused(tmp_path):
+    from PIL import Image
+
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 255  # red everywhere, transparent on the left half
+    rgba[:, 2:, 3] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, "PNG")
+    rgb = read_image(buffer.getvalue())
+    assert rgb[:, :2].max() == 0 and (rgb[:, 2:, 0] == 255).all()  # transparent: black
+    wide = io.BytesIO()
+    Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(wide, "PNG")  # 16-bit greyscale
+    with pytest.raises(ValueError, match="8 bits per channel"):
+        read_image(wide.getvalue())
+
+
+def test_the_data_seed_is_part_of_the_audio_encoders_key(tmp_path):
+    root = write_folder(tmp_path / "data", [task(s, "red", audio="tone.wav") for s in ("train", "validation", "test")])
+    keys = {FolderDataset(FolderConfig(name="folder", path=root, seed=seed)).speech_key("train") for seed in (0, 1)}
+    assert len(keys) == 2
