@@ -93,7 +93,7 @@ def test_after_stage_1_matched_pairs_are_more_similar_on_held_out_data(tiny):
 
 
 def test_the_baseline_skips_stage_1(tiny, monkeypatch):
-    import sim.engine
+    import sim.training_stages
     from models.checkpoints import checkpoint_path
     from sim.checkpoint_plan import checkpoint_key
     from sim.engine import Simulation
@@ -102,7 +102,7 @@ def test_the_baseline_skips_stage_1(tiny, monkeypatch):
     def no_alignment(*args, **kwargs):
         raise AssertionError("stage 1 ran for the baseline")
 
-    monkeypatch.setattr(sim.engine, "align_transceivers", no_alignment)
+    monkeypatch.setattr(sim.training_stages, "align_transceivers", no_alignment)
     tiny["training"]["alignment"]["enabled"] = False
     scenario = validate_scenario(tiny)
     simulation = Simulation(scenario, progress=False)
