@@ -47,9 +47,9 @@ def checkpoint_key(scenario: Scenario, stage: str = "finetune") -> tuple[str, di
         "version": STAGE_VERSIONS[stage],
     }
     if s.link.mode == "digital":  # the noise proxy trains on; analog keys stay as they were
-        shaped_by["link"] = s.link.model_dump(
-            mode="json", exclude={"fidelity": True, "decoder": True, "num_bp_iter": True, "harq": {"round_trip_slots"}}
-        )
+        # how TBs are judged at evaluation (fidelity, abstraction, decoder) does not reach the proxy
+        judged = {"fidelity": True, "abstraction": True, "decoder": True, "num_bp_iter": True}
+        shaped_by["link"] = s.link.model_dump(mode="json", exclude=judged | {"harq": {"round_trip_slots"}})
     return digest(shaped_by), shaped_by
 
 

@@ -347,3 +347,23 @@ def test_quantiser_step_is_mse_optimal_at_every_width(bits):
     grid = np.exp(np.linspace(math.log(0.5 / levels), math.log(20 / levels), 121))
     least = min(_quadrature_mse(step, levels) for step in grid)
     assert _quadrature_mse(gaussian_uniform_step(bits), levels) <= 1.01 * least
+
+
+def test_how_tbs_are_judged_does_not_change_the_digital_checkpoint_key(tiny):
+    """The noise proxy trains the same whether evaluation decodes every bit or abstracts, by either
+    abstraction, with any decoder: one checkpoint serves them all (a new link key must not orphan the
+    cached ones). What the proxy does see, the bits per value, changes the key."""
+    from sim.checkpoint_plan import checkpoint_key
+
+    def key(**link):
+        raw = copy.deepcopy(tiny)
+        raw["link"] = {"mode": "digital", **link}
+        return checkpoint_key(validate_scenario(raw))[0]
+
+    judged = [
+        key(fidelity="abstraction", abstraction="eesm"),
+        key(fidelity="abstraction", abstraction="llr-mi"),
+        key(decoder="layered-oms-int16", num_bp_iter=8),
+    ]
+    assert judged == [key()] * 3
+    assert key(bits_per_value=4) != key()
