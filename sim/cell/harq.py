@@ -70,7 +70,9 @@ class TransportBlocks(HarqTable):
         self.adaptation = adaptation
         self.table, self.tb_size = adaptation.table, adaptation.tb_size
         self.res_per_prb, self.mcs_table = adaptation.res_per_prb, link.mcs_table
-        self.abstraction = TransportBlockAbstraction(mcs_table_index=link.mcs_table, device=str(device))
+        # Sionna's PHYAbstraction judges the TBs under the eesm abstraction only
+        eesm = self.reception == "eesm"
+        self.abstraction = TransportBlockAbstraction(link.mcs_table, device=str(device)) if eesm else None
         # what fixes a TB's codec and llr-mi curve besides its MCS and PRBs (tb_configs' arguments)
         self._config = (
             cell.subcarrier_spacing_hz,
@@ -81,7 +83,6 @@ class TransportBlocks(HarqTable):
         )
         self.bits, self.position = bits, position
         self._fate_rng = None
-        self._coded: dict[tuple[int, int], torch.Tensor] = {}
         if bits is not None:
             self.received = torch.zeros_like(bits)
             self.bit_ok = torch.zeros(bits.shape, dtype=torch.bool, device=device)
@@ -148,8 +149,10 @@ class TransportBlocks(HarqTable):
         :output: :meth:`receive`'s events and ``sent``, ``created`` (1-D ids of the TBs formed now)
         """
         tb_of_user, created = self.send(granted, backlog, sent, *due, sinr_prb)
-        out = link(self.symbols(tb_of_user, rows.b, rows.u, rows.k), rows.h, rows.no)
-        events = self.receive(slot, tb_of_user, rows.b, rows.u, rows.k, out)
+        configs = self._configs(tb_of_user)
+        symbols, coded = self.symbols(tb_of_user, configs, rows.b, rows.u, rows.k)
+        out = link(symbols, rows.h, rows.no)
+        events = self.receive(slot, tb_of_user, configs, coded, rows.b, rows.u, rows.k, out)
         sent = sent.clone()
         sent[self.tb["b"][created], self.tb["u"][created]] = self.tb["end"][created]
         return events | {"sent": sent, "created": created}
@@ -172,26 +175,25 @@ class TransportBlocks(HarqTable):
             self._fate_rng = torch.Generator(self.device).manual_seed(_fate_seed(self.device))
         return torch.rand(n, dtype=torch.float64, device=self.device, generator=self._fate_rng)
 
-    def symbols(self, tb_of_user, row_b, row_u, row_k) -> torch.Tensor:
-        """[num_rows, res_per_prb] complex: each granted PRB row's share of its TB's QAM symbols (0 where no TB
-        rides it; always 0 for the EESM abstraction, which needs only the channel's SINRs)."""
+    def symbols(self, tb_of_user, configs, row_b, row_u, row_k):
+        """``(symbols, coded)``: [num_rows, res_per_prb] complex, each granted PRB row's share of its TB's QAM
+        symbols (0 where no TB rides it; always 0 for the EESM abstraction, which needs only the channel's
+        SINRs), and the coded bits of each configuration's TBs (``configs``: :meth:`_configs`), by (MCS, PRBs)."""
         out = torch.zeros(len(row_b), self.res_per_prb, dtype=torch.complex64, device=self.device)
+        coded_bits: dict[tuple[int, int], torch.Tensor] = {}
         if self.reception == "eesm":
-            return out
+            return out, coded_bits
         row_tb = tb_of_user[row_b, row_u]
-        self._coded = {}  # this slot's coded bits per configuration, for the llr-mi abstraction's receiver
-        for (mcs, prbs), ids in self._configs(tb_of_user).items():
+        for (mcs, prbs), ids in configs.items():
             codec = self._codec(mcs, prbs)
-            coded = codec.encoder(self._tb_bits(ids, codec.tb_size))
-            if self.reception == "llr-mi":
-                self._coded[mcs, prbs] = coded
+            coded = coded_bits[mcs, prbs] = codec.encoder(self._tb_bits(ids, codec.tb_size))
             symbols = codec.mapper(coded).to(out.dtype)
             local = torch.full((len(self.tb["b"]),), -1, dtype=torch.long, device=self.device)
             local[ids] = torch.arange(len(ids), device=self.device)
             rows = torch.nonzero((row_tb >= 0) & (local[row_tb.clamp_min(0)] >= 0)).squeeze(-1)
             per_prb = symbols.view(len(ids), prbs, self.res_per_prb)
             out[rows] = per_prb[local[row_tb[rows]], row_k[rows]]
-        return out
+        return out, coded_bits
 
     def _configs(self, tb_of_user) -> dict[tuple[int, int], torch.Tensor]:
         ids = tb_of_user[tb_of_user >= 0]
@@ -211,9 +213,10 @@ class TransportBlocks(HarqTable):
         flat = self.position(pos.clamp_max(self.bits.shape[-1] - 1), users)
         return torch.where(inside, self.bits[tb["b"][ids, None], users, flat.clamp_max(self.bits.shape[-1] - 1)], 0.0)
 
-    def receive(self, slot, tb_of_user, row_b, row_u, row_k, out) -> dict[str, torch.Tensor]:
+    def receive(self, slot, tb_of_user, configs, coded, row_b, row_u, row_k, out) -> dict[str, torch.Tensor]:
         """Combine, decide and account this slot's TBs from the PRB rows' receiver output.
 
+        :param configs: :meth:`_configs` of ``tb_of_user``; ``coded``: :meth:`symbols`' coded bits by configuration
         :param out: :class:`~sim.phy.analog.GrantedPrbLink` output over the rows
         :output: dict of [num_timelines, num_users] int64 tensors of this slot: ``start``/``end`` (payload
             range of the TB sent), ``res`` (REs on air), ``coded_bits``, ``decoded_bits`` (TB size if ACK),
@@ -253,7 +256,7 @@ class TransportBlocks(HarqTable):
             ack = tb["fate"][ids] >= bler.double()
             self._deliver(ids[ack], None)
         else:
-            for (m, p), group in self._configs(tb_of_user).items():
+            for (m, p), group in configs.items():
                 codec = self._codec(m, p)
                 k = local[group]
                 llr = self._combine(group, codec.demap(x[k, : p * self.res_per_prb], sinr[k, : p * self.res_per_prb]))
@@ -262,8 +265,7 @@ class TransportBlocks(HarqTable):
                     ack[k] = crc_ok
                     self._deliver(group[crc_ok], decoded[crc_ok])
                 else:  # llr-mi: the same nested draw against the BLER of the combined LLRs' information
-                    # the coded bits symbols() sent this slot: _configs gives the same groups in the same order
-                    bler = self._curve(m, p).bler(bit_information(llr, self._coded[m, p]).mean(-1))
+                    bler = self._curve(m, p).bler(bit_information(llr, coded[m, p]).mean(-1))
                     ack[k] = tb["fate"][group] >= bler
                     self._deliver(group[ack[k]], None)
         sinr_eff_db = 10 * torch.log10(effective_sinr(sinr, mcs, self.mcs_table).clamp_min(1e-30))
