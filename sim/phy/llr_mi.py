@@ -84,6 +84,8 @@ def _waterfall(codec, snr_db: torch.Tensor, generator: torch.Generator) -> tuple
     coded = codec.encoder(bits)
     x = codec.mapper(coded)
     no = torch.pow(10.0, -snr_db / 10)[:, None]
+    # the noise by hand, not Sionna's AWGN block: that one draws from Sionna's generator, which the run's
+    # channels share, and a calibration must leave their draws as they were
     noise = torch.complex(torch.randn(x.shape, generator=generator), torch.randn(x.shape, generator=generator))
     llr = codec.demap(x + torch.sqrt(no / 2) * noise, (1 / no).expand(x.shape))
     return bit_information(llr, coded).mean(-1), ~codec.decode(llr)[1]
