@@ -316,24 +316,15 @@ def _only(command: str, text: str, allowed) -> list[str] | None:
 
 
 def cmd_bench(args) -> int:
-    from sim.bench.abstraction import bench_abstraction
-    from sim.bench.decoders import bench_decoders
-    from sim.bench.links import run_bench, run_digital_bench
+    from sim.bench import run_benches
+    from sim.bench.links import LinkBench
 
     only = _only("bench", args.only, BENCHES)
     if only is None:
         return 2
+    link = LinkBench(args.repeats, args.seed, args.channel, args.num_prbs)
     sizes = [int(b) for b in args.batch_sizes.split(",")]
-    runs = {
-        "analog": lambda: run_bench(sizes, args.repeats, args.channel, args.snr_db, args.num_prbs, args.seed),
-        "digital": lambda: run_digital_bench(
-            repeats=args.repeats, channel=args.channel, num_prbs=args.num_prbs, seed=args.seed
-        ),
-        "decoders": lambda: bench_decoders(),
-        # one thread: its tensors are small, and a second thread costs more than it gives (see the JSON's threads)
-        "abstraction": lambda: bench_abstraction(repeats=args.repeats, seed=args.seed, threads=1),
-    }
-    print(json.dumps({name: runs[name]() for name in only}, indent=2))
+    print(json.dumps(run_benches(only, link, sizes, args.snr_db), indent=2))
     return 0
 
 

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", default=",".join(BENCHES), help=f"comma-separated benchmarks among {', '.join(BENCHES)}"
     )
     bench.add_argument("--batch-sizes", default="1,16,128,512,1024", help="comma-separated batch sizes")
-    bench.add_argument("--repeats", type=int, default=5, help="timed repeats per batch size (median reported)")
+    bench.add_argument("--repeats", type=int, default=5, help="timed repeats of every figure (its median is reported)")
     bench.add_argument("--channel", default="tdl-a", help="channel model of both chains")
     bench.add_argument("--snr-db", type=float, default=10.0)
     bench.add_argument("--num-prbs", type=int, default=24, help="PRBs of the benchmark grid")

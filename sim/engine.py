@@ -22,14 +22,14 @@ from models.features import SplitFeatures, count_flops, load_features
 from models.system import SplitModel
 from models.training import TaskSampler
 from sim import training_stages
-from sim.cell import CellLoop, CellRecords
+from sim.cell import CellLoop, CellRecords, OuterLoopStart
 from sim.checkpoint_plan import STAGES, checkpoint_key
 from sim.errors import ScenarioError
 from sim.mac.allocation import Calibration, EqualShare, TokenAwareAllocation
 from sim.mac.power import UplinkPower
 from sim.mac.traffic import arrival_times_s
 from sim.phy.numerology import slot_duration_s
-from sim.runtime import apply_runtime, reseed, stream_seed
+from sim.runtime import Runtime
 from sim.scenario import model_source
 from sim.schema import Scenario
 from sim.uplink import Uplink
@@ -78,7 +78,8 @@ class Simulation:
     def __init__(self, scenario: Scenario, progress: bool = True):
         self.scenario = scenario
         self.progress = progress
-        self.device = apply_runtime(scenario.device, scenario.seed)
+        self.runtime = Runtime.start(scenario.device, scenario.seed)
+        self.device = self.runtime.device
         self.dataset = DATASETS[scenario.dataset.name](scenario.dataset)
         self._features: dict[str, SplitFeatures] = {}
         self._samplers: dict[tuple, TaskSampler] = {}
@@ -171,7 +172,7 @@ class Simulation:
             allocation = self.allocate(snr)
         uplink = Uplink(s, self.device, token_factor=allocation and allocation["token_factor"])
         # Its own random stream: the same channels and noise whether this run trained or loaded the checkpoint.
-        reseed(stream_seed(s.seed, "evaluation"))
+        self.runtime.enter("evaluation")
         shares = allocation and allocation["prbs"]
         evaluation = self._run_cell(self.sampler("test", s.evaluation.tasks_per_group), uplink, s, snr, shares)
         evaluation.allocation = allocation
@@ -208,8 +209,7 @@ class Simulation:
                 self.device,
                 snr_db=snr_db,
                 shares=shares,
-                olla_offset_db=olla_offset_db,
-                shared_olla=gain if s.traffic.arrival == "snapshot" else False,
+                outer_loop=OuterLoopStart(olla_offset_db, gain if s.traffic.arrival == "snapshot" else False),
             )
 
         def answer(batch, tx, payload, gain, received, timeline, job):
@@ -314,7 +314,7 @@ class Simulation:
         for i, factor in enumerate(factors):
             uplink = Uplink(s, self.device, token_factor=[factor] * users)
             for j, shift in enumerate(shifts):
-                reseed(stream_seed(s.seed, "validation", j))
+                self.runtime.enter("validation", j)
                 run = self._run_cell(sampler, uplink, probe, snr_db + shift)
                 correct, group = run.tasks["correct"], run.tasks["group"]
                 accuracy[i, j] = np.bincount(group, correct, groups) / np.maximum(np.bincount(group, None, groups), 1)

@@ -1,30 +1,67 @@
-"""Device and seed, applied once at the entry point (as Sionna's ``config`` does)."""
+"""The runtime of a run: device, precision and named random streams, applied once at the entry point (as
+Sionna's ``config`` does), and the tools that keep Sionna's generators where a run expects them."""
 
 from __future__ import annotations
 
 import random
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from sim.errors import ScenarioError
 
+# The floating-point precision of Sionna's blocks (``config.precision``), which every PHY block built with
+# ``precision=None`` takes. The learning side is float32 and the PHY hands it tokens as float32, so a run is
+# single precision throughout; a scenario cannot ask for double (the model's tensors would not follow).
+PRECISION = "single"
 
-def apply_runtime(device: str, seed: int) -> torch.device:
-    """Pick the torch device for ``device`` (auto | cpu | cuda) and seed every generator.
 
-    Sionna draws from its own generators, seeded through ``sionna.phy.config.seed``
-    (``torch.manual_seed`` alone leaves its channels random).
+@dataclass(frozen=True)
+class Runtime:
+    """Where a run computes and the seeds it draws from, set once at the entry point as Sionna's ``config`` is:
+    the torch device, the PHY's precision and the named random streams of :data:`STREAMS`.
+
+    :param device: the torch device the run computes on
+    :param seed: the scenario's ``seed``, from which every stream's seed is an offset
+
+    >>> runtime = Runtime.start("auto", seed=0)
+    >>> generator = runtime.enter("align")  # every global generator and this one at the align stream's seed
     """
-    from sionna.phy import config
 
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ScenarioError("device", device, "was asked for but no CUDA GPU is visible", "auto, cpu")
-    chosen = torch.device("cuda:0" if device != "cpu" and torch.cuda.is_available() else "cpu")
-    config.device = str(chosen)
-    reseed(seed)
-    return chosen
+    device: torch.device
+    seed: int
+    precision: str = PRECISION
+
+    @classmethod
+    def start(cls, device: str, seed: int) -> Runtime:
+        """Pick the torch device for ``device`` (auto | cpu | cuda), point Sionna's ``config`` at it and at
+        :data:`PRECISION`, and seed every generator with ``seed``.
+
+        Sionna draws from its own generators, seeded through ``sionna.phy.config.seed``
+        (``torch.manual_seed`` alone leaves its channels random).
+        """
+        from sionna.phy import config
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ScenarioError("device", device, "was asked for but no CUDA GPU is visible", "auto, cpu")
+        chosen = torch.device("cuda:0" if device != "cpu" and torch.cuda.is_available() else "cpu")
+        config.device = str(chosen)
+        config.precision = PRECISION
+        reseed(seed)
+        return cls(chosen, seed)
+
+    def seed_of(self, stream: str, index: int = 0) -> int:
+        """The seed of ``stream`` (see :func:`stream_seed`)."""
+        return stream_seed(self.seed, stream, index)
+
+    def enter(self, stream: str, index: int = 0) -> torch.Generator:
+        """Start ``stream``: Sionna's, torch's, numpy's and Python's global generators are seeded at its seed,
+        and a CPU torch generator at the same seed is returned for the draws the stream makes itself."""
+        seed = self.seed_of(stream, index)
+        reseed(seed)
+        return torch.Generator().manual_seed(seed)
 
 
 # The named random streams of a run. Each draws from its own seed, the scenario's ``seed`` plus the stream's

@@ -56,6 +56,15 @@ def _result_row(values: dict, record: dict, deadline_miss_rate) -> dict:
         "group": record["group"],
         "modalities": record["modalities"],
         "user_snr_db": record["snr_db"],
+        **measured_columns(record),
+        "deadline_miss_rate": deadline_miss_rate,
+    }
+
+
+def measured_columns(record: dict) -> dict:
+    """The three numbers of a ``metrics.json`` record (the whole run's or one user's) as flat columns:
+    accuracy with its Wilson interval and task count, token NMSE, bits and channel uses per task, latency."""
+    return {
         "accuracy": record["accuracy"],
         "accuracy_ci95_low": record["accuracy_ci95"][0],
         "accuracy_ci95_high": record["accuracy_ci95"][1],
@@ -65,7 +74,6 @@ def _result_row(values: dict, record: dict, deadline_miss_rate) -> dict:
         "channel_uses_per_task": record["channel_uses_per_task"],
         "latency_mean_ms": record["latency_ms"]["mean"],
         "latency_p95_ms": record["latency_ms"]["p95"],
-        "deadline_miss_rate": deadline_miss_rate,
     }
 
 

@@ -14,7 +14,7 @@ from models.cache import exclusive
 from models.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from models.training import finetune_split_model, task_accuracy
 from sim.checkpoint_plan import ALIGNED_MODULES, checkpoint_key
-from sim.runtime import reseed, sionna_rng_at, stream_seed
+from sim.runtime import sionna_rng_at
 
 if TYPE_CHECKING:
     from sim.engine import Simulation
@@ -38,8 +38,7 @@ def _align_locked(sim: Simulation, key: str, shaped_by: dict, force: bool) -> di
             return {**summary, "loaded": True}
     s = sim.scenario
     sampler = sim.sampler("train", s.training.train_tasks_per_group)
-    reseed(stream_seed(s.seed, "align"))
-    generator = torch.Generator().manual_seed(stream_seed(s.seed, "align"))
+    generator = sim.runtime.enter("align")
     channel = sim.uplink.training_channel(s.training.alignment.snr_db_range, generator)
     history = align_transceivers(
         sim.model,
@@ -61,15 +60,15 @@ def finetune(sim: Simulation, aligned_history: list[dict]) -> dict:
     s = sim.scenario
     sampler = sim.sampler("train", s.training.train_tasks_per_group)
     validation = sim.sampler("validation", s.training.validation_tasks_per_group)
-    reseed(stream_seed(s.seed, "finetune"))
-    generator = torch.Generator().manual_seed(stream_seed(s.seed, "finetune"))
+    generator = sim.runtime.enter("finetune")
     channel = sim.uplink.training_channel(s.training.finetune.snr_db_range, generator)
 
     def validate() -> float:
         # common random numbers: each validation draws the same SNRs, fading and noise, so two of them
         # differ by the weights alone, and the training's draws do not depend on when it validates
-        with sionna_rng_at(stream_seed(s.seed, "validation")), torch.random.fork_rng(devices=[]):
-            snr_generator = torch.Generator().manual_seed(stream_seed(s.seed, "validation"))
+        seed = sim.runtime.seed_of("validation")
+        with sionna_rng_at(seed), torch.random.fork_rng(devices=[]):
+            snr_generator = torch.Generator().manual_seed(seed)
             channel = sim.uplink.training_channel(s.training.finetune.snr_db_range, snr_generator)
             return task_accuracy(sim.model, channel, validation, s.evaluation.batch_size)
 

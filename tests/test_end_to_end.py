@@ -195,9 +195,9 @@ def test_token_aware_allocation_runs_end_to_end_and_beats_equal_shares_by_its_ob
 
 
 def test_bench_chains_agree_on_the_same_tensors():
-    from sim.bench.links import run_bench
+    from sim.bench.links import LinkBench, run_bench
 
-    result = run_bench([4, 8], repeats=1, channel="tdl-a", snr_db=5.0, num_prbs=4)
+    result = run_bench([4, 8], snr_db=5.0, bench=LinkBench(repeats=1, channel="tdl-a", num_prbs=4))
     for row in result["results"]:
         assert row["nmse_relative_difference"] < 1e-3
         assert row["tokensim_res_per_s"] > 0 and row["sionna_reference_res_per_s"] > 0

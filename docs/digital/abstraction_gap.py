@@ -24,13 +24,13 @@ TDL-A with 100 ns over a 360 kHz PRB, nearly). Writes ``abstraction-gap.md``/``.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 from pathlib import Path
 
 import torch
 
 from sim.phy.llr_mi import bit_information
+from sim.results import write_csv
 
 PRBS = 2
 # (channel, CSI, decoder, MCS, SNRs in dB): near each MCS's cliff on that channel
@@ -135,10 +135,7 @@ def main(argv=None) -> int:
             rows.append(measure(channel, csi, decoder, mcs, snr, args.tbs))
             print(rows[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "abstraction-gap.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out / "abstraction-gap.csv", rows)
     lines = [
         "| channel | CSI | decoder | MCS | SNR dB | link BLER ± std. error | EESM, Sionna's tables (`eesm`) "
         "| LLR information, Sionna's tables | LLR information, calibrated (`llr-mi`) |",

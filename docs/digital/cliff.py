@@ -16,7 +16,6 @@ figure in ``docs/digital/index.md`` was made.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -27,6 +26,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sim.cli import main as tokensim  # noqa: E402
+from sim.results import write_csv  # noqa: E402
+from sim.sweep_results import measured_columns  # noqa: E402
 
 ARMS = {
     "analog": [],
@@ -56,14 +57,8 @@ def run(out: Path, snrs: list[float], arms: dict[str, list[str]]) -> list[dict]:
                 {
                     "arm": arm,
                     "snr_db": snr,
-                    "accuracy": m["accuracy"],
-                    "accuracy_ci95_low": m["accuracy_ci95"][0],
-                    "accuracy_ci95_high": m["accuracy_ci95"][1],
-                    "token_nmse": m["token_nmse"],
-                    "bits_per_task": m["bits_per_task"],
+                    **measured_columns(m),
                     "bits_kind": m["bits_kind"],
-                    "channel_uses_per_task": m["channel_uses_per_task"],
-                    "latency_p95_ms": m["latency_ms"]["p95"],
                     "mcs": link.get("mcs", ""),
                     "tb_first_attempt_bler": link.get("tb_first_attempt_bler", ""),
                     "tb_residual_bler": link.get("tb_residual_bler", ""),
@@ -75,10 +70,7 @@ def run(out: Path, snrs: list[float], arms: dict[str, list[str]]) -> list[dict]:
 
 def write(rows: list[dict], snrs: list[float], here: Path) -> None:
     here.mkdir(parents=True, exist_ok=True)
-    with open(here / "cliff.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(here / "cliff.csv", rows)
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     lines = ["| SNR dB | " + " | ".join(f"{s:g}" for s in snrs) + " |", "|---" + "|---:" * len(snrs) + "|"]
     for arm in arms:

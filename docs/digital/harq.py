@@ -16,11 +16,12 @@ this folder):
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 from pathlib import Path
 
 import torch
+
+from sim.results import write_csv
 
 VALUES = (256, 64)  # token values per task of the two users
 
@@ -55,12 +56,12 @@ def scenario(snr_db: float, fidelity: str, max_retx: int, csi: str = "ls"):
 
 def _loop(s, timelines: int, generator_seed: int, offset_db, gain):
     """(payload, records) of ``timelines`` snapshots of scenario ``s`` from the outer-loop back-off ``offset_db``."""
-    from sim.cell import CellLoop
+    from sim.cell import CellLoop, OuterLoopStart
 
     payload = torch.randn(timelines, 2, 1, max(VALUES), generator=torch.Generator().manual_seed(generator_seed))
     payload = payload / math.sqrt(2)  # mean power 1/2 per value, as the transmitters send
     cpu = torch.device("cpu")
-    loop = CellLoop(s, list(VALUES), [0.0, 0.0], [0.0], timelines, cpu, olla_offset_db=offset_db, shared_olla=gain)
+    loop = CellLoop(s, list(VALUES), [0.0, 0.0], [0.0], timelines, cpu, outer_loop=OuterLoopStart(offset_db, gain))
     return payload, loop(torch.zeros(timelines, 1, 1, dtype=torch.float64), payload)
 
 
@@ -156,10 +157,7 @@ def main(argv=None) -> int:
             print(rows[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     name = "harq" if args.csi == "ls" else f"harq-{args.csi}"
-    with open(args.out / f"{name}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out / f"{name}.csv", rows)
     lines = [
         "| SNR dB | fidelity | TBs | mean MCS | first-attempt effective SINR dB (mean ± std) | first-attempt BLER "
         "| retransmissions decoded | residual BLER ± std. error | token NMSE |",

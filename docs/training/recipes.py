@@ -12,12 +12,12 @@ runs; ``--tables docs/training`` rewrites the copies in this folder):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 from pathlib import Path
 
 from sim.cli import main as tokensim
+from sim.results import write_csv
 
 RECIPES: dict[str, list[str]] = {
     # the default since the accuracy issue: batch 64, 1200 fine-tuning steps, best validation accuracy kept
@@ -126,10 +126,7 @@ def main() -> None:
     if args.headline:
         (here / "default.md").write_text(headline(args.out, args.headline, args.seeds))
     (here / "recipes.md").write_text(table(rows))
-    with open(here / "recipes.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(here / "recipes.csv", rows)
     print(table(rows))
 
 

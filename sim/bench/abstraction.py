@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import torch
 
-from sim.bench.timing import timed
+from sim.bench.timing import BenchRun, timed
 from sim.phy.abstraction import DATA_RES_PER_PRB, TransportBlockAbstraction
 from sim.phy.threads import torch_threads
 
 
 def bench_abstraction(
+    run: BenchRun = BenchRun(repeats=5),
     num_user_slots: int = 1_000_000,
     num_users: int = 1000,
-    repeats: int = 5,
     num_prbs: int = 4,
     threads: int = 2,
-    seed: int = 0,
 ) -> dict:
     """User-slots per second of :class:`TransportBlockAbstraction` (SINR -> BLER -> ACK draw) on this machine.
 
     Each call takes ``num_users`` links x ``num_user_slots // num_users`` slots at once, with random MCS
-    (calibrated range), SINR (-5..25 dB) and 1..``2 * num_prbs - 1`` PRBs. Timed: one effective SINR per link
-    (``"sinr_eff"``); one SINR per PRB of a ``num_prbs``-PRB allocation (``"sinr_per_prb"``, EESM included); and,
-    as the reference, Sionna's ``PHYAbstraction`` alone on the ``"sinr_eff"`` inputs. Each figure is the median
-    of ``repeats`` timed calls after one warm-up call, with ``torch.set_num_threads(threads)``. On the 2-core
-    development machine, busy with other jobs, ``threads=1`` ran 3.6x faster than ``threads=2`` (2.4 vs 0.66 M
-    user-slots/s): OpenMP threads wait on each other when the cores are shared.
+    (calibrated range), SINR (-5..25 dB) and 1..``2 * num_prbs - 1`` PRBs, drawn with ``run.seed``. Timed: one
+    effective SINR per link (``"sinr_eff"``); one SINR per PRB of a ``num_prbs``-PRB allocation
+    (``"sinr_per_prb"``, EESM included); and, as the reference, Sionna's ``PHYAbstraction`` alone on the
+    ``"sinr_eff"`` inputs. Each figure is the median of ``run.repeats`` timed calls after one warm-up call, with
+    ``torch.set_num_threads(threads)``. On the 2-core development machine, busy with other jobs, ``threads=1``
+    ran 3.6x faster than ``threads=2`` (2.4 vs 0.66 M user-slots/s): OpenMP threads wait on each other when the
+    cores are shared.
 
-    :output: JSON-able dict: ``{"num_user_slots", "num_users", "repeats", "threads", "device",
+    :output: JSON-able dict: ``{"num_user_slots", "num_users"}``, :meth:`BenchRun.header` and ``{
         "sinr_eff": {"user_slots_per_s", "seconds"}, "sinr_per_prb": {...}, "sionna_phy_abstraction": {...}}``.
     """
     with torch_threads(threads):
@@ -35,7 +35,7 @@ def bench_abstraction(
         device = block.device
         num_slots = max(1, num_user_slots // num_users)
         shape = (num_slots, num_users)
-        gen = torch.Generator(device=device).manual_seed(seed)
+        gen = torch.Generator(device=device).manual_seed(run.seed)
         lo, hi = block.available_mcs[0], block.available_mcs[-1]
         mcs = torch.randint(lo, hi + 1, shape, generator=gen, device=device, dtype=torch.int32)
         sinr_db = torch.rand(shape, generator=gen, device=device) * 30 - 5
@@ -53,15 +53,9 @@ def bench_abstraction(
                 mcs, sinr_eff=sinr_eff, num_allocated_re=num_re, check_mcs_index_validity=False
             )[1],
         }
-        result = {
-            "num_user_slots": num_slots * num_users,
-            "num_users": num_users,
-            "repeats": repeats,
-            "threads": torch.get_num_threads(),
-            "device": str(device),
-        }
-        for name, run in runs.items():
+        result = {"num_user_slots": num_slots * num_users, "num_users": num_users, **run.header(device)}
+        for name, call in runs.items():
             # .item() waits for an accelerator
-            median, _, _ = timed(lambda r=run: r().any().item(), (), repeats, device)
+            median, _, _ = timed(lambda c=call: c().any().item(), (), run.repeats, device)
             result[name] = {"user_slots_per_s": num_slots * num_users / median, "seconds": median}
         return result

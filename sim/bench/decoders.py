@@ -3,7 +3,6 @@ Mbit/s per core at 10 % BLER, and the codewords both use (also the decoders' tes
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch
 from sionna.phy.fec.ldpc import LDPC5GDecoder, LDPC5GEncoder
 from sionna.phy.nr import TBEncoder
 
-from sim.bench.timing import timed
+from sim.bench.timing import BenchRun, timed
 from sim.phy.ldpc import LayeredMinSumDecoder
 from sim.phy.ldpc_frames import FrameParallelMinSumDecoder
 from sim.phy.tb_decoders import DEFAULT_TB_DECODER, TB_DECODERS, tb_decoder
@@ -22,14 +21,13 @@ BENCH_MODULATIONS = ((2, 0.3), (4, 0.5), (6, 0.75))
 
 
 def bench_decoders(
+    run: BenchRun = BenchRun(),
     algorithms: tuple[str, ...] = tuple(TB_DECODERS),
     modulations: tuple[tuple[int, float], ...] = BENCH_MODULATIONS,
     num_prbs: int = 4,
     snr_offsets_db: tuple[float, ...] = (0.0, 2.0),
     batch_size: int = 256,
-    repeats: int = 3,
     search_batch_size: int = 256,
-    seed: int = 0,
     device: str = "cpu",
 ) -> dict:
     r"""Information-bit throughput and BLER of TB decoders on AWGN, as a JSON-able dict.
@@ -40,9 +38,9 @@ def bench_decoders(
     Demapper("app")``. The SNR (Es/N0) at which the default decoder has 10 %
     BLER is found by bisection on ``search_batch_size`` TBs (the same noise at
     every step); at that SNR plus each of ``snr_offsets_db``, every decoder
-    decodes the same ``batch_size`` TBs. Throughput is ``batch_size * tb_size``
-    over the median wall-clock decoding time of ``repeats`` runs after a
-    warm-up run; ``cpu_info_mbit_per_s`` uses the process CPU time instead (all
+    decodes the same ``batch_size`` TBs (bits and noise drawn with ``run.seed``).
+    Throughput is ``batch_size * tb_size`` over the median wall-clock decoding
+    time of ``run.repeats`` runs after a warm-up run; ``cpu_info_mbit_per_s`` uses the process CPU time instead (all
     threads), i.e. the throughput per busy core, which is what stays
     comparable when other processes share the cores. BLER counts TBs with any
     wrong bit.
@@ -52,7 +50,7 @@ def bench_decoders(
         (SNR, algorithm) with ``snr_db``, ``algorithm``, ``bler``,
         ``info_mbit_per_s``, ``cpu_info_mbit_per_s`` and ``decode_s``.
 
-    >>> report = bench_decoders(batch_size=32, repeats=1)
+    >>> report = bench_decoders(BenchRun(repeats=1), batch_size=32)
     >>> report["results"][1]["points"][0]["info_mbit_per_s"]
     """
     from sionna.phy.nr.utils import calculate_tb_size
@@ -75,7 +73,7 @@ def bench_decoders(
         encoder = TBEncoder(tb_size, num_coded_bits, code_rate, bits_per_symbol, device=device)
         # Bracket: the Shannon limit of the rate and 6 dB above (5G codes reach 10 % BLER about 2 dB above it).
         shannon_db = 10 * np.log10(2 ** (code_rate * bits_per_symbol) - 1)
-        search = AwgnTransportBlocks(encoder, bits_per_symbol, search_batch_size, seed)
+        search = AwgnTransportBlocks(encoder, bits_per_symbol, search_batch_size, run.seed)
         default = tb_decoder(encoder)
         snr_db_bler10 = round(
             snr_db_at_bler(
@@ -86,7 +84,7 @@ def bench_decoders(
             ),
             2,
         )
-        tbs = AwgnTransportBlocks(encoder, bits_per_symbol, batch_size, seed)
+        tbs = AwgnTransportBlocks(encoder, bits_per_symbol, batch_size, run.seed)
 
         points = []
         for offset_db in snr_offsets_db:
@@ -94,7 +92,7 @@ def bench_decoders(
             llr = tbs.llr(snr_db)
             for algorithm in algorithms:
                 decoder = tb_decoder(encoder, algorithm)
-                wall_s, cpu_s, (bits_hat, _) = timed(decoder, (llr,), repeats, device)
+                wall_s, cpu_s, (bits_hat, _) = timed(decoder, (llr,), run.repeats, device)
                 info_bits = batch_size * tb_size
                 points.append(
                     {
@@ -121,14 +119,11 @@ def bench_decoders(
         )
     return {
         "benchmark": "5G NR TB decoders on AWGN",
-        "device": device,
-        "torch_threads": torch.get_num_threads(),
-        "load_average_1min": os.getloadavg()[0],
+        **run.header(device),
         "default_decoder": DEFAULT_TB_DECODER,
         "snr_db_bler10": f"Es/N0 of 10 % BLER of {DEFAULT_TB_DECODER!r} ({search_batch_size} TBs, 0.01 dB)",
         "chain": "TBEncoder -> Mapper(qam) -> AWGN -> Demapper(app) -> decoder",
         "batch_size": batch_size,
-        "repeats": repeats,
         "results": results,
     }
 
@@ -138,15 +133,14 @@ DECODER_ONLY_RATES = (1 / 3, 1 / 2, 2 / 3, 8 / 9)
 
 
 def bench_decoder_only(
+    run: BenchRun = BenchRun(),
     rates: tuple[float, ...] = DECODER_ONLY_RATES,
     k: int = 8448,
     num_iter: int = 10,
     target_bler: float = 0.1,
     batch_size: int = 512,
     search_batch_size: int = 200,
-    repeats: int = 3,
     reference_batch_size: int = 8,
-    seed: int = 0,
 ) -> dict:
     r"""Decoder-only information throughput per core: 5G LDPC codewords of ``k`` bits, BPSK on AWGN.
 
@@ -158,7 +152,7 @@ def bench_decoder_only(
     no early stop) decodes the first ``reference_batch_size`` of them, once (it is two to three orders of
     magnitude slower); ``same_outcomes`` says whether it decoded and failed the same codewords as
     ``layered-oms-full``. ``mean_iterations`` is what early stopping saves.
-    Throughput is information bits over the CPU time of the one thread that decodes (median of ``repeats``
+    Throughput is information bits over the CPU time of the one thread that decodes (median of ``run.repeats``
     after a warm-up): Mbit/s per busy core, which other processes on the machine affect less than
     wall-clock time.
 
@@ -170,7 +164,7 @@ def bench_decoder_only(
         for rate in rates:
             n = int(round(k / rate))
             encoder = LDPC5GEncoder(k, n)
-            search = BpskCodewords(encoder, search_batch_size, seed)
+            search = BpskCodewords(encoder, search_batch_size, run.seed)
             fast = LayeredMinSumDecoder(encoder, num_iter=num_iter)
             # Eb/N0 of capacity on real AWGN at `rate` bits per dimension (BPSK's dimension): no code is below it
             shannon_db = 10 * np.log10((2 ** (2 * rate) - 1) / (2 * rate))
@@ -181,17 +175,17 @@ def bench_decoder_only(
                 shannon_db + 4.0,
                 0.02,
             )
-            codewords = BpskCodewords(encoder, batch_size, seed + 1)
+            codewords = BpskCodewords(encoder, batch_size, run.seed + 1)
             llr = codewords.llr(ebno_db)
             full = LayeredMinSumDecoder(encoder, num_iter=num_iter, early_stop=False)
             frames = FrameParallelMinSumDecoder(encoder, num_iter=num_iter, message_format="float32")
             int16 = FrameParallelMinSumDecoder(encoder, num_iter=num_iter, message_format="int16")
             reference = LDPC5GDecoder(encoder, cn_update="offset-minsum", cn_schedule="layered", num_iter=num_iter)
             runs = {
-                "layered-oms": (fast, llr, repeats),
-                "layered-oms-full": (full, llr, repeats),
-                "layered-oms-frames": (frames, llr, repeats),
-                "layered-oms-int16": (int16, llr, repeats),
+                "layered-oms": (fast, llr, run.repeats),
+                "layered-oms-full": (full, llr, run.repeats),
+                "layered-oms-frames": (frames, llr, run.repeats),
+                "layered-oms-int16": (int16, llr, run.repeats),
                 "sionna-layered-oms": (reference, llr[:reference_batch_size], 1),
             }
             row = {"rate": round(rate, 4), "n": n, "z": encoder.z, "ebno_db": round(ebno_db, 2)}
@@ -226,7 +220,7 @@ def bench_decoder_only(
         "code": f"5G NR base graph 1, k = {k}, BPSK on AWGN",
         "num_iter": num_iter,
         "ebno_db": f"where layered-oms (early stop) has BLER {target_bler} on {search_batch_size} codewords",
-        "load_average_1min": os.getloadavg()[0],
+        **run.header("cpu"),
         "results": results,
     }
 

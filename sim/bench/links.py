@@ -13,30 +13,53 @@ after one warm-up run.
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from sim.bench.timing import timed
+from sim.bench.timing import BenchRun, timed
 
 SUBCARRIER_SPACING_HZ = 30e3  # the grid of both benches: 30 kHz, 14 OFDM symbols, pilots in symbols 2 and 11
 PILOT_OFDM_SYMBOL_INDICES = [2, 11]
 
 
-def run_bench(
-    batch_sizes: list[int],
-    repeats: int = 5,
-    channel: str = "tdl-a",
-    snr_db: float = 10.0,
-    num_prbs: int = 24,
-    seed: int = 0,
-) -> dict:
+@dataclass(frozen=True)
+class LinkBench(BenchRun):
+    """What the two link benches share (``--channel``, ``--num-prbs``, and :class:`BenchRun`'s ``--repeats`` and
+    ``--seed``): the channel model both chains see, at 3.5 GHz, 100 ns delay spread and 1 m/s, with LS estimates
+    on a grid of ``num_prbs`` PRBs."""
+
+    channel: str = "tdl-a"
+    num_prbs: int = 24
+
+    def start(self) -> tuple:
+        """``(device, sionna_device, model)``: the runtime both chains run on (``Runtime.start("auto", seed)``:
+        the torch device, and Sionna's name for it) and the channel model (``None`` for AWGN)."""
+        from sionna.phy import config
+
+        from sim.phy.channels import channel_model
+        from sim.runtime import Runtime
+
+        device = Runtime.start("auto", self.seed).device
+        model = channel_model(
+            self.channel, carrier_frequency_hz=3.5e9, delay_spread_s=100e-9, speed_mps=1.0, device=config.device
+        )
+        return device, config.device, model
+
+    def header(self, device) -> dict:
+        return {**super().header(device), "channel": self.channel, "csi": "ls", "num_prbs": self.num_prbs}
+
+
+def run_bench(batch_sizes: list[int], snr_db: float = 10.0, bench: LinkBench = LinkBench(repeats=5)) -> dict:
+    """Resource elements per second and token NMSE of the analog link against Sionna's stock chain, at
+    ``snr_db`` for each of ``batch_sizes`` links at once (see the module docstring)."""
     from sionna.phy.ofdm import ResourceGrid
 
     from sim.phy.analog import AnalogLink
 
-    device, sionna_device, model = _bench_channel(channel, seed)
+    device, sionna_device, model = bench.start()
+    num_prbs, repeats, seed = bench.num_prbs, bench.repeats, bench.seed
     grid = ResourceGrid(
         num_ofdm_symbols=14,
         fft_size=12 * num_prbs,
@@ -81,19 +104,14 @@ def run_bench(
             )
     return {
         "benchmark": "analog link",
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "channel": channel,
-        "csi": "ls",
+        **bench.header(device),
         "snr_db": snr_db,
-        "num_prbs": num_prbs,
         "grid": {
             "num_ofdm_symbols": 14,
             "fft_size": 12 * num_prbs,
             "data_resource_elements": int(grid.num_data_symbols),
         },
         "reference": "ResourceGridMapper -> OFDMChannel -> LSChannelEstimator(lin) -> LMMSEEqualizer",
-        "repeats": repeats,
         "results": rows,
     }
 
@@ -105,11 +123,8 @@ def run_digital_bench(
     mcs_indices: list[int] = (10, 16, 20),
     snrs_db: list[float] = (13.0, 19.0, 22.0),
     batch_size: int = 64,
-    repeats: int = 3,
-    channel: str = "tdl-a",
-    num_prbs: int = 24,
-    seed: int = 0,
     reference_tbs: int = 8,
+    bench: LinkBench = LinkBench(),
 ) -> dict:
     """Information bits per second of the digital link against a chain of Sionna's blocks doing the same work.
 
@@ -134,15 +149,14 @@ def run_digital_bench(
     Each MCS runs at its SNR of ``snrs_db``: by default near the 10 % BLER that
     link adaptation aims at on TDL-A with LS estimates, where the link spends its
     time; every chain's BLER is reported beside its speed. One TB per link and
-    slot, ``batch_size`` links. The machine's 1-minute
-    load average is read at the end: other processes on the cores slow both
-    chains down.
+    slot, ``batch_size`` links.
     """
     from sim.bench.decoders import bench_decoder_only
     from sim.phy.digital import TransportBlockLink
     from sim.phy.tb_decoders import tb_decoder
 
-    device, sionna_device, model = _bench_channel(channel, seed)
+    device, sionna_device, model = bench.start()
+    num_prbs, repeats, seed = bench.num_prbs, bench.repeats, bench.seed
     rows = []
     generator = torch.Generator().manual_seed(seed)
     for mcs, snr_db in zip(mcs_indices, snrs_db):
@@ -196,21 +210,15 @@ def run_digital_bench(
     iterations = NUM_DECODER_ITERATIONS
     return {
         "benchmark": "digital link (information bits)",
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "channel": channel,
-        "csi": "ls",
-        "num_prbs": num_prbs,
         "batch_size": batch_size,
         "reference_tbs": reference_tbs,
         "reference": "TBEncoder -> Mapper -> OFDMChannel -> LSChannelEstimator(lin) -> LMMSEEqualizer -> "
         f"Demapper(app) -> TBDecoder(LDPC5GDecoder offset-minsum, layered, {iterations} it, no early stop)",
         "tokensim_full": f"TransportBlockLink, layered offset min-sum, {iterations} it, no early stop",
         "tokensim": f"TransportBlockLink as simulated: layered offset min-sum, at most {iterations} it, early stop",
-        "repeats": repeats,
-        "load_average_1min": os.getloadavg()[0],
         "results": rows,
-        "decoder_only": bench_decoder_only(repeats=repeats, seed=seed),
+        "decoder_only": bench_decoder_only(BenchRun(repeats, seed)),
+        **bench.header(device),  # last: the load average after both benches
     }
 
 
@@ -236,22 +244,6 @@ def _sionna_digital_chain(link, model, device):
         return decoder(demapper(x_hat[:, 0, 0], no_eff[:, 0, 0]))[1]
 
     return stock
-
-
-def _bench_channel(channel: str, seed: int):
-    """``(device, sionna_device, model)``: the runtime both chains run on (``apply_runtime("auto", seed)``: the
-    torch device, and Sionna's name for it) and the channel model ``channel`` at 3.5 GHz, 100 ns delay spread,
-    1 m/s (``None`` for AWGN)."""
-    from sionna.phy import config
-
-    from sim.phy.channels import channel_model
-    from sim.runtime import apply_runtime
-
-    device = apply_runtime("auto", seed)
-    model = channel_model(
-        channel, carrier_frequency_hz=3.5e9, delay_spread_s=100e-9, speed_mps=1.0, device=config.device
-    )
-    return device, config.device, model
 
 
 def _sionna_ofdm_chain(grid, model, device):

@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """What every bench of ``tokensim bench`` is given (``--repeats``, ``--seed``): each figure is the median of
+    ``repeats`` timed runs after a warm-up (:func:`timed`), and ``seed`` fixes the bench's data, channels and
+    noise."""
+
+    repeats: int = 3
+    seed: int = 0
+
+    def header(self, device) -> dict:
+        """What every bench's report says of how it was timed: the device, torch's intra-op threads, the
+        repeats, the seed, and the machine's 1-minute load average (other processes on the cores slow every
+        chain down)."""
+        return {
+            "device": str(device),
+            "torch_threads": torch.get_num_threads(),
+            "repeats": self.repeats,
+            "seed": self.seed,
+            "load_average_1min": os.getloadavg()[0],
+        }
 
 
 def timed(fn, args: tuple, repeats: int, device, seed: int | None = None, cpu_clock=time.process_time):

@@ -9,12 +9,27 @@ fixed ``link.mcs`` bypasses both.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from sim.cell.tb_configs import carrier_tables, eesm_of_best, tb_size_at
 from sim.phy.abstraction import effective_sinr
 from sim.phy.link_adaptation import LinkAdaptation
+
+
+@dataclass(frozen=True)
+class OuterLoopStart:
+    """Where the users' outer loops start, and whether the timelines of a batch share them.
+
+    :param offset_db: [num_users] back-off each user starts from in every timeline (``None``: 0 dB)
+    :param shared: ``False``: each timeline's copy of a user runs its own loop; ``True``: the timelines are
+        snapshots of one cell, whose copies of a user share one loop (see :meth:`McsChoice.observe`); a
+        number: shared, and it scales the shared loop's steps (a warm-up's larger gain)
+    """
+
+    offset_db: torch.Tensor | None = None
+    shared: bool | float = False
 
 
 class McsChoice:
@@ -25,8 +40,8 @@ class McsChoice:
     :param reference_snr_shift_db: [num_users, num_prbs + 1] float64, SNR per RE at ``b`` PRBs minus that at
         the reference share (:meth:`~sim.mac.power.UplinkPower.shift_db`)
     :param device: torch device
-    :param olla_offset_db: [num_users] outer-loop back-off each user starts from (``None``: 0 dB)
-    :param shared_olla: see :meth:`observe`; :param power_headroom: ``scheduler.power_headroom`` (see :meth:`need`)
+    :param outer_loop: where the outer loops start and whether the timelines share them
+    :param power_headroom: ``scheduler.power_headroom`` (see :meth:`need`)
     """
 
     def __init__(
@@ -37,8 +52,7 @@ class McsChoice:
         num_users,
         reference_snr_shift_db,
         device,
-        olla_offset_db=None,
-        shared_olla=False,
+        outer_loop=OuterLoopStart(),
         power_headroom=True,
     ):
         self.table, thresholds = carrier_tables(
@@ -53,7 +67,7 @@ class McsChoice:
         self.thresholds = thresholds.to(device)  # [num_mcs, num_prbs + 1]
         self.shift_db = reference_snr_shift_db.to(device)
         self.fixed_mcs = link.mcs if isinstance(link.mcs, int) else None
-        self.shared_olla, self.power_headroom = shared_olla, power_headroom
+        self.shared_olla, self.power_headroom = outer_loop.shared, power_headroom
         self.mcs_table = link.mcs_table
         self.device = device
         self.olla = None
@@ -61,8 +75,8 @@ class McsChoice:
             self.olla = LinkAdaptation(
                 num_users, link.bler_target, link.mcs_table, olla=True, batch_size=num_timelines, device=str(device)
             )
-            if olla_offset_db is not None:
-                self.olla.offset_db = torch.as_tensor(olla_offset_db)[None, :]
+            if outer_loop.offset_db is not None:
+                self.olla.offset_db = torch.as_tensor(outer_loop.offset_db)[None, :]
         self.last_mcs = torch.full((num_timelines, num_users), int(first_usable[1]), dtype=torch.long, device=device)
 
     def need(self, users: torch.Tensor, backlog: torch.Tensor, sinr_prb: torch.Tensor, best_first=True):
@@ -120,13 +134,13 @@ class McsChoice:
         """Feed the outer loop the first-attempt outcomes the users learn in a slot: ``feedback``
         [num_timelines, num_users] int32, 1 ACK, 0 NACK, -1 none.
 
-        Each outcome steps the user's back-off by Sionna's OLLA rule, in each timeline. With
-        ``shared_olla`` the timelines are snapshots of one cell at independent moments, each too short for
+        Each outcome steps the user's back-off by Sionna's OLLA rule, in each timeline. With a shared
+        :class:`OuterLoopStart` the timelines are snapshots of one cell at independent moments, each too short for
         the loop to settle, so a user's copies share one back-off, and each outcome moves it by its step
         over the number of copies: over a batch the back-off moves as the copies' own loops would on
         average, and it rests where the first-attempt BLER over all their TBs is the target. (Weighing
         by the copies that heard feedback instead would let the last, faded copies of a snapshot drive it.)
-        A number as ``shared_olla`` scales the shared loop's steps (a warm-up's larger gain).
+        A number as ``OuterLoopStart.shared`` scales the shared loop's steps (a warm-up's larger gain).
         """
         if not self.shared_olla:
             self.olla.update(feedback)

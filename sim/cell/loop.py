@@ -39,7 +39,7 @@ import math
 
 import torch
 
-from sim.cell.adaptation import McsChoice
+from sim.cell.adaptation import McsChoice, OuterLoopStart
 from sim.cell.analog import AnalogPayloads, PrbRows
 from sim.cell.harq import TransportBlocks
 from sim.cell.records import CellRecords, jobs_covered, stream_index, zeroed_records
@@ -74,11 +74,8 @@ class CellLoop:
     :param device: torch device
     :param snr_db: [num_users] reference SNR per RE instead of the users' ``snr_db``
     :param shares: ``token-aware``: [num_users] PRBs of each user's share
-    :param olla_offset_db: digital: [num_users] outer-loop back-off every timeline starts from (``None``: 0)
-    :param shared_olla: digital: the timelines are snapshots of one cell, whose users' outer loops are shared
-        by their copies (see :meth:`~sim.cell.adaptation.McsChoice.observe`); a number scales the
-        shared loop's steps
-    :param trace: also record every slot's needs, grants and PRB owners (``CellRecords.trace``), for tests
+    :param outer_loop: digital: where the users' outer loops start and whether the timelines share them
+        (:class:`~sim.cell.adaptation.OuterLoopStart`; ``None``: each its own, from 0 dB)
     :param channel_seed: seed of the fading draws (``None``: Sionna's generator, which the engine seeds)
 
     :input arrival_s: [num_timelines, num_groups, num_jobs], float64, non-decreasing along jobs.
@@ -86,6 +83,7 @@ class CellLoop:
         task (mean power 1/2 per value), padded beyond ``values_per_user``; ``None`` to count resources only
         (nothing is carried or delivered: full-buffer studies).
     :input max_slots: stop after this many slots even if tasks are left (``None``: when every task is in)
+    :input trace: also record every slot's needs, grants and PRB owners (``CellRecords.trace``), for tests
     :output: :class:`CellRecords`.
 
     >>> loop = CellLoop(scenario, [64, 64], device_s=[1e-3, 2e-3], edge_s=[1e-4], num_timelines=8, device=cpu)
@@ -102,9 +100,7 @@ class CellLoop:
         device,
         snr_db=None,
         shares=None,
-        olla_offset_db=None,
-        shared_olla=False,
-        trace=False,
+        outer_loop=None,
         channel_seed=None,
     ):
         s = scenario
@@ -140,8 +136,7 @@ class CellLoop:
             options["shares"] = shares
         self.scheduler_class, self.scheduler_options = SCHEDULERS[policy], options
         self.cqi_delay_slots = s.scheduler.cqi_delay_slots
-        self.olla_offset_db, self.shared_olla = olla_offset_db, shared_olla
-        self.trace, self.channel_seed = trace, channel_seed
+        self.outer_loop, self.channel_seed = outer_loop or OuterLoopStart(), channel_seed
 
     def _fading(self) -> SlotFading:
         s = self.scenario
@@ -165,7 +160,9 @@ class CellLoop:
             seed=self.channel_seed,
         )
 
-    def __call__(self, arrival_s: torch.Tensor, payload: torch.Tensor | None, max_slots=None) -> CellRecords:
+    def __call__(
+        self, arrival_s: torch.Tensor, payload: torch.Tensor | None, max_slots=None, trace=False
+    ) -> CellRecords:
         dev, T = self.device, self.slot_s
         B, U, P = self.num_timelines, self.num_users, self.num_prbs
         J = arrival_s.shape[-1]
@@ -198,8 +195,7 @@ class CellLoop:
                 U,
                 shift,
                 dev,
-                olla_offset_db=self.olla_offset_db,
-                shared_olla=self.shared_olla,
+                outer_loop=self.outer_loop,
                 power_headroom=self.scenario.scheduler.power_headroom,
             )
             link = TransportBlocks(self.scenario.link, self.scenario.cell, adaptation, bits, position)
@@ -217,7 +213,7 @@ class CellLoop:
         unresolved = torch.zeros(B, U, J, dtype=torch.long, device=dev)  # TBs still open that carry part of a job
         active_slots = torch.zeros(B, dtype=torch.long, device=dev)
         sent = torch.zeros(B, U, dtype=torch.long, device=dev)  # units of new data put on air so far
-        trace: list[dict] = []
+        traced: list[dict] = []
 
         t = int(ready_slot.min())
         while True:
@@ -264,10 +260,10 @@ class CellLoop:
                 usable = torch.where(first & (grants(owner, U)[:, users] >= need), need, torch.minimum(need, new_need))
                 owner = _release(owner, users, usable)
             granted = grants(owner, U)  # [B, U]
-            if self.trace:
+            if trace:
                 full_need = torch.zeros(B, U, dtype=torch.long, device=dev)
                 full_need[:, users] = need
-                trace.append({"slot": t, "need": full_need, "granted": granted, "owner": owner})
+                traced.append({"slot": t, "need": full_need, "granted": granted, "owner": owner})
 
             # 5. Power: each granted user's SNR per RE this slot
             snr_re_db = self.power(granted).to(dev)
@@ -353,6 +349,6 @@ class CellLoop:
             received=None if values is None else values[..., : payload.shape[-1]],
             tbs=link.tb_records() if self.digital else {},
             transmissions={} if self.digital else link.transmissions(),
-            trace=trace,
+            trace=traced,
             olla_offset_db=link.olla.offset_db.mean(0) if self.digital and link.olla is not None else None,
         )

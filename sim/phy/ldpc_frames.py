@@ -219,28 +219,19 @@ class FrameParallelMinSumDecoder(LayeredMinSumDecoder):
     hard information bits [..., k] out). On a non-CPU device it falls back to the parent's torch decoder.
 
     :param encoder: the code's ``LDPC5GEncoder``
-    :param num_iter: iterations
     :param frames: codewords decoded side by side (16: one AVX2 vector of float32 pairs, one of int16)
     :param message_format: ``"float32"`` (bit-identical to :class:`LayeredMinSumDecoder`) or ``"int16"``
         (fixed point with ``scale`` steps per LLR unit)
     :param scale: int16 quantisation steps per LLR unit (the offset must be a whole number of steps)
-    :param options: :class:`LayeredMinSumDecoder`'s ``offset`` (min-sum offset, 0.5), ``llr_max`` (channel LLRs
-        are clipped to +-``llr_max``, 20), ``precision`` and ``device``
+    :param options: :class:`LayeredMinSumDecoder`'s ``num_iter`` (iterations, 16), ``offset`` (min-sum offset,
+        0.5), ``llr_max`` (channel LLRs are clipped to +-``llr_max``, 20), ``precision`` and ``device``
 
     >>> decoder = FrameParallelMinSumDecoder(LDPC5GEncoder(8448, 16896), num_iter=10, message_format="int16")
     >>> u_hat = decoder(llr)  # llr [batch, 16896] -> u_hat [batch, 8448]
     """
 
-    def __init__(
-        self,
-        encoder: LDPC5GEncoder,
-        num_iter: int = 10,
-        frames: int = 16,
-        message_format: str = "float32",
-        scale: float = 16.0,
-        **options,
-    ):
-        super().__init__(encoder, num_iter=num_iter, early_stop=False, **options)
+    def __init__(self, encoder: LDPC5GEncoder, frames=16, message_format="float32", scale=16.0, **options):
+        super().__init__(encoder, early_stop=False, **options)
         if message_format not in _FORMATS:
             raise ValueError(f"message_format must be one of {', '.join(_FORMATS)}, not {message_format!r}")
         if frames < 1:

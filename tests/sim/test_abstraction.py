@@ -15,6 +15,7 @@ from sionna.phy.nr.utils import calculate_tb_size, decode_mcs_index
 from sionna.phy.utils import db_to_lin
 
 from sim.bench.abstraction import bench_abstraction
+from sim.bench.timing import BenchRun
 from sim.errors import ScenarioError
 from sim.phy.abstraction import (
     DATA_RES_PER_PRB,
@@ -148,7 +149,7 @@ def test_unscheduled_links_and_uncalibrated_mcs(tba):
 
 
 def test_bench_reports_json(tba):
-    result = bench_abstraction(num_user_slots=2000, num_users=1000, repeats=1, threads=1)
+    result = bench_abstraction(BenchRun(repeats=1), num_user_slots=2000, num_users=1000, threads=1)
     json.dumps(result)
     assert result["num_user_slots"] == 2000 and result["sinr_eff"]["user_slots_per_s"] > 0
 

@@ -13,7 +13,7 @@ from sionna.phy import config
 from sionna.phy.channel import subcarrier_frequencies
 from sionna.phy.channel.tr38901 import TDL
 
-from sim.cell import CellLoop
+from sim.cell import CellLoop, OuterLoopStart
 from sim.metrics import BREAKDOWN, task_latencies
 from sim.phy.fading import SlotFading, SumOfSinusoidsFading, frequency_response
 from sim.phy.quantization import UniformQuantizer
@@ -46,6 +46,7 @@ def run(
     payload=True,
     seed=0,
     max_slots=None,
+    trace=False,
     **options,
 ):
     """One cell-loop run of ``s`` with random payloads; returns (records, payload)."""
@@ -64,7 +65,7 @@ def run(
         CPU,
         **options,
     )
-    return loop(arrival_s, data, max_slots=max_slots), data
+    return loop(arrival_s, data, max_slots=max_slots, trace=trace), data
 
 
 def poisson_arrivals(rate_per_s, timelines, groups, jobs, seed=0):
@@ -566,12 +567,12 @@ def test_snapshot_copies_share_an_outer_loop_that_settles_at_the_bler_target(tin
     s = scenario(tiny, [sender("u0", 10.0)], cell={"num_prbs": 4}, link=link)
     offset = None
     for _ in range(12):
-        records, _ = run(s, [256], timelines=128, seed=5, shared_olla=4, olla_offset_db=offset)
+        records, _ = run(s, [256], timelines=128, seed=5, outer_loop=OuterLoopStart(offset, 4))
         moved = None if offset is None else float((records.olla_offset_db - offset).abs().max())
         offset = records.olla_offset_db
         if moved is not None and moved < 0.5:
             break
-    records, _ = run(s, [256], timelines=128, seed=6, shared_olla=True, olla_offset_db=offset)
+    records, _ = run(s, [256], timelines=128, seed=6, outer_loop=OuterLoopStart(offset, True))
     first = records.tbs["attempt"] == 1
     assert int(first.sum()) > 500
     assert 0.05 <= 1 - float(records.tbs["ack"][first].float().mean()) <= 0.15

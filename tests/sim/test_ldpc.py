@@ -198,8 +198,11 @@ def test_without_early_stop_every_tb_fares_as_in_sionnas_layered_offset_min_sum(
 
 def test_decoder_only_bench_finds_its_operating_point_and_sionna_agrees_on_the_largest_lifting():
     from sim.bench.decoders import bench_decoder_only
+    from sim.bench.timing import BenchRun
 
-    report = bench_decoder_only(rates=(8 / 9,), batch_size=32, search_batch_size=48, repeats=1, reference_batch_size=2)
+    report = bench_decoder_only(
+        BenchRun(repeats=1), rates=(8 / 9,), batch_size=32, search_batch_size=48, reference_batch_size=2
+    )
     (row,) = report["results"]
     assert (row["z"], row["n"]) == (384, 9504)
     # near the 10 % target on the search draws; the timed draws are others, so only roughly there
