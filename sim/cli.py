@@ -352,7 +352,7 @@ def cmd_keys(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from sim.reproduce import reproduce
+    from sim.reproduce import ReproductionFailed, reproduce
     from sim.reproduce_plan import EXPERIMENTS, Plan
 
     only = _only("reproduce", args.only, EXPERIMENTS)
@@ -369,7 +369,11 @@ def cmd_reproduce(args) -> int:
         if args.temperature_seeds is None
         else [int(x) for x in args.temperature_seeds.split(",")],
     )
-    reproduce(plan, args.out, workers=args.workers, progress=not args.quiet)
+    try:
+        reproduce(plan, args.out, workers=args.workers, progress=not args.quiet)
+    except ReproductionFailed as err:
+        print(f"tokensim reproduce: {err}", file=sys.stderr)
+        return 1
     print(f"tables in {args.out / 'index.md'}")
     return 0
 

@@ -26,9 +26,10 @@ from pathlib import Path
 
 from sim.reproduce_plan import RETRIEVAL_SNR_DB, SCENARIOS, Job, Plan
 from sim.reproduce_summary import summarise
+from sim.runner import Work, run_work
 
 
-def run_job(job: Job, out: Path, threads: int = 0) -> dict:
+def run_job(job: Job, out: Path, threads: int = 0, after=None) -> dict:
     """Train (or load) and evaluate one run; its record, also written to ``out/runs/<name>.json``."""
     import torch
 
@@ -76,29 +77,31 @@ def _retrieval(found: dict) -> dict:
 
 
 def reproduce(plan: Plan, out: Path, workers: int = 1, progress: bool = True) -> list[dict]:
-    """Run every job of ``plan`` not yet recorded in ``out``, then write ``out/index.md`` and figures."""
+    """Run every job of ``plan`` not yet recorded in ``out``, then write ``out/index.md`` and figures.
+
+    A job that fails does not stop the others (their records are kept); :class:`ReproductionFailed` then
+    names the failed ones, and a rerun runs just those."""
     from models.progress import progress_bar
 
     out = Path(out)
     jobs = plan.jobs()
     started = time.perf_counter()
     _prepare_features(jobs)
-    if workers > 1:
-        from distributed import Client, LocalCluster, as_completed
-
-        with (
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) as cluster,
-            Client(cluster) as client,
-        ):
-            futures = client.map(run_job, jobs, out=out, threads=1, pure=False)
-            for future in progress_bar(as_completed(futures), enabled=progress, total=len(jobs), desc="runs"):
-                future.result()
-    else:
-        for job in progress_bar(jobs, enabled=progress, desc="runs"):
-            run_job(job, out)
+    bar = progress_bar(total=len(jobs), enabled=progress, desc="runs")
+    _, failed = run_work(
+        [Work(job.name, run_job, (job, out), label=job.name) for job in jobs], workers, on_done=lambda *_: bar.update()
+    )
+    bar.close()
+    if failed:
+        lines = "\n".join(f"{name}: {error.splitlines()[0]}" for name, error in failed.items())
+        raise ReproductionFailed(f"{len(failed)} of {len(jobs)} runs failed (the others are kept):\n{lines}")
     records = [json.loads((out / "runs" / f"{j.name}.json").read_text()) for j in jobs]
     summarise(records, plan, out, wall_s=time.perf_counter() - started)
     return records
+
+
+class ReproductionFailed(RuntimeError):
+    """Some runs failed; the others' records are kept in ``OUT/runs``."""
 
 
 def _prepare_features(jobs: list[Job]) -> None:

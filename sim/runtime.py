@@ -26,6 +26,10 @@ class Runtime:
     :param device: the torch device the run computes on
     :param seed: the scenario's ``seed``, from which every stream's seed is an offset
 
+    Two streams are not entered through it: the users' drop (``geometry``) is made when the scenario is
+    resolved, before any run starts, and the TB fates (``fates``) follow whatever seed Sionna's ``config``
+    holds; both take :func:`stream_seed` directly.
+
     >>> runtime = Runtime.start("auto", seed=0)
     >>> generator = runtime.enter("align")  # every global generator and this one at the align stream's seed
     """
@@ -36,8 +40,8 @@ class Runtime:
 
     @classmethod
     def start(cls, device: str, seed: int) -> Runtime:
-        """Pick the torch device for ``device`` (auto | cpu | cuda), point Sionna's ``config`` at it and at
-        :data:`PRECISION`, and seed every generator with ``seed``.
+        """Pick the torch device for ``device`` (auto | cpu | cuda), point Sionna's ``config`` at it and at the
+        runtime's precision (:data:`PRECISION`), and seed every generator with ``seed``.
 
         Sionna draws from its own generators, seeded through ``sionna.phy.config.seed``
         (``torch.manual_seed`` alone leaves its channels random).
@@ -47,10 +51,10 @@ class Runtime:
         if device == "cuda" and not torch.cuda.is_available():
             raise ScenarioError("device", device, "was asked for but no CUDA GPU is visible", "auto, cpu")
         chosen = torch.device("cuda:0" if device != "cpu" and torch.cuda.is_available() else "cpu")
-        config.device = str(chosen)
-        config.precision = PRECISION
+        runtime = cls(chosen, seed)
+        config.device, config.precision = str(chosen), runtime.precision
         reseed(seed)
-        return cls(chosen, seed)
+        return runtime
 
     def seed_of(self, stream: str, index: int = 0) -> int:
         """The seed of ``stream`` (see :func:`stream_seed`)."""

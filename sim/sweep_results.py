@@ -62,8 +62,8 @@ def _result_row(values: dict, record: dict, deadline_miss_rate) -> dict:
 
 
 def measured_columns(record: dict) -> dict:
-    """The three numbers of a ``metrics.json`` record (the whole run's or one user's) as flat columns:
-    accuracy with its Wilson interval and task count, token NMSE, bits and channel uses per task, latency."""
+    """What a ``metrics.json`` record (the whole run's or one user's) measured, as flat columns: accuracy with
+    its Wilson interval and task count, token NMSE, bits and channel uses per task, mean and p95 latency."""
     return {
         "accuracy": record["accuracy"],
         "accuracy_ci95_low": record["accuracy_ci95"][0],

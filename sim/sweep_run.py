@@ -21,6 +21,7 @@ from models.cache import record_kept
 from models.paths import digest
 from sim.errors import ScenarioError, ScenarioErrors
 from sim.rundir import FINISHED, write_run
+from sim.runner import Work, run_work
 from sim.sweep import Point, Sweep
 from sim.sweep_results import write_results
 
@@ -78,16 +79,7 @@ def point_task(raw: dict, out: str, threads: int = 0, progress: bool = False, af
     return {"kind": "point", "accuracy": metrics["accuracy"], "seconds": time.perf_counter() - started}
 
 
-@dataclass
-class Task:
-    name: str
-    fn: object
-    args: tuple
-    after: str | None = None  # name of the task this one waits for
-    label: str = ""
-
-
-def plan_tasks(points: list[Point], out: Path) -> list[Task]:
+def plan_tasks(points: list[Point], out: Path) -> list[Work]:
     """Tasks for the unfinished points, depth first by checkpoint: prepare data and features (one task per
     encoder setting, chained so two never build one cache entry), train stage 1 and stage 2 where their
     checkpoint is missing (one task per key), then evaluate each point."""
@@ -95,7 +87,7 @@ def plan_tasks(points: list[Point], out: Path) -> list[Task]:
     from sim.checkpoint_plan import checkpoint_key
     from sim.scenario import model_source
 
-    tasks: list[Task] = []
+    tasks: list[Work] = []
     names: set[str] = set()
     last_prepare = None
     by_key: dict[str, list[Point]] = {}
@@ -109,7 +101,7 @@ def plan_tasks(points: list[Point], out: Path) -> list[Task]:
         )
         after = last_prepare
         if f"prepare-{features}" not in names:
-            tasks.append(Task(f"prepare-{features}", prepare_task, (group[0].raw,), last_prepare, "data and features"))
+            tasks.append(Work(f"prepare-{features}", prepare_task, (group[0].raw,), last_prepare, "data and features"))
             names.add(tasks[-1].name)
             after = last_prepare = tasks[-1].name
         label = _label(group[0].values, [q.values for q in group])
@@ -117,15 +109,21 @@ def plan_tasks(points: list[Point], out: Path) -> list[Task]:
             if s.training.alignment.enabled:
                 align = checkpoint_key(s, "align")[0]
                 if f"align-{align}" not in names and not checkpoint_path(align).is_file():
-                    tasks.append(Task(f"align-{align}", train_task, (group[0].raw, "align"), after, f"align {label}"))
+                    tasks.append(
+                        Work(f"align-{align}", train_task, (group[0].raw, "align"), after, f"align {label}", True)
+                    )
                     names.add(tasks[-1].name)
                 if f"align-{align}" in names:
                     after = f"align-{align}"
-            tasks.append(Task(f"finetune-{key}", train_task, (group[0].raw, "finetune"), after, f"fine-tune {label}"))
+            tasks.append(
+                Work(f"finetune-{key}", train_task, (group[0].raw, "finetune"), after, f"fine-tune {label}", True)
+            )
             names.add(tasks[-1].name)
             after = tasks[-1].name
         for p in group:
-            tasks.append(Task(f"point-{p.hash}", point_task, (p.raw, str(out / "points" / p.hash)), after, p.label))
+            tasks.append(
+                Work(f"point-{p.hash}", point_task, (p.raw, str(out / "points" / p.hash)), after, p.label, True)
+            )
     return tasks
 
 
@@ -176,10 +174,7 @@ def run_sweep(
         log.line(f"{valid - len(todo)} of {valid} points finished before; running the other {len(todo)}")
     elif not todo:
         log.line(f"all {valid} points finished before")
-    if scheduler or workers > 1:
-        done, failed = _run_dask(tasks, workers, scheduler, log)
-    else:
-        done, failed = _run_here(tasks, log, progress and log.interactive)
+    done, failed = run_work(tasks, workers, scheduler, log.done, progress and log.interactive)
     log.close()
     errors = {p.hash: p.error for p in invalid}
     for p in todo:  # a point that could not run, or whose checkpoint could not be trained
@@ -208,61 +203,6 @@ class SweepFailed(RuntimeError):
     """Some points could not run; the others' results are written."""
 
 
-def _run_here(tasks: list[Task], log, progress: bool) -> tuple[dict, dict]:
-    done, failed = {}, {}
-    for task in tasks:
-        if task.after in failed:
-            failed[task.name] = f"skipped: {task.after} failed ({failed[task.after]})"
-            log.done(task, None, failed[task.name])
-            continue
-        extra = {} if task.fn is prepare_task else {"progress": progress}
-        try:
-            done[task.name] = task.fn(*task.args, **extra)
-        except Exception as err:  # one bad point must not lose the others
-            failed[task.name] = f"{type(err).__name__}: {err}"
-        log.done(task, done.get(task.name), failed.get(task.name))
-    return done, failed
-
-
-def _run_dask(tasks: list[Task], workers: int, scheduler: str | None, log) -> tuple[dict, dict]:
-    import logging
-    from contextlib import ExitStack
-
-    from distributed import Client, LocalCluster, as_completed
-
-    done, failed = {}, {}
-    with ExitStack() as stack:
-        if scheduler:
-            client = stack.enter_context(Client(scheduler))
-        else:
-            cluster = stack.enter_context(
-                LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    silence_logs=logging.CRITICAL,
-                )
-            )
-            client = stack.enter_context(Client(cluster))
-        futures = {}
-        for task in tasks:
-            after = futures.get(task.after)
-            futures[task.name] = client.submit(
-                task.fn, *task.args, threads=1, after=after, key=f"{task.name}-{time.time_ns()}", pure=False
-            )
-        name_of = {f.key: name for name, f in futures.items()}
-        by_name = {t.name: t for t in tasks}
-        for future in as_completed(futures.values()):
-            name = name_of[future.key]
-            try:
-                done[name] = future.result()
-            except Exception as err:
-                failed[name] = f"{type(err).__name__}: {err}"
-            log.done(by_name[name], done.get(name), failed.get(name))
-    return done, failed
-
-
 class _Log:
     """A progress bar over the sweep's tasks on a terminal, else one plain line per finished task."""
 
@@ -280,7 +220,7 @@ class _Log:
         elif self.enabled:
             print(text, file=sys.stderr, flush=True)
 
-    def done(self, task: Task, result: dict | None, error: str | None) -> None:
+    def done(self, task: Work, result: dict | None, error: str | None) -> None:
         self.count += 1
         self.bar.update(1)
         if error:

@@ -3,6 +3,10 @@
 - :mod:`sim.bench.links`: the analog link and the digital link against chains of Sionna's stock blocks;
 - :mod:`sim.bench.decoders`: the LDPC TB decoders, and the decoder-only Mbit/s per core;
 - :mod:`sim.bench.abstraction`: the PHY abstraction's user-slots per second.
+
+Every bench is given a :class:`~sim.bench.timing.BenchRun` (``--repeats``, ``--seed``; the link benches a
+:class:`~sim.bench.links.LinkBench`, which adds ``--channel`` and ``--num-prbs``); :func:`run_benches` runs
+the ones ``--only`` names.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ def run_benches(only: list[str], link, batch_sizes: list[int], snr_db: float) ->
         "analog": lambda: run_bench(batch_sizes, snr_db, link),
         "digital": lambda: run_digital_bench(bench=link),
         "decoders": lambda: bench_decoders(run),
-        # one thread: its tensors are small, and a second thread costs more than it gives (see the JSON's threads)
+        # one thread: its tensors are small, and a second thread costs more than it gives (see the JSON's torch_threads)
         "abstraction": lambda: bench_abstraction(run, threads=1),
     }
     return {name: benches[name]() for name in only}

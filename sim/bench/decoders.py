@@ -161,6 +161,7 @@ def bench_decoder_only(
     """
     results = []
     with torch_threads(1):
+        header = run.header("cpu")  # the one thread that decodes
         for rate in rates:
             n = int(round(k / rate))
             encoder = LDPC5GEncoder(k, n)
@@ -220,7 +221,7 @@ def bench_decoder_only(
         "code": f"5G NR base graph 1, k = {k}, BPSK on AWGN",
         "num_iter": num_iter,
         "ebno_db": f"where layered-oms (early stop) has BLER {target_bler} on {search_batch_size} codewords",
-        **run.header("cpu"),
+        **header,
         "results": results,
     }
 

@@ -1,4 +1,5 @@
-"""The one timing harness of ``tokensim bench``: median wall-clock and CPU seconds of repeated runs."""
+"""The one timing harness of ``tokensim bench``: median wall-clock and CPU seconds of repeated runs (:func:`timed`),
+and what every bench is given and reports of its timing (:class:`BenchRun`)."""
 
 from __future__ import annotations
 
