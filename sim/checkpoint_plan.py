@@ -1,5 +1,6 @@
-"""Which checkpoints a scenario needs and what shapes them (the cache key of each training stage), and
-what training them would cost here: what ``tokensim validate`` and ``--no-train`` say before anything runs."""
+"""Which checkpoints a scenario needs and what shapes them (the cache key of each training stage), which
+data it needs (:func:`data_key`), and what training them would cost here: what ``tokensim validate`` and
+``--no-train`` say before anything runs."""
 
 from __future__ import annotations
 
@@ -51,6 +52,17 @@ def checkpoint_key(scenario: Scenario, stage: str = "finetune") -> tuple[str, di
         judged = {"fidelity": True, "abstraction": True, "decoder": True, "num_bp_iter": True}
         shaped_by["link"] = s.link.model_dump(mode="json", exclude=judged | {"harq": {"round_trip_slots"}})
     return digest(shaped_by), shaped_by
+
+
+def data_key(scenario: Scenario) -> str:
+    """What a scenario's data and encoder features depend on (the seed draws the speech clips and trains the
+    audio encoder): scenarios with the same key share every cached data and feature file, so a batch of runs
+    prepares each key once, before its runs start, and two workers never build one cache entry at once."""
+    s = scenario
+    return digest(
+        [s.seed, s.dataset.model_dump(mode="json"), s.models.model_dump(mode="json"), sorted(s.tokens)]
+        + [s.training.audio_encoder.model_dump(mode="json")]
+    )
 
 
 # A rough guide to training time: the default recipe (300 alignment and 1200 fine-tuning steps of 64 tasks) took

@@ -163,17 +163,17 @@ def cmd_train(args) -> int:
     from sim.rundir import write_training_log
 
     scenario = _load(args)
-    sim = Simulation(scenario, progress=not args.quiet)
-    summary = sim.train(force=args.force, stage=args.stage)
+    simulation = Simulation(scenario, progress=not args.quiet)
+    summary = simulation.train(force=args.force, stage=args.stage)
     out = args.out or Path("results") / scenario.name
     write_training_log(out, summary.pop("history"), scenario.name)
     if args.stage == "align":
         from models.checkpoints import checkpoint_path
         from sim.checkpoint_plan import checkpoint_key
 
-        path = checkpoint_path(checkpoint_key(sim.source or scenario, "align")[0])
+        path = checkpoint_path(checkpoint_key(simulation.source or scenario, "align")[0])
     else:
-        path = sim.checkpoint_path
+        path = simulation.checkpoint_path
     print(json.dumps({"checkpoint": str(path), **summary, "training_log": str(out)}, indent=2))
     return 0
 

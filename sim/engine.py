@@ -334,7 +334,7 @@ class Simulation:
         share = EqualShare(s.cell.num_prbs, len(s.users), len(s.cell.pilot_ofdm_symbol_indices))
         allocation = TokenAwareAllocation(
             calibration,
-            _group_of_user(s),
+            s.group_of_user(),
             num_prbs=s.cell.num_prbs,
             power=UplinkPower(s),
             res_per_prb=share.data_symbols_per_slot // share.prbs_per_user,
@@ -368,12 +368,6 @@ class Simulation:
                 by_modalities[sent] = count_flops(self.model.answer, rx, present)
             flops.append(by_modalities[sent])
         return flops
-
-
-def _group_of_user(scenario) -> np.ndarray:
-    """[num_users] int64: the index of each user's group."""
-    group_index = {uid: g for g, group in enumerate(scenario.groups) for uid in group.users}
-    return np.array([group_index[u.id] for u in scenario.users], dtype=np.int64)
 
 
 def _at_lowest_mcs(records: CellRecords, scenario) -> torch.Tensor:

@@ -90,8 +90,7 @@ def build_results(scenario, evaluation) -> tuple[dict, list[dict], list[dict], l
     g_of_task, b_of_task, j_of_task = tasks["group"], tasks["timeline"], tasks["job"]
     jobs = {k: v.cpu().numpy() for k, v in records.jobs.items()}
     users_rec = {k: v.cpu().numpy().sum(0) for k, v in records.users.items()}  # summed over timelines
-    group_index = {uid: k for k, group in enumerate(s.groups) for uid in group.users}
-    g_of_user = np.array([group_index[u.id] for u in s.users])
+    g_of_user = np.array(s.group_of_user())
 
     # SNR per RE after the power is spread over the grant, averaged over the slots the user was granted
     snr_re_db = users_rec["snr_re_db_sum"] / np.maximum(users_rec["granted_slots"], 1)

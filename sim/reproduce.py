@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from sim.reproduce_plan import RETRIEVAL_SNR_DB, SCENARIOS, Job, Plan
+from sim.reproduce_plan import PAPER_SCENARIOS, RETRIEVAL_SNR_DB, Job, Plan
 from sim.reproduce_summary import summarise
 from sim.runner import Work, run_work
 
@@ -44,19 +44,23 @@ def run_job(job: Job, out: Path, threads: int = 0, after=None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
-    sim = Simulation(load_scenario(SCENARIOS[job.channel], job.overrides), progress=False)
-    record = {**asdict(job), "checkpoint": sim.checkpoint}
-    if sim.scenario.training.alignment.enabled:
-        sim.train(stage="align")
-        generator = torch.Generator().manual_seed(sim.scenario.seed)
-        channel = sim.uplink.training_channel((RETRIEVAL_SNR_DB, RETRIEVAL_SNR_DB), generator)
+    simulation = Simulation(load_scenario(PAPER_SCENARIOS[job.channel], job.overrides), progress=False)
+    record = {**asdict(job), "checkpoint": simulation.checkpoint}
+    if simulation.scenario.training.alignment.enabled:
+        simulation.train(stage="align")
+        generator = torch.Generator().manual_seed(simulation.scenario.seed)
+        channel = simulation.uplink.training_channel((RETRIEVAL_SNR_DB, RETRIEVAL_SNR_DB), generator)
         found = caption_similarity(
-            sim.model, channel, sim.sampler("test", 500), sim.dataset.captions(), ("image", "audio")
+            simulation.model,
+            channel,
+            simulation.sampler("test", 500),
+            simulation.dataset.captions(),
+            ("image", "audio"),
         )
         record["after_alignment"] = {m: _retrieval(f) for m, f in found.items()}
-    summary = sim.train()
+    summary = simulation.train()
     trained = time.perf_counter() - started
-    record["accuracy"] = {f"{snr:g}": float(sim.evaluate(snr).tasks["correct"].mean()) for snr in job.snrs_db}
+    record["accuracy"] = {f"{snr:g}": float(simulation.evaluate(snr).tasks["correct"].mean()) for snr in job.snrs_db}
     record["validation"] = [[h["step"], h["val_accuracy"]] for h in summary["history"] if "val_accuracy" in h]
     record["trained_now"] = not summary["loaded"]
     record["train_s"], record["total_s"] = trained, time.perf_counter() - started
@@ -105,19 +109,20 @@ class ReproductionFailed(RuntimeError):
 
 
 def _prepare_features(jobs: list[Job]) -> None:
-    """Make the data and encode it once per distinct setting (the seed draws the speech clips and trains the
-    audio encoder) before the workers start, so two of them never compute the same cache entry at once."""
+    """Make the data and encode it once per distinct :func:`~sim.checkpoint_plan.data_key` before the workers
+    start, so two of them never compute the same cache entry at once."""
+    from sim.checkpoint_plan import data_key
     from sim.engine import Simulation
     from sim.scenario import load_scenario
 
     seen = set()
     for job in jobs:
-        scenario = load_scenario(SCENARIOS[job.channel], job.overrides)
-        key = (scenario.seed, scenario.models.image_size_px, json.dumps(scenario.dataset.model_dump(mode="json")))
+        scenario = load_scenario(PAPER_SCENARIOS[job.channel], job.overrides)
+        key = data_key(scenario)
         if key not in seen:
             seen.add(key)
-            sim = Simulation(scenario, progress=False)
-            sim.features("train"), sim.features("validation"), sim.features("test")
+            simulation = Simulation(scenario, progress=False)
+            simulation.features("train"), simulation.features("validation"), simulation.features("test")
 
 
 # --- the page -------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 from models.config import AlignmentConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = {"awgn": ROOT / "scenarios" / "paper" / "awgn.yaml", "tdl": ROOT / "scenarios" / "paper" / "tdl.yaml"}
+PAPER_SCENARIOS = {"awgn": ROOT / "scenarios" / "paper" / "awgn.yaml", "tdl": ROOT / "scenarios" / "paper" / "tdl.yaml"}
 CHANNEL_LABELS = {"awgn": "AWGN", "tdl": "TDL-A, LS estimates"}
 SNRS_DB = (-10, -5, 0, 5, 10, 20)
 TABLE_SNRS_DB = (0, 10)  # where the token-length runs are evaluated
@@ -71,7 +71,7 @@ class Plan:
             return [f"training.alignment.enabled={str(aligned).lower()}"]
 
         if "snr" in self.experiments:
-            for channel in SCENARIOS:
+            for channel in PAPER_SCENARIOS:
                 for seed in self.seeds:
                     for aligned in (True, False):
                         add("snr", f"{channel}-{ARMS[aligned]}", channel, seed, aligned, arm(aligned), self.snrs_db)

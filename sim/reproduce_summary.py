@@ -11,8 +11,8 @@ from sim.reproduce_plan import (
     ARMS,
     CHANNEL_LABELS,
     DEFAULT_TEMPERATURE,
+    PAPER_SCENARIOS,
     RETRIEVAL_SNR_DB,
-    SCENARIOS,
     TOKEN_IMAGE_SIZE_PX,
     Plan,
 )
@@ -78,7 +78,7 @@ def _snr_section(records, plan, out) -> list[str]:
     snrs = plan.snrs_db
     lines = ["## Accuracy vs SNR, with and without alignment (one model over −10…25 dB)", ""]
     curves, val_curves = {}, {}
-    for channel in SCENARIOS:
+    for channel in PAPER_SCENARIOS:
         lines += [f"**{CHANNEL_LABELS[channel]}**", ""]
         lines += ["| SNR dB | " + " | ".join(f"{s:g}" for s in snrs) + " |", "|---|" + "---:|" * len(snrs)]
         acc = {}
@@ -247,7 +247,7 @@ def _channel_panels(draw, xlabel: str, ylabel: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(7, 2.8), sharey=True)
-    for ax, channel in zip(axes, SCENARIOS):
+    for ax, channel in zip(axes, PAPER_SCENARIOS):
         draw(ax, channel)
         ax.set_title(CHANNEL_LABELS[channel], fontsize=9)
         ax.set_xlabel(xlabel)

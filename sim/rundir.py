@@ -28,14 +28,14 @@ def write_run(scenario, out: Path, progress: bool = True, retrain: bool = False)
 
     started = time.perf_counter()
     check_run_directory(out)  # before the work, not after it
-    sim = Simulation(scenario, progress=progress)
-    summary = sim.train(force=retrain)
+    simulation = Simulation(scenario, progress=progress)
+    summary = simulation.train(force=retrain)
     history = summary.pop("history", None)
-    metrics, per_user, per_task, per_tb = build_results(scenario, sim.evaluate())
+    metrics, per_user, per_task, per_tb = build_results(scenario, simulation.evaluate())
     metrics["training"] = {k: v for k, v in summary.items() if k != "loaded"}  # the manifest says trained_now
     final = Path(out)
     with staged_directory(final) as out:
-        _write_run_files(out, scenario, sim, summary, history, metrics, per_user, per_task, per_tb, started)
+        _write_run_files(out, scenario, simulation, summary, history, metrics, per_user, per_task, per_tb, started)
     return metrics
 
 
@@ -101,7 +101,7 @@ def _signals_held():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _write_run_files(out, scenario, sim, summary, history, metrics, per_user, per_task, per_tb, started) -> None:
+def _write_run_files(out, scenario, simulation, summary, history, metrics, per_user, per_task, per_tb, started) -> None:
     from sim.results import manifest, write_csv, write_json, write_text
     from sim.scenario_yaml import resolved_yaml
 
@@ -116,10 +116,10 @@ def _write_run_files(out, scenario, sim, summary, history, metrics, per_user, pe
         out / FINISHED,
         manifest(
             scenario,
-            sim.device,
+            simulation.device,
             time.perf_counter() - started,
-            sim.checkpoint,
-            {"checkpoint_path": str(sim.checkpoint_path), "trained_now": not summary["loaded"]},
+            simulation.checkpoint,
+            {"checkpoint_path": str(simulation.checkpoint_path), "trained_now": not summary["loaded"]},
         ),
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
 from models.config import (
     Modality,
@@ -225,8 +225,20 @@ class Scenario(Strict):
     traffic: TrafficConfig = Field(default_factory=TrafficConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
+    # users by id, built once per list of users (resolution changes a user's fields in place, not the list)
+    _user_index: tuple | None = PrivateAttr(default=None)
+
     def user(self, user_id: str) -> UserConfig:
-        return next(u for u in self.users if u.id == user_id)
+        """The user ``user_id``, in constant time (loops over groups and their users call it for each)."""
+        index = self._user_index
+        if index is None or index[0] is not self.users or index[1] != len(self.users):
+            index = self._user_index = (self.users, len(self.users), {u.id: u for u in self.users})
+        return index[2][user_id]
+
+    def group_of_user(self) -> list[int]:
+        """Each user's group, as an index into ``groups``, in the order of ``users``."""
+        index = {uid: g for g, group in enumerate(self.groups) for uid in group.users}
+        return [index[u.id] for u in self.users]
 
     def group_modalities(self, group: GroupConfig) -> frozenset[str]:
         return frozenset(m for uid in group.users for m in self.user(uid).modalities)

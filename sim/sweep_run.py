@@ -18,7 +18,6 @@ from pathlib import Path
 import yaml
 
 from models.cache import record_kept
-from models.paths import digest
 from sim.errors import ScenarioError, ScenarioErrors
 from sim.rundir import FINISHED, write_run
 from sim.runner import Work, run_work
@@ -44,8 +43,8 @@ def prepare_task(raw: dict, threads: int = 0, after=None) -> dict:
 
     _limit_threads(threads)
     started = time.perf_counter()
-    sim = Simulation(validate_scenario(copy.deepcopy(raw)), progress=False)
-    sim.features("train"), sim.features("validation"), sim.features("test")
+    simulation = Simulation(validate_scenario(copy.deepcopy(raw)), progress=False)
+    simulation.features("train"), simulation.features("validation"), simulation.features("test")
     return {"kind": "prepare", "seconds": time.perf_counter() - started}
 
 
@@ -84,7 +83,7 @@ def plan_tasks(points: list[Point], out: Path) -> list[Work]:
     encoder setting, chained so two never build one cache entry), train stage 1 and stage 2 where their
     checkpoint is missing (one task per key), then evaluate each point."""
     from models.checkpoints import checkpoint_path
-    from sim.checkpoint_plan import checkpoint_key
+    from sim.checkpoint_plan import checkpoint_key, data_key
     from sim.scenario import model_source
 
     tasks: list[Work] = []
@@ -95,10 +94,7 @@ def plan_tasks(points: list[Point], out: Path) -> list[Work]:
         by_key.setdefault(checkpoint_key(model_source(p.scenario) or p.scenario)[0], []).append(p)
     for key, group in by_key.items():
         s = model_source(group[0].scenario) or group[0].scenario
-        features = digest(
-            [s.seed, s.dataset.model_dump(mode="json"), s.models.model_dump(mode="json"), sorted(s.tokens)]
-            + [s.training.audio_encoder.model_dump(mode="json")]
-        )
+        features = data_key(s)
         after = last_prepare
         if f"prepare-{features}" not in names:
             tasks.append(Work(f"prepare-{features}", prepare_task, (group[0].raw,), last_prepare, "data and features"))

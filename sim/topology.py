@@ -34,7 +34,6 @@ from sim.tr38901 import drop_users, received_snr_db, tr38901_defaults, tr38901_p
 if TYPE_CHECKING:
     from sim.schema import Scenario, UserConfig
 
-SCENARIOS = SYSTEM_LEVEL_MODELS  # TR 38.901 scenarios with path loss: "umi", "uma", "rma"
 DROPS = ("none", "cell", "hex")
 DECIMALS = 2  # decimals of filled-in metres and dB: centimetres and 0.01 dB read well and change nothing
 
@@ -42,7 +41,7 @@ DECIMALS = 2  # decimals of filled-in metres and dB: centimetres and 0.01 dB rea
 class TopologyConfig(Strict):
     """The cell's layout. Keys left out take TR 38.901 Table 7.2-1 values of ``scenario`` once a user is placed."""
 
-    scenario: Literal[SCENARIOS] | None = Field(  # type: ignore[valid-type]
+    scenario: Literal[SYSTEM_LEVEL_MODELS] | None = Field(  # type: ignore[valid-type]
         None, description="TR 38.901 path loss model; default channel.model if that is umi/uma/rma, else umi"
     )
     drop: Literal[DROPS] = Field(  # type: ignore[valid-type]
@@ -92,7 +91,7 @@ def geometry_errors(s: Scenario) -> list[ScenarioError]:
     """What the geometry keys cannot check alone (``_cross_check`` of the scenario calls this)."""
     errors: list[ScenarioError] = []
     topo = s.topology
-    if topo.scenario is not None and s.channel.model in SCENARIOS and topo.scenario != s.channel.model:
+    if topo.scenario is not None and s.channel.model in SYSTEM_LEVEL_MODELS and topo.scenario != s.channel.model:
         errors.append(
             ScenarioError(
                 "topology.scenario",
@@ -101,7 +100,7 @@ def geometry_errors(s: Scenario) -> list[ScenarioError]:
                 s.channel.model,
             )
         )
-    if s.channel.model in SCENARIOS:
+    if s.channel.model in SYSTEM_LEVEL_MODELS:
         unplaced = [u.id for u in s.users if not is_placed(s, u)]
         if unplaced:
             errors.append(
@@ -281,4 +280,4 @@ def _round(value: float) -> float:
 
 
 def _default_scenario(s: Scenario) -> str:
-    return s.channel.model if s.channel.model in SCENARIOS else "umi"
+    return s.channel.model if s.channel.model in SYSTEM_LEVEL_MODELS else "umi"

@@ -20,65 +20,65 @@ if TYPE_CHECKING:
     from sim.engine import Simulation
 
 
-def align(sim: Simulation, force: bool) -> dict:
+def align(simulation: Simulation, force: bool) -> dict:
     """Stage 1: align the transceivers (or load the aligned checkpoint, which fine-tuning variants share)."""
-    key, shaped_by = checkpoint_key(sim.scenario, "align")
+    key, shaped_by = checkpoint_key(simulation.scenario, "align")
     if not force:
-        summary = load_checkpoint(sim.model, key, modules=ALIGNED_MODULES)
+        summary = load_checkpoint(simulation.model, key, modules=ALIGNED_MODULES)
         if summary is not None:
             return {**summary, "loaded": True}
     with exclusive(checkpoint_path(key)):  # fine-tuning variants share it: one aligns, the others wait
-        return _align_locked(sim, key, shaped_by, force)
+        return _align_locked(simulation, key, shaped_by, force)
 
 
-def _align_locked(sim: Simulation, key: str, shaped_by: dict, force: bool) -> dict:
+def _align_locked(simulation: Simulation, key: str, shaped_by: dict, force: bool) -> dict:
     if not force:
-        summary = load_checkpoint(sim.model, key, modules=ALIGNED_MODULES)
+        summary = load_checkpoint(simulation.model, key, modules=ALIGNED_MODULES)
         if summary is not None:
             return {**summary, "loaded": True}
-    s = sim.scenario
-    sampler = sim.sampler("train", s.training.train_tasks_per_group)
-    generator = sim.runtime.enter("align")
-    channel = sim.uplink.training_channel(s.training.alignment.snr_db_range, generator)
+    s = simulation.scenario
+    sampler = simulation.sampler("train", s.training.train_tasks_per_group)
+    generator = simulation.runtime.enter("align")
+    channel = simulation.uplink.training_channel(s.training.alignment.snr_db_range, generator)
     history = align_transceivers(
-        sim.model,
+        simulation.model,
         channel,
         sampler,
-        sim.dataset.captions(),
-        sim.dataset.questions("train"),
+        simulation.dataset.captions(),
+        simulation.dataset.questions("train"),
         s.training.alignment,
         s.seed,
-        sim.progress,
+        simulation.progress,
     )
     summary = {"stage": "align", **_tail_means(history, ("loss",)), "history": history}
-    save_checkpoint(sim.model, key, shaped_by, summary, modules=ALIGNED_MODULES)
+    save_checkpoint(simulation.model, key, shaped_by, summary, modules=ALIGNED_MODULES)
     return {**summary, "loaded": False}
 
 
-def finetune(sim: Simulation, aligned_history: list[dict]) -> dict:
+def finetune(simulation: Simulation, aligned_history: list[dict]) -> dict:
     """Stage 2: fine-tune the split model through the uplink, validating as it goes; saves the checkpoint."""
-    s = sim.scenario
-    sampler = sim.sampler("train", s.training.train_tasks_per_group)
-    validation = sim.sampler("validation", s.training.validation_tasks_per_group)
-    generator = sim.runtime.enter("finetune")
-    channel = sim.uplink.training_channel(s.training.finetune.snr_db_range, generator)
+    s = simulation.scenario
+    sampler = simulation.sampler("train", s.training.train_tasks_per_group)
+    validation = simulation.sampler("validation", s.training.validation_tasks_per_group)
+    generator = simulation.runtime.enter("finetune")
+    channel = simulation.uplink.training_channel(s.training.finetune.snr_db_range, generator)
 
     def validate() -> float:
         # common random numbers: each validation draws the same SNRs, fading and noise, so two of them
         # differ by the weights alone, and the training's draws do not depend on when it validates
-        seed = sim.runtime.seed_of("validation")
+        seed = simulation.runtime.seed_of("validation")
         with sionna_rng_at(seed), torch.random.fork_rng(devices=[]):
             snr_generator = torch.Generator().manual_seed(seed)
-            channel = sim.uplink.training_channel(s.training.finetune.snr_db_range, snr_generator)
-            return task_accuracy(sim.model, channel, validation, s.evaluation.batch_size)
+            channel = simulation.uplink.training_channel(s.training.finetune.snr_db_range, snr_generator)
+            return task_accuracy(simulation.model, channel, validation, s.evaluation.batch_size)
 
     history = finetune_split_model(
-        sim.model,
+        simulation.model,
         channel,
         sampler,
         s.training.finetune,
         s.seed,
-        sim.progress,
+        simulation.progress,
         validate=validate,
         validation_every=s.training.validation_every,
         patience=s.training.patience,
@@ -93,7 +93,7 @@ def finetune(sim: Simulation, aligned_history: list[dict]) -> dict:
         "steps_run": len(history),
         "history": aligned_history + history,
     }
-    save_checkpoint(sim.model, sim.checkpoint, sim.shaped_by, summary)
+    save_checkpoint(simulation.model, simulation.checkpoint, simulation.shaped_by, summary)
     return {**summary, "loaded": False}
 
 

@@ -44,7 +44,8 @@ class Uplink(nn.Module):
     :input tokens: ``{modality: [num_slots * num_groups, length, dim]}``, float.
     :input snr_db: [num_slots, num_users], float.
     :output: ``{modality: [num_slots * num_groups, length, dim]}`` received through the analog link, each
-        user on its equal share (the training channel's link).
+        user on its equal share (the training channel's link; in digital mode :meth:`training_channel` goes
+        through the digital proxy instead, and no analog link is built).
     """
 
     def __init__(self, scenario, device: torch.device, token_factor: list[int] | None = None):
@@ -90,18 +91,20 @@ class Uplink(nn.Module):
             pilot_ofdm_symbol_indices=pilot_symbol_indices(num_slots, cell.pilot_ofdm_symbol_indices),
             device=str(device),  # "cpu" or "cuda:0", as Sionna names devices
         )
-        ch = scenario.channel
-        model = channel_model(
-            ch.model,
-            carrier_frequency_hz=cell.carrier_frequency_hz,
-            delay_spread_s=ch.delay_spread_s,
-            speed_mps=ch.speed_mps,
-            device=self.resource_grid.device,
-            geometry=cell_geometry(scenario),  # the users' places, for the 3GPP umi/uma/rma fading
-        )
-        self.link = AnalogLink(self.resource_grid, model, csi=ch.csi, device=self.resource_grid.device)
-        self.digital = None
-        if scenario.link.mode == "digital":
+        self.device = torch.device(device)
+        self.link, self.digital = None, None  # the channel training goes through: one or the other
+        if scenario.link.mode == "analog":
+            ch = scenario.channel
+            model = channel_model(
+                ch.model,
+                carrier_frequency_hz=cell.carrier_frequency_hz,
+                delay_spread_s=ch.delay_spread_s,
+                speed_mps=ch.speed_mps,
+                device=self.resource_grid.device,
+                geometry=cell_geometry(scenario),  # the users' places, for the 3GPP umi/uma/rma fading
+            )
+            self.link = AnalogLink(self.resource_grid, model, csi=ch.csi, device=self.resource_grid.device)
+        else:
             ln = scenario.link
             self.digital = DigitalProxy(
                 num_prbs=self.share.prbs_per_user,
@@ -176,7 +179,7 @@ class Uplink(nn.Module):
             num_slots = next(iter(tokens.values())).shape[0] // self.num_groups
             snr = low + (high - low) * torch.rand(num_slots, len(self.user_ids), generator=generator)
             if self.digital is None:
-                return self(tokens, snr.to(self.link.device))
-            return self.unpack(self.digital(self.pack(tokens), snr.to(self.link.device), generator), tokens)
+                return self(tokens, snr.to(self.device))
+            return self.unpack(self.digital(self.pack(tokens), snr.to(self.device), generator), tokens)
 
         return channel

@@ -7,6 +7,7 @@ local Hugging Face model directory. Nothing is fetched from a hub.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -42,8 +43,10 @@ def resolve_model_path(name: str) -> Path:
     )
 
 
+@functools.lru_cache(maxsize=None)
 def hidden_size(name: str) -> int:
-    """Width of a Hugging Face model's hidden states, read from its config.json."""
+    """Width of a Hugging Face model's hidden states, read from its config.json once per process (metrics ask
+    for every group's token shapes)."""
     config = json.loads((resolve_model_path(name) / "config.json").read_text())
     return int(config.get("hidden_size") or config["d_model"])
 

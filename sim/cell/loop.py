@@ -109,8 +109,7 @@ class CellLoop:
         self.num_prbs = s.cell.num_prbs
         self.num_timelines = num_timelines
         self.slot_s = slot_duration_s(s.cell.subcarrier_spacing_hz)
-        group_index = {uid: g for g, group in enumerate(s.groups) for uid in group.users}
-        self.group_of_user = torch.tensor([group_index[u.id] for u in s.users], device=device)
+        self.group_of_user = torch.tensor(s.group_of_user(), device=device)
         self.res_per_prb = NUM_SUBCARRIERS_PER_PRB * (NUM_OFDM_SYMBOLS_PER_SLOT - len(s.cell.pilot_ofdm_symbol_indices))
         self.power = UplinkPower(s)
         if snr_db is not None:

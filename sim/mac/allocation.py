@@ -41,10 +41,6 @@ class EqualShare:
         return max(1, self.num_prbs // self.num_users)
 
     @property
-    def prbs_used(self) -> int:
-        return min(self.prbs_per_user * self.num_users, self.num_prbs)
-
-    @property
     def data_symbols_per_slot(self) -> int:
         """Data resource elements one user has in one slot."""
         return self.prbs_per_user * NUM_SUBCARRIERS_PER_PRB * (NUM_OFDM_SYMBOLS_PER_SLOT - self.num_pilot_symbols)

@@ -22,12 +22,9 @@ from sionna.phy.nr.utils import MCSDecoderNR, TransportBlockNR
 from sionna.phy.utils import lin_to_db
 from sionna.sys import EESM, PHYAbstraction
 
-from sim.errors import ScenarioError
-
 PUSCH_CATEGORY = 0  # Sionna's mcs_category for PUSCH (1 is PDSCH)
 PUSCH_MCS_TABLES = (1, 2)  # Sionna ships PUSCH BLER tables (and EESM betas) for 38.214 tables 1 (64-QAM), 2 (256-QAM)
 DATA_RES_PER_PRB = 144  # 12 subcarriers x (14 - 2 pilot) OFDM symbols
-PILOT_RES_PER_PRB = 24  # 12 subcarriers x 2 pilot OFDM symbols
 
 
 class _RecordingTransportBlockNR(TransportBlockNR):
@@ -80,7 +77,7 @@ def _one_blas_thread():
 def _check_mcs_table(mcs_table_index: int) -> None:
     if mcs_table_index not in PUSCH_MCS_TABLES:
         allowed = ", ".join(map(str, PUSCH_MCS_TABLES))
-        raise ScenarioError("link.mcs_table", mcs_table_index, "has no PUSCH BLER table in Sionna", allowed)
+        raise ValueError(f"MCS table {mcs_table_index} has no PUSCH BLER table in Sionna (tables {allowed} have)")
 
 
 def pusch_phy_abstraction(mcs_table_index: int = 1, precision: str | None = None, device: str | None = None):
@@ -98,48 +95,6 @@ def calibrated_mcs(phy_abstraction: PHYAbstraction, mcs_table_index: int = 1) ->
     """MCS indices of ``mcs_table_index`` that Sionna's PUSCH BLER tables cover (table 1: 3..27)."""
     table = phy_abstraction.bler_table["category"][PUSCH_CATEGORY]["index"][mcs_table_index]["MCS"]
     return sorted(table)
-
-
-def transport_block_size(
-    mcs_index: int | torch.Tensor,
-    num_prbs: int | torch.Tensor,
-    num_ofdm_symbols: int = 14,
-    num_pilot_res_per_prb: int = PILOT_RES_PER_PRB,
-    mcs_table_index: int = 1,
-) -> torch.Tensor:
-    """Information bits of one PUSCH transport block (one layer), per 3GPP TS 38.214 6.1.4.2.
-
-    Sionna needs two calls for this (``decode_mcs_index`` then ``calculate_tb_size``); here they are one.
-    :class:`TransportBlockAbstraction` gives the same sizes for ``num_allocated_re = num_prbs * (12 *
-    num_ofdm_symbols - num_pilot_res_per_prb)`` (at most 156 REs per PRB; tested).
-
-    :param mcs_index: [...], int. MCS index of table ``mcs_table_index``.
-    :param num_prbs: [...], int. Allocated PRBs, 1..275.
-    :param num_ofdm_symbols: OFDM symbols of the allocation, pilots included (1..14).
-    :param num_pilot_res_per_prb: pilot (DMRS) REs per PRB over those symbols; 24 for 2 full pilot symbols.
-    :param mcs_table_index: 38.214 MCS table.
-
-    :output tb_size: [...], torch.int32. Transport block size in bits, CRC excluded.
-
-    >>> transport_block_size(torch.tensor([5, 14, 20]), 1)
-    tensor([104, 304, 480], dtype=torch.int32)
-    """
-    from sionna.phy.nr.utils import calculate_tb_size, decode_mcs_index
-
-    modulation_order, target_coderate = decode_mcs_index(
-        torch.as_tensor(mcs_index), table_index=mcs_table_index, is_pusch=True, transform_precoding=False
-    )
-    num_prbs = torch.as_tensor(num_prbs, device=modulation_order.device).expand_as(modulation_order)
-    tb_size, *_ = calculate_tb_size(
-        modulation_order,
-        target_coderate,
-        num_prbs=num_prbs,
-        num_ofdm_symbols=num_ofdm_symbols,
-        num_dmrs_per_prb=num_pilot_res_per_prb,
-        return_cw_length=False,
-        device=modulation_order.device,
-    )
-    return tb_size
 
 
 def eesm_beta(mcs_index: torch.Tensor, mcs_table_index: int = 1) -> torch.Tensor:
@@ -190,7 +145,8 @@ class TransportBlockAbstraction(Block):
     :param device: ``None`` takes Sionna's ``config.device``
 
     :input mcs_index: [...], int. MCS index of each link's TB; a scheduled link's must have a BLER table
-        (:attr:`available_mcs`: 3..27 in table 1, 9..27 in table 2), else :class:`~sim.errors.ScenarioError`.
+        (:attr:`available_mcs`: 3..27 in table 1, 9..27 in table 2), else ``ValueError`` (the scenario checks
+        refuse a fixed ``link.mcs`` outside them first).
     :input sinr: [..., num_res], float | ``None``. Linear post-equalisation SINR of each RE of the TB. Zeros
         mark unused entries (links with fewer REs), which EESM skips. The entries may also be coarser than REs
         (one per PRB or subband, all representing equally many REs), since EESM averages them; give
@@ -254,11 +210,9 @@ class TransportBlockAbstraction(Block):
         outside = (mcs_index < lowest) | (mcs_index > highest)
         if bool(outside.any()):
             if bool((outside & scheduled).any()):
-                raise ScenarioError(
-                    "link.mcs",
-                    sorted(set(mcs_index[outside & scheduled].tolist())),
-                    f"has no BLER table for PUSCH MCS table {self.mcs_table_index} in Sionna",
-                    f"{lowest}..{highest}",
+                raise ValueError(
+                    f"MCS {sorted(set(mcs_index[outside & scheduled].tolist()))} of PUSCH MCS table "
+                    f"{self.mcs_table_index} have no BLER table in Sionna (MCS {lowest}..{highest} have)"
                 )
             # an unscheduled link's MCS may be anything (OLLA fills 0); Sionna's look-ups index tables with it
             mcs_index = torch.where(outside, lowest, mcs_index)

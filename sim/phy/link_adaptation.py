@@ -9,7 +9,7 @@ is ``bler_target``.
 
 The MCS table and modulation/code rate of an MCS index are Sionna's: ``sionna.phy.nr.utils.decode_mcs_index(
 mcs, table_index, is_pusch=True)`` gives (bits per symbol, code rate) for PUSCH without transform precoding in
-one call, and :func:`~sim.phy.abstraction.transport_block_size` gives the TB size.
+one call, and :func:`~sim.phy.digital.transport_block_size` gives the TB of a slot.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from sionna.phy import Block
 from sionna.phy.utils import db_to_lin
 from sionna.sys import InnerLoopLinkAdaptation, OuterLoopLinkAdaptation
 
-from sim.errors import ScenarioError
 from sim.phy.abstraction import PUSCH_CATEGORY, pusch_phy_abstraction
 
 
@@ -71,7 +70,7 @@ class LinkAdaptation(Block):
     ):
         super().__init__(precision=precision, device=device)
         if not 0.0 < float(bler_target) < 1.0:
-            raise ScenarioError("link.bler_target", bler_target, "is not a block error rate", "0 < bler_target < 1")
+            raise ValueError(f"bler_target must be a block error rate in (0, 1), not {bler_target}")
         self.num_users = num_users
         self.bler_target = float(bler_target)
         self.mcs_table_index = mcs_table_index

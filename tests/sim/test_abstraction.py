@@ -16,12 +16,8 @@ from sionna.phy.utils import db_to_lin
 
 from sim.bench.abstraction import bench_abstraction
 from sim.bench.timing import BenchRun
-from sim.errors import ScenarioError
-from sim.phy.abstraction import (
-    DATA_RES_PER_PRB,
-    TransportBlockAbstraction,
-    transport_block_size,
-)
+from sim.phy.abstraction import DATA_RES_PER_PRB, TransportBlockAbstraction
+from sim.phy.digital import transport_block_size
 from sim.phy.link_adaptation import LinkAdaptation
 
 
@@ -50,7 +46,7 @@ def link_level_bler(mcs, snr_db, num_tbs, num_prbs=1):
     """BLER of Sionna's stock PUSCH chain on AWGN: TBEncoder -> QAM Mapper -> AWGN -> APP Demapper -> TBDecoder."""
     num_bits_per_symbol, coderate = decode_mcs_index(mcs, table_index=1, is_pusch=True)
     num_bits_per_symbol, coderate = int(num_bits_per_symbol), float(coderate)
-    tb_size = int(transport_block_size(mcs, num_prbs))
+    tb_size = transport_block_size(mcs, num_prbs, num_pilot_symbols=2)["tb_size"]
     encoder = TBEncoder(tb_size, num_bits_per_symbol * DATA_RES_PER_PRB * num_prbs, coderate, num_bits_per_symbol)
     decoder = TBDecoder(encoder, num_bp_iter=20)  # 20 iterations of boxplus-phi BP, as Sionna's BLER tables
     mapper, demapper = Mapper("qam", num_bits_per_symbol), Demapper("app", "qam", num_bits_per_symbol)
@@ -111,17 +107,19 @@ def test_bler_agrees_with_link_level_decoding_on_awgn(tba):
 def test_tb_sizes_are_sionnas_calculate_tb_size(tba):
     """The abstraction's TB sizes are 38.214 TB sizes of calculate_tb_size for 14 symbols, 24 pilot REs/PRB."""
     mcs = torch.tensor(tba.available_mcs, dtype=torch.int32)
-    num_prbs = torch.tensor([1, 2, 3, 5, 8, 24, 51, 106, 273], dtype=torch.int32)
-    mcs, num_prbs = torch.meshgrid(mcs, num_prbs, indexing="ij")
+    prbs = [1, 2, 3, 5, 8, 24, 51, 106, 273]
+    mcs, num_prbs = torch.meshgrid(mcs, torch.tensor(prbs, dtype=torch.int32), indexing="ij")
     modulation_order, coderate = decode_mcs_index(mcs, table_index=1, is_pusch=True, transform_precoding=False)
     expected, *_ = calculate_tb_size(
         modulation_order, coderate, num_prbs=num_prbs, num_ofdm_symbols=14, num_dmrs_per_prb=24, return_cw_length=False
     )
     out = tba(mcs, sinr_eff=torch.full(mcs.shape, 10.0), num_allocated_re=DATA_RES_PER_PRB * num_prbs)
     assert torch.equal(out["tb_size"], expected)
-    assert torch.equal(transport_block_size(mcs, num_prbs), expected)
+    # the digital link's TB of a slot (2 pilot symbols: 24 pilot REs per PRB) has the same size
+    for m, b in [(3, 1), (9, 3), (16, 51), (27, 273)]:
+        assert transport_block_size(m, b, num_pilot_symbols=2)["tb_size"] == expected[m - 3, prbs.index(b)]
     # worked by hand from 38.214 6.1.4.2 (small-TB table; two code blocks)
-    assert transport_block_size(5, 1).item() == 104 and transport_block_size(20, 24).item() == 11528
+    assert transport_block_size(5, 1, 2)["tb_size"] == 104 and transport_block_size(20, 24, 2)["tb_size"] == 11528
 
 
 def test_ack_draws_follow_bler_and_repeat_per_seed(tba):
@@ -144,7 +142,7 @@ def test_unscheduled_links_and_uncalibrated_mcs(tba):
     out = tba(torch.tensor([5, 0, 99]), sinr_eff=torch.full((3,), 2.0), num_allocated_re=torch.tensor([144, 0, 0]))
     assert out["harq_feedback"].tolist() == [out["harq_feedback"][0].item(), -1, -1]
     assert not out["tb_ok"][1:].any() and (out["tb_size"][1:] == 0).all() and (out["bler"][1:] == -1).all()
-    with pytest.raises(ScenarioError, match="link.mcs"):
+    with pytest.raises(ValueError, match="no BLER table"):
         tba(torch.tensor([2]), sinr_eff=torch.tensor([2.0]), num_allocated_re=144)
 
 

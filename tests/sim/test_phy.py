@@ -133,7 +133,8 @@ def test_numerology():
 def test_equal_share_conserves_resources(num_prbs, num_users):
     share = EqualShare(num_prbs, num_users, num_pilot_symbols=2)
     assert share.prbs_per_user >= 1
-    assert share.prbs_used <= num_prbs < share.prbs_used + num_users
+    # every user the same share, as large as the carrier allows: fewer than num_users PRBs left idle
+    assert share.prbs_per_user * num_users <= num_prbs < (share.prbs_per_user + 1) * num_users
     assert share.data_symbols_per_slot == share.prbs_per_user * 12 * 12
     assert share.slots_for(share.data_symbols_per_slot) == 1
     assert share.slots_for(share.data_symbols_per_slot + 1) == 2
