@@ -8,6 +8,7 @@ item whose predecessor failed is skipped with that reason. Workers run one torch
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -69,7 +70,11 @@ def _run_dask(items: list[Work], workers: int, scheduler: str | None, on_done) -
     from distributed import Client, LocalCluster, as_completed
 
     done, failed = {}, {}
+    # Dask's nanny writes OMP_NUM_THREADS=1 (and MKL's, OpenBLAS's) into this process's environment for its
+    # workers and leaves it there: every later subprocess would run one thread, and its floats would differ
+    environ = dict(os.environ)
     with ExitStack() as stack:
+        stack.callback(lambda: (os.environ.clear(), os.environ.update(environ)))
         if scheduler:
             client = stack.enter_context(Client(scheduler))
         else:

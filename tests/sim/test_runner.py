@@ -34,7 +34,10 @@ def test_here_a_failed_item_skips_what_waits_on_it_and_nothing_else():
 
 
 def test_on_a_local_dask_cluster_the_same_items_end_the_same_way_in_worker_processes():
+    environ = dict(os.environ)
     done, failed = run_work(ITEMS, workers=2)
+    # the workers' one-thread settings stay theirs: later subprocesses of this one get its own
+    assert dict(os.environ) == environ
     assert failed["bad"] == "ValueError: no data" and failed["waits-on-bad"].startswith("ValueError")
     assert {name: r["x"] for name, r in done.items()} == {"alone": 9, "waits-on-alone": 16}
     assert all(r["pid"] != os.getpid() and r["threads"] == 1 for r in done.values())
