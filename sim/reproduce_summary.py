@@ -239,7 +239,7 @@ def _per_snr_section(records, single, plan) -> list[str]:
 
 
 def _channel_panels(draw, xlabel: str, ylabel: str, path: Path) -> None:
-    """A figure of one panel per channel of :data:`~sim.reproduce_plan.SCENARIOS`, side by side on a shared y
+    """A figure of one panel per channel of :data:`~sim.reproduce_plan.PAPER_SCENARIOS`, side by side on a shared y
     axis, each drawn by ``draw(ax, channel)`` and titled with the channel; saved as ``path`` (PNG and PDF)."""
     import matplotlib
 

@@ -33,8 +33,8 @@ class Work:
 
 
 def run_work(items: list[Work], workers: int = 1, scheduler: str | None = None, on_done=None, progress=False):
-    """Run ``items`` in order, here (``workers`` 1, no ``scheduler``) or on Dask; ``(done, failed)``: name ->
-    record, and name -> error line, for every item.
+    """Run ``items`` here (``workers`` 1, no ``scheduler``: in order) or on Dask (at once where their ``after``
+    allows); ``(done, failed)``: name -> record, and name -> error line, for every item.
 
     :param workers: >1: a local Dask cluster of that many processes, one thread each
     :param scheduler: address of a running Dask scheduler (``tcp://host:port``) to use instead

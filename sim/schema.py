@@ -225,7 +225,7 @@ class Scenario(Strict):
     traffic: TrafficConfig = Field(default_factory=TrafficConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
-    # users by id, built once per list of users (resolution changes a user's fields in place, not the list)
+    # users by id, rebuilt whenever the list is another (replicas assign a new one) or changes length
     _user_index: tuple | None = PrivateAttr(default=None)
 
     def user(self, user_id: str) -> UserConfig:

@@ -1,6 +1,6 @@
 """Running a sweep: the points' tasks (data, each checkpoint once, evaluation), sequential or on Dask.
 
-Checkpoints are shared: points are grouped by :func:`sim.engine.checkpoint_key`; each missing stage-1 and
+Checkpoints are shared: points are grouped by :func:`sim.checkpoint_plan.checkpoint_key`; each missing stage-1 and
 stage-2 checkpoint is trained by exactly one task (distinct keys in parallel) before its points are
 evaluated, after one task per distinct encoder setting has made the data and features. A point that fails
 is recorded (its error in ``results.csv``) and the others complete.
