@@ -26,7 +26,8 @@ def checkpoint_key(scenario: Scenario, stage: str = "finetune") -> tuple[str, di
     variants start from one aligned checkpoint.
     """
     s = scenario
-    layout = [[sorted(s.user(uid).modalities) for uid in g.users] for g in s.groups]
+    users = s.users_by_id()
+    layout = [[sorted(users[uid].modalities) for uid in g.users] for g in s.groups]
     training = s.training.model_dump(mode="json", exclude={"audio_encoder"})
     if stage == "align":
         training = {"alignment": training["alignment"], "train_tasks_per_group": training["train_tasks_per_group"]}

@@ -28,8 +28,9 @@ def cross_check(s: Scenario) -> list[ScenarioError]:
 
     errors, dataset = _open_dataset(s)
     ids = [u.id for u in s.users]
+    users = s.users_by_id()
     for i, uid in enumerate(ids):
-        if ids.index(uid) != i:
+        if users[uid] is not s.users[i]:
             errors.append(ScenarioError(f"users[{i}].id", uid, "is used by another user"))
 
     group_of: dict[str, str] = {}
@@ -40,14 +41,14 @@ def cross_check(s: Scenario) -> list[ScenarioError]:
         senders: dict[str, str] = {}
         for ui, uid in enumerate(group.users):
             key = f"groups[{gi}].users[{ui}]"
-            if uid not in ids:
+            if uid not in users:
                 errors.append(ScenarioError(key, uid, "is not a user", ", ".join(ids)))
                 continue
             if uid in group_of:
                 errors.append(ScenarioError(key, uid, f"is already in group {group_of[uid]!r}; a user is in one group"))
                 continue
             group_of[uid] = group.id
-            for m in s.user(uid).modalities:
+            for m in users[uid].modalities:
                 if m in senders:
                     errors.append(
                         ScenarioError(key, uid, f"sends {m!r} like {senders[m]!r}; a group has one sender per modality")
@@ -233,9 +234,10 @@ def resolve(s: Scenario) -> Scenario:
             if s.cell.bandwidth_hz is not None
             else 24
         )
+    users = s.users_by_id()
     for group in s.groups:
         for uid in group.users:
-            s.user(uid).group = group.id
+            users[uid].group = group.id
     for user in s.users:
         if s.snr_db is not None:
             user.snr_db = s.snr_db

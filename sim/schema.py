@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, field_validator
 
 from models.config import (
     Modality,
@@ -225,15 +225,13 @@ class Scenario(Strict):
     traffic: TrafficConfig = Field(default_factory=TrafficConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
-    # users by id, rebuilt whenever the list is another (replicas assign a new one) or changes length
-    _user_index: tuple | None = PrivateAttr(default=None)
-
     def user(self, user_id: str) -> UserConfig:
-        """The user ``user_id``, in constant time (loops over groups and their users call it for each)."""
-        index = self._user_index
-        if index is None or index[0] is not self.users or index[1] != len(self.users):
-            index = self._user_index = (self.users, len(self.users), {u.id: u for u in self.users})
-        return index[2][user_id]
+        return next(u for u in self.users if u.id == user_id)
+
+    def users_by_id(self) -> dict[str, UserConfig]:
+        """Each user by its id (the first, where two share one): made once by a loop over groups and their
+        users, which then looks each up in constant time."""
+        return {u.id: u for u in reversed(self.users)}
 
     def group_of_user(self) -> list[int]:
         """Each user's group, as an index into ``groups``, in the order of ``users``."""
@@ -241,4 +239,5 @@ class Scenario(Strict):
         return [index[u.id] for u in self.users]
 
     def group_modalities(self, group: GroupConfig) -> frozenset[str]:
-        return frozenset(m for uid in group.users for m in self.user(uid).modalities)
+        users = self.users_by_id()
+        return frozenset(m for uid in group.users for m in users[uid].modalities)

@@ -53,6 +53,7 @@ class Uplink(nn.Module):
         self.user_ids = [u.id for u in scenario.users]
         self.num_groups = len(scenario.groups)
         user_index = {uid: i for i, uid in enumerate(self.user_ids)}
+        users = scenario.users_by_id()
         # tokens a user sends of each modality: the scenario's length over its factor (at least one)
         self.token_factor = list(token_factor or [1] * len(self.user_ids))
         self.token_shapes = {m: (t.length, t.dim) for m, t in scenario.tokens.items()}
@@ -63,7 +64,7 @@ class Uplink(nn.Module):
         for g, group in enumerate(scenario.groups):
             for uid in group.users:
                 u = user_index[uid]
-                for m in (m for m in MODALITIES if m in scenario.user(uid).modalities):
+                for m in (m for m in MODALITIES if m in users[uid].modalities):
                     length, dim = self.token_shapes[m]
                     sent = max(1, length // self.token_factor[u])
                     placement.setdefault((m, sent), []).append((g, u, self.values_per_user[u]))
